@@ -1,0 +1,149 @@
+"""The `mlops-loop` command. Heavy libraries are imported by the subcommand that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = ".demo/loop.yaml"
+
+
+def _config(path: str | None) -> Any:
+    from mlops_loop.core.config import load_config
+
+    path = path or os.environ.get("MLOPS_LOOP_CONFIG") or DEFAULT_CONFIG
+    return load_config(path)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mlops_loop.demo.runner import format_summary, run_demo
+
+    home = Path(args.dagster_home or os.environ.get("DAGSTER_HOME") or "dagster_home")
+    status = run_demo(Path(args.workdir), home, reset=not args.keep)
+    print(format_summary(status, home))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mlops_loop.core.loop import loop_status
+
+    status = loop_status(_config(args.config))
+    if args.format == "json":
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"model {status['model']}  (tracking {status['tracking_uri']})")
+    print(f"  champion   : v{status['champion']}  {status['metric_name']}="
+          f"{status['champion_metric']}")
+    print(f"  challenger : v{status['challenger']}")
+    print("history (newest last):")
+    for e in status["history"][-10:]:
+        print(f"  {e['at']}  {e['action']:9}  v{e['from_version']} -> v{e['to_version']}  "
+              f"by {e['triggered_by']} ({e['user']}): {e['reason'][:90]}")
+    print("batches:")
+    for b in status["batches"]:
+        quality = "pass" if b["quality_success"] else f"QUARANTINED {b['incidents']}"
+        metric = "-" if b["metric"] is None else f"{b['metric']:.3f}"
+        promoted = {None: "", True: f" challenger v{b['challenger_version']} promoted",
+                    False: f" challenger v{b['challenger_version']} rejected"}[b["promoted"]]
+        print(f"  {b['batch']}: quality {quality}; drift {b['dataset_drift']}; "
+              f"{status['metric_name']} {metric} (champion v{b['champion_version']}){promoted}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from mlops_loop.core.loop import StepContext, rollback
+
+    who = f"cli ({os.environ.get('USER', 'unknown')})"
+    change = rollback(_config(args.config), args.to, args.reason, StepContext(triggered_by=who))
+    print(f"champion moved from v{change.from_version} to v{change.to_version} "
+          f"at {change.at} by {change.triggered_by}: {change.reason}")
+    return 0
+
+
+def _two_frames(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from mlops_loop.core.data import read_table
+
+    config = _config(args.config) if args.config else None
+    return read_table(args.reference), read_table(args.current), config
+
+
+def _emit(result: Any, args: argparse.Namespace) -> None:
+    text = result.to_html() if args.format == "html" else json.dumps(result.to_dict(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from mlops_loop.core.drift import evaluate_drift
+
+    reference, current, config = _two_frames(args)
+    _emit(evaluate_drift(reference, current, config=config), args)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mlops_loop.core.quality import validate_batch
+
+    reference, current, config = _two_frames(args)
+    _emit(validate_batch(reference, current, config=config), args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlops-loop",
+        description="A self-driving retraining loop for scikit-learn models on Dagster + MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = f"loop YAML (default: $MLOPS_LOOP_CONFIG or {DEFAULT_CONFIG})"
+
+    p = sub.add_parser("demo", help="run the scripted scenario end to end through Dagster")
+    p.add_argument("--workdir", default=".demo", help="where the demo data and state go")
+    p.add_argument("--dagster-home", help="Dagster instance folder (default: $DAGSTER_HOME "
+                   "or ./dagster_home)")
+    p.add_argument("--keep", action="store_true", help="do not reset earlier demo state")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="champion, challenger, history and batch verdicts")
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("rollback", help="move the champion back to a version or 'previous'")
+    p.add_argument("--to", required=True, help="version number, or 'previous'")
+    p.add_argument("--reason", required=True, help="why (kept in the audit history)")
+    p.add_argument("--config", help=config_help)
+    p.set_defaults(func=cmd_rollback)
+
+    for name, func, what in (("drift", cmd_drift, "drift report of CURRENT against REFERENCE"),
+                             ("validate", cmd_validate, "quality gate of CURRENT against a "
+                              "suite learnt from REFERENCE")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("reference", help="reference data (parquet or CSV)")
+        p.add_argument("current", help="current batch (parquet or CSV)")
+        p.add_argument("--config", help="loop YAML naming the columns' roles")
+        p.add_argument("--format", choices=["json", "html"], default="json")
+        p.add_argument("--output", help="write here instead of standard output")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlops_loop.core.errors import MlopsLoopError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MlopsLoopError as e:
+        print(f"mlops-loop {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

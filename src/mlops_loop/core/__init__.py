@@ -1,0 +1,1 @@
+"""The orchestrator-free core of mlops-loop: it never imports Dagster."""

@@ -1,0 +1,252 @@
+"""Typed loop configuration, validated at the edge and loadable from YAML."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlops_loop.core.errors import InvalidConfigError
+
+METRICS = ("roc_auc", "accuracy", "f1", "brier", "log_loss")
+Metric = Literal["roc_auc", "accuracy", "f1", "brier", "log_loss"]
+#: Metrics where a smaller value is better.
+LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnsConfig(_Model):
+    """The data schema: which columns are features and which play a role."""
+
+    numerical: list[str] = Field(default_factory=list, description="Numerical feature columns.")
+    categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
+    target: str = Field(description="The label column (binary, 0/1).")
+    prediction: str = Field(default="prediction", description="Column the scorer writes.")
+    id: str | None = Field(default=None, description="Row identifier column.")
+    timestamp: str | None = Field(default=None, description="Event time column.")
+    segments: list[str] = Field(default_factory=list, description="Columns to slice reports by.")
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numerical, *self.categorical]
+
+    @model_validator(mode="after")
+    def _roles_are_distinct(self) -> ColumnsConfig:
+        if not self.features:
+            raise ValueError("at least one feature is required in 'numerical' or 'categorical'")
+        seen: dict[str, str] = {}
+        roles = [(c, "numerical") for c in self.numerical]
+        roles += [(c, "categorical") for c in self.categorical]
+        roles += [(c, r) for r, c in (("target", self.target), ("prediction", self.prediction),
+                                      ("id", self.id), ("timestamp", self.timestamp)) if c]
+        for column, role in roles:
+            if column in seen:
+                raise ValueError(f"column {column!r} is both {seen[column]} and {role}")
+            seen[column] = role
+        return self
+
+
+class SourcesConfig(_Model):
+    """Where the reference snapshot and the monitored batches come from."""
+
+    reference: Path = Field(description="Reference data file (parquet or CSV), labelled.")
+    landing: Path = Field(description="Folder where batch files (parquet or CSV) arrive.")
+    patterns: list[str] = Field(
+        default_factory=lambda: ["*.parquet", "*.csv"],
+        description="Glob patterns of batch files in the landing folder.",
+    )
+
+
+class ModelSpec(_Model):
+    """The estimator to train: an import path and its parameters."""
+
+    estimator: str = Field(
+        default="sklearn.ensemble.HistGradientBoostingClassifier",
+        description="Import path of a scikit-learn classifier or pipeline factory.",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+    preprocess: bool = Field(
+        default=True,
+        description="Wrap the estimator in a pipeline that imputes numbers and one-hot encodes "
+        "categories. Turn off when the estimator is already a full pipeline.",
+    )
+
+    @model_validator(mode="after")
+    def _estimator_is_importable(self) -> ModelSpec:
+        module_name, _, attr = self.estimator.rpartition(".")
+        if not module_name:
+            raise ValueError(f"estimator {self.estimator!r} is not a dotted import path")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ValueError(f"estimator module {module_name!r} cannot be imported: {e}") from e
+        if not callable(getattr(module, attr, None)):
+            raise ValueError(f"estimator {self.estimator!r}: {module_name} has no callable {attr!r}")
+        return self
+
+
+class QualityPolicy(_Model):
+    """Tolerances of the quality gate learnt from the reference."""
+
+    null_rate_margin: float = Field(default=0.05, ge=0, le=1,
+                                    description="Allowed null share above the reference's.")
+    range_margin: float = Field(default=0.5, ge=0,
+                                description="Allowed overshoot of the reference range, as a "
+                                "fraction of that range.")
+    unseen_category_share: float = Field(default=0.01, ge=0, le=1,
+                                         description="Allowed share of categories unseen in "
+                                         "the reference.")
+    min_rows: int = Field(default=1, ge=0, description="Fewest rows a batch may have.")
+
+
+class DriftPolicy(_Model):
+    """When a feature, and the dataset, count as drifted."""
+
+    fdr: float = Field(default=0.05, gt=0, lt=1,
+                       description="False-discovery rate across features (Benjamini-Hochberg).")
+    numerical_effect: float = Field(default=0.1, gt=0, le=1,
+                                    description="Smallest Kolmogorov-Smirnov distance that counts.")
+    categorical_effect: float = Field(default=0.1, gt=0, le=1,
+                                      description="Smallest total-variation distance that counts.")
+    min_drifted_features: int = Field(default=1, ge=1,
+                                      description="Drifted features that make dataset drift.")
+
+
+class RetrainPolicy(_Model):
+    """When the loop trains a challenger."""
+
+    on_drift: bool = Field(default=True, description="Retrain when the dataset drifts.")
+    metric_drop: float = Field(default=0.05, ge=0,
+                               description="Retrain when the primary metric falls this much "
+                               "below the champion's baseline.")
+    min_labelled_rows: int = Field(default=100, ge=0,
+                                   description="Fewest labelled rows in a batch to judge it.")
+    cooldown_batches: int = Field(default=0, ge=0,
+                                  description="Batches to wait after a retrain before the next.")
+
+
+class TrainingPolicy(_Model):
+    """Which data trains a challenger, and which judges it."""
+
+    window: Literal["all", "recent"] = Field(
+        default="all", description="'all': reference plus every accepted batch; 'recent': the "
+        "last `recent_batches` accepted batches (plus the reference if `include_reference`).")
+    recent_batches: int = Field(default=3, ge=1, description="Batches in a 'recent' window.")
+    include_reference: bool = Field(default=True, description="Train on the reference too.")
+    holdout_fraction: float = Field(default=0.5, gt=0, lt=1,
+                                    description="Latest share of the current batch kept out of "
+                                    "training to compare challenger and champion.")
+    random_state: int = Field(default=0, description="Seed for training and bootstraps.")
+
+
+class PromotionPolicy(_Model):
+    """When a challenger replaces the champion."""
+
+    metric: Metric = Field(default="roc_auc", description="Primary metric.")
+    min_delta: float = Field(default=0.0, ge=0,
+                             description="Smallest improvement of the primary metric.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1,
+                              description="Level of the paired bootstrap lower bound that must "
+                              "lie above zero.")
+    bootstrap_rounds: int = Field(default=500, ge=50, le=100_000,
+                                  description="Paired bootstrap resamples.")
+
+
+class MlflowConfig(_Model):
+    """Where runs, artifacts and model versions are recorded."""
+
+    tracking_uri: str | None = Field(default=None, description="Tracking URI; default: SQLite "
+                                     "database `mlflow.db` in the state folder.")
+    artifact_location: str | None = Field(default=None, description="Artifact root for the "
+                                          "experiment; default: `mlartifacts/` in the state "
+                                          "folder.")
+    experiment: str = Field(default="mlops-loop", description="Experiment name.")
+    registered_model: str = Field(default="mlops-loop-model", description="Registered model.")
+
+
+class LoopConfig(_Model):
+    """Everything a loop needs: data schema, sources, model, policies, MLflow settings."""
+
+    name: str = Field(default="mlops-loop", description="Name of this loop.")
+    state_dir: Path = Field(default=Path(".mlops_loop"),
+                            description="Folder for snapshots, accepted and quarantined batches.")
+    columns: ColumnsConfig
+    sources: SourcesConfig
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    quality: QualityPolicy = Field(default_factory=QualityPolicy)
+    drift: DriftPolicy = Field(default_factory=DriftPolicy)
+    retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
+    training: TrainingPolicy = Field(default_factory=TrainingPolicy)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        if self.mlflow.artifact_location:
+            return self.mlflow.artifact_location
+        return (self.state_dir.resolve() / "mlartifacts").as_uri()
+
+    def resolve_paths(self, base: Path) -> LoopConfig:
+        """Return a copy whose relative paths are taken from `base` (the YAML file's folder)."""
+
+        def rel(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        sources = self.sources.model_copy(
+            update={"reference": rel(self.sources.reference), "landing": rel(self.sources.landing)}
+        )
+        return self.model_copy(update={"state_dir": rel(self.state_dir), "sources": sources})
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], base: Path | None = None, source: str = "config") -> LoopConfig:
+    """Validate a mapping into a `LoopConfig`.
+
+    Raises:
+        InvalidConfigError: naming each bad field, its value and what was expected.
+    """
+    if not isinstance(data, dict):
+        raise InvalidConfigError(f"{source}: expected a mapping at the top level, got "
+                                 f"{type(data).__name__}")
+    try:
+        config = LoopConfig.model_validate(data)
+    except ValidationError as e:
+        raise InvalidConfigError(f"{source} is invalid:\n{_describe(e)}") from e
+    return config.resolve_paths(base or Path.cwd())
+
+
+def load_config(path: str | Path) -> LoopConfig:
+    """Load a loop configuration from a YAML file; relative paths are taken from its folder.
+
+    Raises:
+        InvalidConfigError: the file is missing, not YAML, or a field is invalid.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InvalidConfigError(f"cannot read loop config {str(path)!r}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InvalidConfigError(f"{path} is not valid YAML: {e}") from e
+    return parse_config(data, base=path.resolve().parent, source=str(path))

@@ -1,0 +1,22 @@
+"""The exceptions mlops-loop raises. Expected outcomes (no drift, retrain skipped, challenger
+rejected) are values, never exceptions."""
+
+
+class MlopsLoopError(Exception):
+    """Root of every error raised by mlops-loop."""
+
+
+class InvalidConfigError(MlopsLoopError, ValueError):
+    """The loop configuration is malformed; the message names the field."""
+
+
+class DataError(MlopsLoopError, ValueError):
+    """A data file or frame cannot be used (unreadable, missing column, wrong type)."""
+
+
+class RegistryError(MlopsLoopError, LookupError):
+    """A model version or alias is unknown, or a registry change was refused."""
+
+
+class ConcurrentPromotionError(RegistryError):
+    """The champion moved while a promotion was being decided (compare-and-set failed)."""

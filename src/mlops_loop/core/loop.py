@@ -1,0 +1,475 @@
+"""One step of the loop at a time, composed from the core blocks.
+
+The Dagster assets, the CLI and tests call exactly these functions; each one reads its inputs
+from the `LoopStore`, writes its verdict back there, and logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.data import frame_digest, read_table, require_columns
+from mlops_loop.core.errors import DataError, RegistryError
+from mlops_loop.core.performance import compute_metrics, metric_value
+from mlops_loop.core.policy import (
+    PromotionDecision,
+    RetrainDecision,
+    decide_promotion,
+    decide_retrain,
+)
+from mlops_loop.core.registry import AliasChange, MlflowRegistry
+from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tracking import (
+    TAG_PARTITION,
+    TAG_STEP,
+    log_dataset,
+    log_json,
+    log_metrics,
+    log_text,
+    tracked_run,
+)
+from mlops_loop.core.training import (
+    labelled_rows,
+    labels,
+    model_inputs,
+    predict_scores,
+    train_model,
+)
+
+METRIC_TAG = "mlops_loop.metric."
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Who runs a step: an id that groups the steps of one run into one MLflow run, and tags."""
+
+    run_key: str | None = None
+    triggered_by: str = "manual"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def run_tags(self, step: str, partition: str | None = None) -> dict[str, str]:
+        tags = {**self.tags, TAG_STEP: step}
+        if partition is not None:
+            tags[TAG_PARTITION] = partition
+        return tags
+
+
+def _run(config: LoopConfig, ctx: StepContext, step: str, partition: str | None = None):
+    name = f"{partition or 'loop'}:{step}" if ctx.run_key is None else f"{partition or 'loop'}"
+    key = None if ctx.run_key is None else f"{ctx.run_key}:{partition or '-'}"
+    return tracked_run(config, run_name=name, run_key=key, tags=ctx.run_tags(step, partition))
+
+
+# -- reference -------------------------------------------------------------------------------------
+def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Copy the reference into the store, learn the quality suite from it, and log both.
+
+    Raises:
+        DataError: the reference cannot be read or lacks a configured column.
+    """
+    from mlops_loop.core.quality import build_suite
+
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    reference = read_table(config.sources.reference)
+    cols = config.columns
+    require_columns(reference, [*cols.features, cols.target], f"reference {config.sources.reference}")
+    suite = build_suite(reference, cols, config.quality)
+    store.write_frame(store.snapshot_dir / "reference.parquet", reference)
+    store.write_json(store.snapshot_dir / "suite.json", suite)
+    info = {"digest": frame_digest(reference), "rows": len(reference),
+            "columns": list(map(str, reference.columns)), "source": str(config.sources.reference),
+            "expectations": len(suite.get("expectations", []))}
+    store.write_json(store.snapshot_dir / "snapshot.json", info)
+    with _run(config, ctx, "reference_snapshot"):
+        log_dataset(reference, name="reference", context="reference",
+                    source=str(config.sources.reference), target=cols.target)
+        log_json(suite, "quality/suite.json")
+        log_json(info, "reference/snapshot.json")
+    return info
+
+
+# -- models ----------------------------------------------------------------------------------------
+def split_holdout(frame: pd.DataFrame, config: LoopConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split labelled rows into (train part, held-out part): the latest `holdout_fraction` of
+    the rows, by timestamp if there is one, else by row order, is held out."""
+    frame = labelled_rows(frame, config.columns)
+    ts = config.columns.timestamp
+    if ts and ts in frame.columns:
+        frame = frame.sort_values(ts, kind="stable")
+    n_hold = int(round(len(frame) * config.training.holdout_fraction))
+    cut = len(frame) - n_hold
+    return frame.iloc[:cut], frame.iloc[cut:]
+
+
+def _log_and_register(config: LoopConfig, model: Any, example: pd.DataFrame) -> int:
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    inputs = model_inputs(example, config.columns)
+    signature = infer_signature(inputs, predict_scores(model, example, config.columns))
+    info = mlflow.sklearn.log_model(model, name="model", input_example=inputs.head(5),
+                                    signature=signature,
+                                    registered_model_name=config.mlflow.registered_model)
+    return int(info.registered_model_version)
+
+
+def _metric_tags(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {f"{METRIC_TAG}{k}": v for k, v in metrics.items() if v is not None}
+
+
+def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Make sure a champion exists: train the first one on the reference if there is none.
+
+    An alias moved outside the loop (e.g. in the MLflow UI) is recorded in the history first.
+    """
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    external = registry.reconcile(ctx.triggered_by)
+    champion = registry.champion()
+    if champion is not None:
+        return {"champion": champion, "trained": False,
+                "external_change": external.to_dict() if external else None}
+    reference = store.reference()
+    train, holdout = split_holdout(reference, config)
+    with _run(config, ctx, "baseline_model"):
+        model = train_model(train, config.model, config.columns)
+        metrics = compute_metrics(labels(holdout, config.columns),
+                                  predict_scores(model, holdout, config.columns))
+        log_dataset(train, name="reference-train", context="training",
+                    source=str(config.sources.reference), target=config.columns.target)
+        log_dataset(holdout, name="reference-holdout", context="evaluation",
+                    source=str(config.sources.reference), target=config.columns.target)
+        log_metrics(metrics, prefix="baseline_")
+        version = _log_and_register(config, model, train)
+    registry.tag_version(version, {**_metric_tags(metrics), "mlops_loop.trained_on": "reference"})
+    change = registry.promote(version, expected_champion=None, action="bootstrap",
+                              reason="first model, trained on the reference snapshot",
+                              triggered_by=ctx.triggered_by, metrics=metrics)
+    return {"champion": version, "trained": True, "metrics": metrics, "change": change.to_dict()}
+
+
+# -- batches ---------------------------------------------------------------------------------------
+def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, Any]:
+    """Copy a landed batch file into the store as parquet.
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    store = LoopStore(config.state_dir)
+    frame = read_table(path)
+    store.write_frame(store.batch_dir(key) / "batch.parquet", frame)
+    # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
+    for stale in ("quality", "drift", "performance", "decision"):
+        (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
+    return {"rows": len(frame), "columns": len(frame.columns), "digest": frame_digest(frame),
+            "source": str(path)}
+
+
+def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) -> Any:
+    """Validate a stored batch against the suite learnt from the reference.
+
+    A failed batch is quarantined: its verdict is recorded, and nothing downstream (training,
+    baselines) ever reads it until a re-validation passes.
+    """
+    from mlops_loop.core.quality import validate_batch
+
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    suite = store.read_json(store.snapshot_dir / "suite.json")
+    if suite is None:
+        raise DataError("the reference snapshot has no quality suite; materialize it first")
+    batch = store.batch(key)
+    result = validate_batch(None, batch, config=config, suite=suite)
+    store.write_batch_json(key, "quality", result.to_dict())
+    (store.batch_dir(key) / "quality.html").write_text(result.to_html())
+    with _run(config, ctx, "quality", key):
+        log_json(result.to_dict(), f"quality/{key}.json")
+        log_text(result.to_html(), f"quality/{key}.html")
+        log_metrics({"quality_success": int(result.success),
+                     "quality_incidents": len(result.incidents), "batch_rows": len(batch)})
+        log_dataset(batch, name=f"batch-{key}", context="monitoring", source=key,
+                    target=config.columns.target)
+    return result
+
+
+def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None = None) -> Any:
+    """Compare a stored batch with the reference; write JSON and HTML reports."""
+    from mlops_loop.core.drift import evaluate_drift
+
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    report = evaluate_drift(store.reference(), store.batch(key), config=config)
+    store.write_batch_json(key, "drift", report.to_dict())
+    (store.batch_dir(key) / "drift.html").write_text(report.to_html())
+    with _run(config, ctx, "drift", key):
+        log_json(report.to_dict(), f"drift/{key}.json")
+        log_text(report.to_html(), f"drift/{key}.html")
+        log_metrics({"drift_share": report.drift_share, "drift_max_effect": report.max_effect,
+                     "dataset_drift": int(report.dataset_drift)})
+    return report
+
+
+def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Score a batch with the model the `champion` alias points at right now."""
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    version = registry.champion()
+    if version is None:
+        raise RegistryError(f"model {config.mlflow.registered_model!r} has no champion; "
+                            "materialize baseline_model first")
+    model = registry.load(version)
+    batch = store.batch(key)
+    scored = batch.copy()
+    scored[config.columns.prediction] = predict_scores(model, batch, config.columns)
+    store.write_frame(store.batch_dir(key) / "scored.parquet", scored)
+    info = {"champion_version": version, "rows": len(scored)}
+    store.write_batch_json(key, "scored", info)
+    with _run(config, ctx, "score", key):
+        log_metrics({"champion_version": version, "scored_rows": len(scored)})
+    return info
+
+
+def measure_performance(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Realized performance of the champion on the labelled rows of a scored batch."""
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    scored = store.read_frame(store.batch_dir(key) / "scored.parquet", f"scored batch {key!r}")
+    info = store.batch_json(key, "scored") or {}
+    known = labelled_rows(scored, config.columns)
+    metrics = compute_metrics(labels(known, config.columns),
+                              known[config.columns.prediction].to_numpy()) if len(known) else {"n": 0}
+    registry = MlflowRegistry.from_config(config)
+    version = info.get("champion_version")
+    baseline = _version_metric(registry, version, config.promotion.metric)
+    result = {"champion_version": version, "labelled_rows": len(known),
+              "label_coverage": round(len(known) / max(len(scored), 1), 4), "metrics": metrics,
+              "metric_name": config.promotion.metric,
+              "metric": metrics.get(config.promotion.metric), "baseline_metric": baseline}
+    store.write_batch_json(key, "performance", result)
+    with _run(config, ctx, "performance", key):
+        log_metrics(metrics)
+        log_metrics({"label_coverage": result["label_coverage"]})
+    return result
+
+
+def _version_metric(registry: MlflowRegistry, version: int | None, name: str) -> float | None:
+    if version is None:
+        return None
+    value = (registry.version(version).tags or {}).get(f"{METRIC_TAG}{name}")
+    return float(value) if value not in (None, "None") else None
+
+
+def _batches_since_retrain(store: LoopStore, key: str) -> int | None:
+    keys = [k for k in store.batch_keys() if k < key]
+    for i, k in enumerate(reversed(keys)):
+        if (store.batch_dir(k) / "challenger.json").exists():
+            return i + 1
+    return None
+
+
+def decide_batch_retrain(config: LoopConfig, key: str, force: bool = False) -> RetrainDecision:
+    """Apply the retrain policy to what is known about a batch now."""
+    store = LoopStore(config.state_dir)
+    quality = store.batch_json(key, "quality") or {}
+    drift = store.batch_json(key, "drift") or {}
+    perf = store.batch_json(key, "performance") or {}
+    decision = decide_retrain(
+        policy=config.retrain, quality_passed=bool(quality.get("success")),
+        dataset_drift=drift.get("dataset_drift"),
+        drifted_features=[f["name"] for f in drift.get("features", [])
+                          if f.get("drifted") and f.get("role", "feature") == "feature"],
+        metric_name=config.promotion.metric, metric=perf.get("metric"),
+        baseline_metric=perf.get("baseline_metric"), labelled_rows=perf.get("labelled_rows", 0),
+        batches_since_retrain=_batches_since_retrain(store, key), force=force)
+    store.write_batch_json(key, "decision", decision.to_dict())
+    return decision
+
+
+# -- retraining and promotion ----------------------------------------------------------------------
+def training_window(config: LoopConfig, key: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """(training rows, names of the parts used, held-out rows) for a retrain at batch `key`.
+
+    Only accepted batches are used: a quarantined batch never reaches training data.
+    """
+    store = LoopStore(config.state_dir)
+    if not (store.batch_json(key, "quality") or {}).get("success"):
+        raise DataError(f"batch {key!r} has not passed the quality gate; it cannot be trained on")
+    earlier = [k for k in store.accepted_keys() if k < key]
+    if config.training.window == "recent":
+        earlier = earlier[-config.training.recent_batches:]
+    parts: list[pd.DataFrame] = []
+    names: list[str] = []
+    if config.training.include_reference or config.training.window == "all":
+        parts.append(store.reference())
+        names.append("reference")
+    for k in earlier:
+        parts.append(store.batch(k))
+        names.append(k)
+    train_part, holdout = split_holdout(store.batch(key), config)
+    parts.append(train_part)
+    names.append(f"{key} (first {1 - config.training.holdout_fraction:.0%})")
+    cols = [*config.columns.features, config.columns.target]
+    frame = pd.concat([p[[c for c in cols if c in p.columns]] for p in parts], ignore_index=True)
+    return labelled_rows(frame, config.columns), names, holdout
+
+
+def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Train, evaluate on the held-out rows, register, and alias a challenger for batch `key`."""
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    train, parts, holdout = training_window(config, key)
+    with _run(config, ctx, "challenger", key) as run:
+        model = train_model(train, config.model, config.columns)
+        metrics = compute_metrics(labels(holdout, config.columns),
+                                  predict_scores(model, holdout, config.columns))
+        digest = log_dataset(train, name=f"train-{key}", context="training", source=",".join(parts),
+                             target=config.columns.target)
+        log_dataset(holdout, name=f"holdout-{key}", context="evaluation", source=key,
+                    target=config.columns.target)
+        log_metrics(metrics, prefix="challenger_")
+        log_json({"parts": parts, "rows": len(train), "digest": digest}, "training/window.json")
+        version = _log_and_register(config, model, train)
+        run_id = run.info.run_id
+    registry.tag_version(version, {**_metric_tags(metrics), "mlops_loop.trained_on": ",".join(parts),
+                                   "mlops_loop.partition": key})
+    registry.set_challenger(version)
+    info = {"version": version, "metrics": metrics, "training_parts": parts,
+            "training_rows": len(train), "training_digest": digest, "holdout_rows": len(holdout),
+            "run_id": run_id}
+    store.write_batch_json(key, "challenger", info)
+    return info
+
+
+def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Compare the challenger trained at batch `key` with the champion on the same held-out rows;
+    move `champion` only if the challenger wins with confidence.
+
+    Works on the explicit version recorded by this batch's retrain, never on a shared alias.
+    """
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    challenger = store.batch_json(key, "challenger")
+    if challenger is None:
+        raise DataError(f"batch {key!r} has no challenger; materialize challenger_model first")
+    version = int(challenger["version"])
+    champion = registry.champion()
+    _, holdout = split_holdout(store.batch(key), config)
+    y = labels(holdout, config.columns)
+    chal_scores = predict_scores(registry.load(version), holdout, config.columns)
+    champ_scores = (predict_scores(registry.load(champion), holdout, config.columns)
+                    if champion is not None else None)
+    decision = decide_promotion(y, chal_scores, champ_scores, config.promotion,
+                                seed=config.training.random_state)
+    table = _comparison_table(config, y, chal_scores, champ_scores)
+    with _run(config, ctx, "promotion", key):
+        log_json({"decision": decision.to_dict(), "challenger_version": version,
+                  "champion_version": champion, "comparison": table}, f"promotion/{key}.json")
+        log_text(_comparison_html(decision, version, champion, table), f"promotion/{key}.html")
+        log_metrics({f"challenger_{r['metric']}": r["challenger"] for r in table})
+        log_metrics({f"champion_{r['metric']}": r["champion"] for r in table
+                     if r["champion"] is not None})
+        log_metrics({"promoted": int(decision.promote), "challenger_version": version})
+    change: AliasChange | None = None
+    if decision.promote:
+        change = registry.promote(version, expected_champion=champion, reason="; ".join(decision.reasons),
+                                  triggered_by=ctx.triggered_by,
+                                  metrics={r["metric"]: r["challenger"] for r in table})
+        registry.tag_version(version, {"mlops_loop.decision": "promoted"})
+    else:
+        registry.tag_version(version, {"mlops_loop.decision": "rejected",
+                                       "mlops_loop.rejected_reason": "; ".join(decision.reasons)[:4000]})
+    result = {"promoted": decision.promote, "challenger_version": version,
+              "champion_version_before": champion,
+              "champion_version_after": version if decision.promote else champion,
+              "decision": decision.to_dict(), "comparison": table,
+              "change": change.to_dict() if change else None}
+    store.write_batch_json(key, "promotion", result)
+    return result
+
+
+def _comparison_table(config: LoopConfig, y: np.ndarray, chal: np.ndarray,
+                      champ: np.ndarray | None) -> list[dict[str, Any]]:
+    rows = []
+    for name in ("roc_auc", "accuracy", "f1", "brier", "log_loss"):
+        c = metric_value(name, y, chal) if len(y) else float("nan")
+        d = metric_value(name, y, champ) if champ is not None and len(y) else None
+        rows.append({"metric": name, "challenger": None if np.isnan(c) else round(c, 6),
+                     "champion": None if d is None or np.isnan(d) else round(d, 6)})
+    return rows
+
+
+def _comparison_html(decision: PromotionDecision, chal: int, champ: int | None,
+                     table: list[dict[str, Any]]) -> str:
+    verdict = "PROMOTED" if decision.promote else "REJECTED"
+    rows = "".join(f"<tr><td>{r['metric']}</td><td>{r['challenger']}</td><td>{r['champion']}</td></tr>"
+                   for r in table)
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons)
+    return (f"<!doctype html><meta charset=utf-8><title>Challenger v{chal} vs champion v{champ}"
+            f"</title><style>body{{font:14px sans-serif;margin:2em}}td,th{{padding:4px 12px;"
+            f"border-bottom:1px solid #ddd}}</style><h1>Challenger v{chal} vs champion v{champ}: "
+            f"{verdict}</h1><ul>{reasons}</ul><table><tr><th>metric</th><th>challenger</th>"
+            f"<th>champion</th></tr>{rows}</table>")
+
+
+# -- rollback and status ---------------------------------------------------------------------------
+def rollback(config: LoopConfig, to: int | str, reason: str,
+             ctx: StepContext | None = None) -> AliasChange:
+    """Move `champion` back to a version (or "previous"), recording who, when and why.
+
+    Raises:
+        RegistryError: unknown version, nothing to roll back to, or no reason given.
+    """
+    ctx = ctx or StepContext()
+    registry = MlflowRegistry.from_config(config)
+    registry.reconcile(ctx.triggered_by)
+    change = registry.rollback(to, reason=reason, triggered_by=ctx.triggered_by)
+    with _run(config, ctx, "rollback"):
+        log_json(change.to_dict(), "registry/rollback.json")
+        log_metrics({"champion_version": change.to_version})
+    return change
+
+
+def loop_status(config: LoopConfig) -> dict[str, Any]:
+    """What the loop knows now: champion, challenger, history, and every batch's verdicts."""
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    batches = []
+    for key in store.batch_keys():
+        quality = store.batch_json(key, "quality") or {}
+        drift = store.batch_json(key, "drift") or {}
+        perf = store.batch_json(key, "performance") or {}
+        decision = store.batch_json(key, "decision") or {}
+        promotion = store.batch_json(key, "promotion")
+        batches.append({
+            "batch": key, "quality_success": quality.get("success"),
+            "incidents": [f"{i['kind']}:{i.get('column')}" for i in quality.get("incidents", [])
+                          if i.get("severity") == "error"],
+            "dataset_drift": drift.get("dataset_drift"), "drift_share": drift.get("drift_share"),
+            "metric": perf.get("metric"), "champion_version": perf.get("champion_version"),
+            "retrain": decision.get("retrain"),
+            "challenger_version": (store.batch_json(key, "challenger") or {}).get("version"),
+            "promoted": None if promotion is None else promotion["promoted"]})
+    champion = registry.champion()
+    return {"model": config.mlflow.registered_model, "tracking_uri": config.tracking_uri,
+            "champion": champion, "challenger": registry.challenger(),
+            "champion_metric": _version_metric(registry, champion, config.promotion.metric),
+            "metric_name": config.promotion.metric, "history": registry.history(),
+            "batches": batches, "quarantined": store.quarantined_keys()}
+
+
+def reset_state(config: LoopConfig) -> None:
+    """Delete the loop's store and the local MLflow database and artifacts it created."""
+    shutil.rmtree(config.state_dir, ignore_errors=True)

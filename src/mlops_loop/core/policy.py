@@ -1,0 +1,160 @@
+"""Retrain and promotion decisions: pure functions that return values with their reasons."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mlops_loop.core.config import PromotionPolicy, RetrainPolicy
+from mlops_loop.core.performance import improvement, metric_value
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    """Whether to train a challenger, and why."""
+
+    retrain: bool
+    reasons: list[str]
+    triggers: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide_retrain(
+    *,
+    policy: RetrainPolicy,
+    dataset_drift: bool | None,
+    drifted_features: list[str] | None = None,
+    metric_name: str = "roc_auc",
+    metric: float | None = None,
+    baseline_metric: float | None = None,
+    labelled_rows: int = 0,
+    batches_since_retrain: int | None = None,
+    quality_passed: bool = True,
+    force: bool = False,
+) -> RetrainDecision:
+    """Decide whether the loop should train a challenger on this batch.
+
+    Args:
+        policy: the retrain policy.
+        dataset_drift: the drift verdict of the batch (None if not evaluated).
+        drifted_features: names of the drifted features, for the reason.
+        metric_name: the primary metric.
+        metric: the champion's realized metric on this batch (None without labels).
+        baseline_metric: the champion's metric when it was validated.
+        labelled_rows: labelled rows in the batch.
+        batches_since_retrain: batches since the last retrain (None: never retrained).
+        quality_passed: the quality verdict; a failed batch never triggers training.
+        force: a scheduled or manual retrain.
+    """
+    if not quality_passed:
+        return RetrainDecision(False, ["the batch failed the quality gate; it is quarantined"])
+    triggers: list[str] = []
+    reasons: list[str] = []
+    if force:
+        triggers.append("schedule")
+        reasons.append("retrain requested by schedule or by hand")
+    if policy.on_drift and dataset_drift:
+        triggers.append("drift")
+        names = ", ".join(drifted_features or []) or "features"
+        reasons.append(f"data drift in {names}")
+    if metric is not None and baseline_metric is not None and labelled_rows >= policy.min_labelled_rows:
+        drop = -improvement(metric_name, metric, baseline_metric)
+        if drop >= policy.metric_drop:
+            triggers.append("performance")
+            reasons.append(f"{metric_name} fell to {metric:.4f} from a baseline of "
+                           f"{baseline_metric:.4f} (drop {drop:.4f} >= {policy.metric_drop})")
+    elif metric is not None and labelled_rows < policy.min_labelled_rows:
+        reasons.append(f"only {labelled_rows} labelled rows (< {policy.min_labelled_rows}): "
+                       "performance not judged")
+    if not triggers:
+        return RetrainDecision(False, reasons or ["no drift and no performance drop"])
+    cooling = (batches_since_retrain is not None and batches_since_retrain < policy.cooldown_batches)
+    if cooling and not force:
+        return RetrainDecision(False, [*reasons, f"cooldown: {batches_since_retrain} batch(es) since "
+                                       f"the last retrain (< {policy.cooldown_batches})"], triggers)
+    return RetrainDecision(True, reasons, triggers)
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether the challenger replaces the champion, with the evidence."""
+
+    promote: bool
+    reasons: list[str]
+    metric: str
+    challenger: float | None
+    champion: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_bootstrap(
+    name: str, y: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """Two-sided percentile interval of improvement(a over b) by resampling rows in pairs."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    deltas = []
+    for _ in range(rounds):
+        idx = rng.integers(0, n, n)
+        ya = y[idx]
+        if name == "roc_auc" and ya.min() == ya.max():
+            continue  # a resample of one class has no AUC; skip it rather than bias the bound
+        deltas.append(improvement(name, metric_value(name, ya, a[idx]), metric_value(name, ya, b[idx])))
+    tail = (1 - confidence) / 2
+    return float(np.quantile(deltas, tail)), float(np.quantile(deltas, 1 - tail))
+
+
+def decide_promotion(
+    y_true: np.ndarray,
+    challenger_scores: np.ndarray,
+    champion_scores: np.ndarray | None,
+    policy: PromotionPolicy,
+    seed: int = 0,
+) -> PromotionDecision:
+    """Compare challenger and champion on the same labelled rows.
+
+    Promotes only when the improvement of the primary metric is at least `min_delta` and the
+    paired-bootstrap lower bound of the improvement lies above zero. Without a champion the
+    challenger is promoted.
+    """
+    name = policy.metric
+    y = np.asarray(y_true)
+    n = len(y)
+    chal = metric_value(name, y, challenger_scores) if n else math.nan
+    if champion_scores is None:
+        return PromotionDecision(True, ["no champion yet: the challenger becomes the champion"],
+                                 name, _clean(chal), None, None, None, None, n)
+    champ = metric_value(name, y, champion_scores) if n else math.nan
+    if n == 0 or math.isnan(chal) or math.isnan(champ):
+        return PromotionDecision(False, [f"{name} is undefined on the {n} evaluation rows "
+                                         "(no labels or a single class): nothing proves a gain"],
+                                 name, _clean(chal), _clean(champ), None, None, None, n)
+    delta = improvement(name, chal, champ)
+    low, high = paired_bootstrap(name, y, challenger_scores, champion_scores,
+                                 policy.bootstrap_rounds, policy.confidence, seed)
+    reasons = [f"challenger {name} {chal:.4f} vs champion {champ:.4f} on {n} held-out rows "
+               f"(improvement {delta:+.4f}, {policy.confidence:.0%} CI [{low:+.4f}, {high:+.4f}])"]
+    promote = True
+    if delta < policy.min_delta or delta <= 0:
+        promote = False
+        reasons.append(f"improvement {delta:+.4f} is below min_delta {policy.min_delta}")
+    if low <= 0:
+        promote = False
+        reasons.append(f"the lower confidence bound {low:+.4f} is not above zero: the gain may be luck")
+    if promote:
+        reasons.append("challenger is better with confidence: promote")
+    return PromotionDecision(promote, reasons, name, chal, champ, delta, low, high, n)
+
+
+def _clean(x: float) -> float | None:
+    return None if math.isnan(x) else x

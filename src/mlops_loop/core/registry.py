@@ -1,0 +1,232 @@
+"""The model registry: MLflow model versions moved between aliases, with an audit trail.
+
+MLflow aliases keep no history, so every change of `champion` is also appended to the
+registered model as a tag `mlops_loop.history.NNNNNN` (JSON) and stamped on the version it
+moved to. Stages are never used.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops_loop.core.errors import ConcurrentPromotionError, RegistryError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_PREFIX = "mlops_loop.history."
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One move of the champion alias."""
+
+    action: str  # bootstrap | promotion | rollback | external
+    from_version: int | None
+    to_version: int
+    reason: str
+    triggered_by: str
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    user: str = field(default_factory=lambda: _user())
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+class MlflowRegistry:
+    """Aliases and history of one registered model, through an explicit `MlflowClient`."""
+
+    def __init__(self, tracking_uri: str, model_name: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self._client: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> MlflowRegistry:
+        return cls(config.tracking_uri, config.mlflow.registered_model)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri,
+                                        registry_uri=self.tracking_uri)
+        return self._client
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _registered(self) -> Any | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(self.model_name)
+        except MlflowException as e:
+            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", "")) or "not found" in str(e).lower():
+                return None
+            raise
+
+    def versions(self) -> list[int]:
+        found = self.client.search_model_versions(f"name = '{self.model_name}'")
+        return sorted(int(v.version) for v in found)
+
+    def version(self, version: int) -> Any:
+        """The MLflow `ModelVersion`.
+
+        Raises:
+            RegistryError: the version does not exist.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(self.model_name, str(int(version)))
+        except (MlflowException, ValueError, TypeError) as e:
+            known = self.versions() if self._registered() is not None else []
+            raise RegistryError(f"model {self.model_name!r} has no version {version!r}; known "
+                                f"versions: {known or 'none'}") from e
+
+    def alias(self, alias: str) -> int | None:
+        """The version an alias points at, or None."""
+        registered = self._registered()
+        if registered is None:
+            return None
+        target = (registered.aliases or {}).get(alias)
+        return int(target) if target is not None else None
+
+    def champion(self) -> int | None:
+        return self.alias(CHAMPION)
+
+    def challenger(self) -> int | None:
+        return self.alias(CHALLENGER)
+
+    def model_uri(self, alias_or_version: str | int = CHAMPION) -> str:
+        if isinstance(alias_or_version, int):
+            return f"models:/{self.model_name}/{alias_or_version}"
+        return f"models:/{self.model_name}@{alias_or_version}"
+
+    def load(self, alias_or_version: str | int = CHAMPION) -> Any:
+        """Load a version (or the alias' target at this moment) as a scikit-learn model."""
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(self.model_uri(alias_or_version))
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every recorded change of the champion, oldest first."""
+        registered = self._registered()
+        if registered is None:
+            return []
+        tags = registered.tags or {}
+        return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
+
+    # -- writing ---------------------------------------------------------------------------------
+    def set_challenger(self, version: int) -> None:
+        self.version(version)
+        self.client.set_registered_model_alias(self.model_name, CHALLENGER, str(version))
+
+    def tag_version(self, version: int, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, str(version), key, str(value))
+
+    def _append_history(self, change: AliasChange) -> None:
+        n = len(self.history()) + 1
+        self.client.set_registered_model_tag(self.model_name, f"{HISTORY_PREFIX}{n:06d}",
+                                             json.dumps(change.to_dict(), default=str))
+
+    def _move_champion(self, change: AliasChange) -> AliasChange:
+        # The alias moves last: a crash before it leaves the old champion serving, and the next
+        # `reconcile` records the mismatch instead of trusting the history blindly.
+        self.tag_version(change.to_version, {
+            "mlops_loop.champion_since": change.at,
+            "mlops_loop.champion_action": change.action,
+            "mlops_loop.champion_reason": change.reason[:4000],
+            "mlops_loop.champion_triggered_by": change.triggered_by,
+        })
+        self._append_history(change)
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, str(change.to_version))
+        return change
+
+    def promote(
+        self,
+        version: int,
+        *,
+        expected_champion: int | None,
+        reason: str,
+        triggered_by: str,
+        metrics: dict[str, Any] | None = None,
+        action: str = "promotion",
+    ) -> AliasChange:
+        """Make `version` the champion if the champion is still `expected_champion`.
+
+        Raises:
+            RegistryError: the version does not exist.
+            ConcurrentPromotionError: the champion moved since the comparison was made.
+        """
+        self.version(version)
+        current = self.champion()
+        if current != expected_champion:
+            raise ConcurrentPromotionError(
+                f"champion of {self.model_name!r} is version {current}, but this promotion was "
+                f"decided against version {expected_champion}; decide again")
+        change = AliasChange(action, current, int(version), reason, triggered_by,
+                             metrics=metrics or {})
+        return self._move_champion(change)
+
+    def previous_champion(self) -> int | None:
+        """The champion before the current one, from the recorded history."""
+        current = self.champion()
+        for event in reversed(self.history()):
+            if event["to_version"] == current and event.get("from_version") is not None:
+                return int(event["from_version"])
+        return None
+
+    def rollback(self, to: int | str, *, reason: str, triggered_by: str) -> AliasChange:
+        """Move the champion back to version `to`, or to the "previous" champion.
+
+        Raises:
+            RegistryError: unknown version, no previous champion, or `to` is already champion.
+        """
+        if not reason or not reason.strip():
+            raise RegistryError("a rollback needs a reason (who asked and why)")
+        current = self.champion()
+        if isinstance(to, str) and to.strip().lower() == "previous":
+            target = self.previous_champion()
+            if target is None:
+                raise RegistryError(f"model {self.model_name!r} has no previous champion to roll "
+                                    f"back to (champion: {current}); name a version")
+        else:
+            try:
+                target = int(to)
+            except (TypeError, ValueError) as e:
+                raise RegistryError(f"rollback target {to!r} is neither a version number nor "
+                                    "'previous'") from e
+        self.version(target)
+        if target == current:
+            raise RegistryError(f"version {target} is already the champion of {self.model_name!r}")
+        change = AliasChange("rollback", current, target, reason.strip(), triggered_by)
+        return self._move_champion(change)
+
+    def reconcile(self, triggered_by: str) -> AliasChange | None:
+        """Record a champion change made outside the loop (e.g. an alias edited in the MLflow UI).
+
+        Returns the recorded change, or None if the history already agrees with the alias.
+        """
+        current = self.champion()
+        history = self.history()
+        last = history[-1]["to_version"] if history else None
+        if current is None or current == last:
+            return None
+        change = AliasChange("external", last, current,
+                             "champion alias changed outside the loop (e.g. in the MLflow UI)",
+                             triggered_by)
+        self._append_history(change)
+        return change

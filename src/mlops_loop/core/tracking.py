@@ -1,0 +1,126 @@
+"""MLflow runs for the loop's steps, through an explicit tracking URI.
+
+MLflow's logging helpers (`log_model`, `log_input`) only work on the fluent API's active run.
+`tracked_run` therefore sets the tracking URI for the duration of one step and restores the
+previous one afterwards, so nothing leaks into the caller's global MLflow state.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.data import frame_digest
+
+TAG_RUN_KEY = "mlops_loop.run_key"
+TAG_PARTITION = "mlops_loop.partition"
+TAG_STEP = "mlops_loop.step"
+
+
+def ensure_experiment(config: LoopConfig) -> str:
+    """The id of the loop's experiment, created with the configured artifact root if new."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+    exp = client.get_experiment_by_name(config.mlflow.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(config.mlflow.experiment,
+                                        artifact_location=config.artifact_location)
+    except Exception:
+        # Another process created it between our look-up and our create.
+        exp = client.get_experiment_by_name(config.mlflow.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@contextmanager
+def tracked_run(
+    config: LoopConfig,
+    *,
+    run_name: str,
+    run_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[Any]:
+    """Open (or resume, for the same `run_key`) an MLflow run of the loop's experiment.
+
+    Steps of one orchestrator run share the `run_key` (e.g. the Dagster run id and partition),
+    so they log into a single MLflow run that the UI shows as one row.
+    """
+    import mlflow
+
+    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(config.tracking_uri)
+    try:
+        experiment_id = ensure_experiment(config)
+        run_id = None
+        if run_key:
+            found = mlflow.search_runs(
+                [experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}'",
+                max_results=1, output_format="list")
+            run_id = found[0].info.run_id if found else None
+        all_tags = {**(tags or {}), **({TAG_RUN_KEY: run_key} if run_key else {})}
+        # nested=True lets a step open its run even if the caller has one of its own active.
+        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id,
+                              run_name=None if run_id else run_name, tags=all_tags,
+                              nested=mlflow.active_run() is not None) as run:
+            yield run
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
+
+
+def log_json(payload: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(json.dumps(payload, indent=2, default=str), artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
+def log_file(path: Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_dataset(frame: pd.DataFrame, *, name: str, context: str, source: str,
+                target: str | None = None) -> str:
+    """Record `frame` as a dataset input of the active run; returns its content digest."""
+    import mlflow
+
+    digest = frame_digest(frame)
+    dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest,
+                                      targets=target if target in frame.columns else None)
+    mlflow.log_input(dataset, context=context)
+    return digest
+
+
+def log_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
+    """Log the numeric, finite entries of `metrics`."""
+    import math
+
+    import mlflow
+
+    clean = {f"{prefix}{k}": float(v) for k, v in metrics.items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    if clean:
+        mlflow.log_metrics(clean)
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="mlops-loop-")

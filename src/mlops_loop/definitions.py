@@ -1,0 +1,20 @@
+"""The demo loop's Dagster definitions, for `dagster dev` (see workspace.yaml).
+
+The loop config comes from $MLOPS_LOOP_CONFIG, else `.demo/loop.yaml` (written by `make demo`).
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from mlops_loop.core.errors import InvalidConfigError
+from mlops_loop.defs.factory import build_definitions
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    path = Path(os.environ.get("MLOPS_LOOP_CONFIG", ".demo/loop.yaml"))
+    if not path.exists():
+        raise InvalidConfigError(f"no loop config at {path.resolve()}: run `make demo` first, or "
+                                 "set MLOPS_LOOP_CONFIG to your loop's YAML file")
+    return build_definitions(path)

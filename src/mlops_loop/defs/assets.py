@@ -1,0 +1,138 @@
+"""The loop's assets. Each one calls a single core step and translates its result."""
+
+from pydantic import Field
+
+import dagster as dg
+from mlops_loop.core import loop as core
+from mlops_loop.core.store import LoopStore, landed_batches
+from mlops_loop.defs import metadata as md
+from mlops_loop.defs.context import step_context
+from mlops_loop.defs.partitions import batches
+from mlops_loop.defs.resources import LoopResource
+
+MONITORING = "monitoring"
+MODELS = "models"
+
+
+@dg.asset(group_name=MONITORING, kinds={"parquet", "great_expectations"})
+def reference_snapshot(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """The reference data, its content digest, and the quality suite learnt from it."""
+    info = core.take_reference_snapshot(loop.load(), step_context(context))
+    return dg.MaterializeResult(metadata={
+        "rows": info["rows"], "digest": info["digest"], "expectations": info["expectations"],
+        "source": info["source"], "dagster/row_count": info["rows"]})
+
+
+@dg.asset(group_name=MODELS, deps=[reference_snapshot], kinds={"mlflow", "scikit-learn"})
+def baseline_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """The first champion, trained on the reference when the registry has none."""
+    info = core.ensure_champion(loop.load(), step_context(context))
+    meta = {"champion_version": info["champion"], "trained": info["trained"]}
+    meta.update(md.numbers(info.get("metrics", {})))
+    if info.get("external_change"):
+        meta["external_change"] = dg.MetadataValue.json(info["external_change"])
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    group_name=MONITORING, partitions_def=batches, deps=[reference_snapshot], kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("quality_gate", asset="monitored_batch", blocking=True,
+                                   description="Great Expectations suite learnt from the "
+                                   "reference; a failed batch is quarantined.")],
+)
+def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
+    """One arriving batch file, copied into the loop's store and put through the quality gate."""
+    config = loop.load()
+    key = context.partition_key
+    files, _ = landed_batches(config.sources.landing, config.sources.patterns)
+    if key not in files:
+        raise dg.Failure(f"batch {key!r} is not in the landing folder {config.sources.landing}")
+    info = core.ingest_batch(config, key, files[key])
+    result = core.check_quality(config, key, step_context(context))
+    yield dg.MaterializeResult(
+        metadata={"rows": info["rows"], "digest": info["digest"], "source": info["source"],
+                  "dagster/row_count": info["rows"], "quality_success": result.success},
+        check_results=[md.quality_check(result)])
+
+
+@dg.asset(group_name=MONITORING, partitions_def=batches, deps=[monitored_batch, reference_snapshot],
+          kinds={"scipy"})
+def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """Per-feature and dataset-level drift of the batch against the reference."""
+    config = loop.load()
+    key = context.partition_key
+    report = core.evaluate_batch_drift(config, key, step_context(context))
+    html = LoopStore(config.state_dir).batch_dir(key) / "drift.html"
+    return dg.MaterializeResult(metadata=md.drift(report, str(html)))
+
+
+@dg.asset(group_name=MONITORING, partitions_def=batches, deps=[monitored_batch, baseline_model],
+          kinds={"mlflow"})
+def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """The batch scored by the model `champion` points at when the run starts."""
+    info = core.score_batch(loop.load(), context.partition_key, step_context(context))
+    return dg.MaterializeResult(metadata={"champion_version": info["champion_version"],
+                                          "rows": info["rows"]})
+
+
+@dg.asset(group_name=MONITORING, partitions_def=batches, deps=[scored_batch])
+def model_performance(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """Realized performance of the champion on the batch's labelled rows."""
+    perf = core.measure_performance(loop.load(), context.partition_key, step_context(context))
+    meta = md.numbers(perf["metrics"])
+    meta.update(md.numbers({"label_coverage": perf["label_coverage"],
+                            "baseline_metric": perf["baseline_metric"],
+                            "champion_version": perf["champion_version"]}))
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(group_name=MODELS, partitions_def=batches, deps=[drift_report, model_performance])
+def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """Whether this batch calls for a challenger; the retrain sensor acts on it."""
+    decision = core.decide_batch_retrain(loop.load(), context.partition_key)
+    return dg.MaterializeResult(metadata={
+        "retrain": decision.retrain, "triggers": ", ".join(decision.triggers) or "none",
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons))})
+
+
+class ChallengerConfig(dg.Config):
+    force: bool = Field(default=False, description="Train even if the retrain decision says no "
+                        "(scheduled or manual retrain).")
+
+
+@dg.asset(group_name=MODELS, partitions_def=batches, deps=[retrain_decision], output_required=False,
+          kinds={"mlflow", "scikit-learn"})
+def challenger_model(context: dg.AssetExecutionContext, config: ChallengerConfig,
+                     loop: LoopResource):
+    """A model trained on the accepted history when the retrain decision says so."""
+    cfg = loop.load()
+    key = context.partition_key
+    decision = core.decide_batch_retrain(cfg, key, force=config.force)
+    if not decision.retrain:
+        context.log.info("No challenger for batch %s: %s", key, "; ".join(decision.reasons))
+        return
+    info = core.train_challenger(cfg, key, step_context(context))
+    meta = {"version": info["version"], "training_rows": info["training_rows"],
+            "training_digest": info["training_digest"], "holdout_rows": info["holdout_rows"],
+            "training_parts": ", ".join(info["training_parts"]),
+            "triggers": ", ".join(decision.triggers)}
+    meta.update(md.numbers(info["metrics"]))
+    yield dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(group_name=MODELS, partitions_def=batches, deps=[challenger_model],
+          kinds={"mlflow"}, pool="mlops_loop_promotion")
+def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """The promotion step: the challenger replaces the champion only on evidence."""
+    result = core.promote_challenger(loop.load(), context.partition_key, step_context(context))
+    decision = result["decision"]
+    return dg.MaterializeResult(metadata={
+        "promoted": result["promoted"], "challenger_version": result["challenger_version"],
+        "champion_version": result["champion_version_after"],
+        "delta": decision["delta"] if decision["delta"] is not None else 0.0,
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"])),
+        "comparison": md.table(result["comparison"], ["metric", "challenger", "champion"])})
+
+
+ALL_ASSETS = [reference_snapshot, baseline_model, monitored_batch, drift_report, scored_batch,
+              model_performance, retrain_decision, challenger_model, champion_model]

@@ -1,0 +1,46 @@
+"""`build_definitions`: the whole loop as Dagster `Definitions`, for one loop config."""
+
+from pathlib import Path
+
+import dagster as dg
+from mlops_loop.core.config import LoopConfig, load_config
+from mlops_loop.defs.assets import ALL_ASSETS
+from mlops_loop.defs.jobs import bootstrap_job, monitor_job, retrain_job, rollback_job
+from mlops_loop.defs.resources import LoopResource
+from mlops_loop.defs.schedules import monitor_schedule, retrain_schedule
+from mlops_loop.defs.sensors import landing_sensor, retrain_sensor
+
+
+def build_definitions(
+    config: str | Path | LoopConfig,
+    *,
+    monitor_cron: str = "0 * * * *",
+    retrain_cron: str = "0 3 * * 0",
+    executor: dg.ExecutorDefinition | None = None,
+) -> dg.Definitions:
+    """Dagster definitions for one loop.
+
+    Args:
+        config: a loop YAML path or a `LoopConfig`. A path is validated now, so a broken config
+            fails when the code location loads, naming the field.
+        monitor_cron: when `monitor_schedule` catches up on unmonitored batches.
+        retrain_cron: when `retrain_schedule` retrains whatever drift says.
+        executor: defaults to the in-process executor: the loop's steps are short, and a
+            subprocess per step would re-import Great Expectations, MLflow and scikit-learn.
+
+    Raises:
+        InvalidConfigError: the config is invalid.
+    """
+    if isinstance(config, LoopConfig):
+        resource = LoopResource(config_json=config.model_dump_json())
+    else:
+        load_config(config)
+        resource = LoopResource(config_path=str(Path(config).resolve()))
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=[bootstrap_job, monitor_job, retrain_job, rollback_job],
+        sensors=[landing_sensor, retrain_sensor],
+        schedules=[monitor_schedule(monitor_cron), retrain_schedule(retrain_cron)],
+        resources={"loop": resource},
+        executor=executor or dg.in_process_executor,
+    )

@@ -1,0 +1,56 @@
+"""Core results as Dagster metadata: numbers plot across partitions, tables read as tables."""
+
+from typing import Any
+
+import dagster as dg
+
+
+def table(records: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
+    rows = [dg.TableRecord({c: "" if r.get(c) is None else str(r.get(c)) for c in columns})
+            for r in records]
+    return dg.MetadataValue.table(rows, schema=schema)
+
+
+def numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """Only finite numbers, as floats or ints, so the UI plots them."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if isinstance(v, bool):
+            out[k] = int(v)
+        elif isinstance(v, int | float) and v == v and abs(v) != float("inf"):
+            out[k] = v
+    return out
+
+
+def quality_check(result: Any) -> dg.AssetCheckResult:
+    incidents = [i.to_dict() for i in result.incidents]
+    return dg.AssetCheckResult(
+        check_name="quality_gate",
+        passed=result.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="Quarantined: " + "; ".join(i["message"] for i in incidents
+                                                 if i["severity"] == "error")
+        if not result.success else "Batch passed the quality gate",
+        metadata={
+            "incidents": len(incidents),
+            "errors": sum(i["severity"] == "error" for i in incidents),
+            "summary": dg.MetadataValue.md(result.to_markdown()),
+            "incident_table": table(incidents, ["kind", "column", "severity", "observed",
+                                                "expected"]),
+        },
+    )
+
+
+def drift(report: Any, html_path: str) -> dict[str, Any]:
+    rows = [f.to_dict() for f in report.features]
+    return {
+        "dataset_drift": report.dataset_drift,
+        "drift_share": float(report.drift_share),
+        "max_effect": float(report.max_effect),
+        "drifted_features": ", ".join(report.drifted_features) or "none",
+        "rule": report.rule,
+        "features": table(rows, ["name", "role", "kind", "method", "effect_size", "p_value",
+                                 "drifted", "error"]),
+        "report": dg.MetadataValue.path(html_path),
+    }

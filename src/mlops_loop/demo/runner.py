@@ -1,0 +1,192 @@
+"""The scripted demo: the whole loop through a real Dagster instance and MLflow on SQLite.
+
+The daemon would tick the sensors on its own; here the demo ticks them itself, in order, so
+the scenario is deterministic and finishes in a couple of minutes. Every run it launches is a
+real Dagster run recorded in the instance, visible afterwards in the Dagster UI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlops_loop.demo.data import SCENARIO, generate
+
+
+def reset_dagster_home(dagster_home: Path) -> None:
+    """Delete run storage under `dagster_home`, keeping its `dagster.yaml`."""
+    if not dagster_home.exists():
+        return
+    for child in dagster_home.iterdir():
+        if child.name == "dagster.yaml":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def prepare_workdir(workdir: Path, seed: int = 7) -> Path:
+    """Write the demo config, the reference and the scenario's batch files (not yet landed)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    template = resources.files("mlops_loop.demo").joinpath("loop.yaml").read_text()
+    config_path = workdir / "loop.yaml"
+    config_path.write_text(template)
+    reference, batches = generate(seed=seed)
+    (workdir / "data").mkdir(exist_ok=True)
+    (workdir / "incoming").mkdir(exist_ok=True)
+    (workdir / "landing").mkdir(exist_ok=True)
+    reference.to_parquet(workdir / "data" / "reference.parquet", index=False)
+    for name, frame in batches.items():
+        frame.to_parquet(workdir / "incoming" / f"{name}.parquet", index=False)
+    return config_path
+
+
+def land(src: Path, landing: Path) -> Path:
+    """Move a file into the landing folder the way producers should: write, then rename."""
+    tmp = landing / f".{src.name}.part"
+    shutil.copyfile(src, tmp)
+    dest = landing / src.name
+    os.replace(tmp, dest)
+    return dest
+
+
+class DemoDriver:
+    """Ticks the loop's sensors and executes what they request on a Dagster instance."""
+
+    def __init__(self, config_path: Path, instance: Any) -> None:
+        from mlops_loop.defs.factory import build_definitions
+
+        self.defs = build_definitions(config_path)
+        self.instance = instance
+        self.cursors: dict[str, str | None] = {}
+
+    def run_job(self, name: str, partition_key: str | None = None,
+                run_config: dict | None = None, tags: dict | None = None) -> Any:
+        job = self.defs.resolve_job_def(name)
+        return job.execute_in_process(instance=self.instance, partition_key=partition_key,
+                                      run_config=run_config or {}, tags=tags,
+                                      raise_on_error=False)
+
+    def tick(self, sensor_name: str) -> list[Any]:
+        """Evaluate a sensor once, apply its partition requests, run what it requests."""
+        import dagster as dg
+
+        sensor = self.defs.resolve_sensor_def(sensor_name)
+        with dg.build_sensor_context(instance=self.instance, definitions=self.defs,
+                                     cursor=self.cursors.get(sensor_name)) as context:
+            data = sensor.evaluate_tick(context)
+        self.cursors[sensor_name] = data.cursor
+        for request in data.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name,
+                                                 list(request.partition_keys))
+        results = []
+        for request in data.run_requests or []:
+            tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
+            results.append(self.run_job(sensor.job_name, request.partition_key,
+                                        request.run_config, tags))
+        return results
+
+
+def run_demo(workdir: Path, dagster_home: Path, *, reset: bool = True,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole scenario; return the loop's status at the end."""
+    from dagster import DagsterInstance
+
+    from mlops_loop.core.config import load_config
+    from mlops_loop.core.loop import loop_status
+
+    workdir, dagster_home = workdir.resolve(), dagster_home.resolve()
+    if reset:
+        shutil.rmtree(workdir, ignore_errors=True)
+        reset_dagster_home(dagster_home)
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    started = time.monotonic()
+    echo(f"Generating the demo stream in {workdir} ...")
+    config_path = prepare_workdir(workdir)
+    config = load_config(config_path)
+    instance = DagsterInstance.get()
+    driver = DemoDriver(config_path, instance)
+    echo("Bootstrapping: reference snapshot and first champion (bootstrap_job) ...")
+    result = driver.run_job("bootstrap_job")
+    if not result.success:
+        raise RuntimeError("bootstrap_job failed; see the Dagster UI for the run's logs")
+    for episode in SCENARIO:
+        land(workdir / "incoming" / f"{episode.name}.parquet", config.sources.landing)
+        monitor_runs = driver.tick("landing_sensor")
+        retrain_runs = driver.tick("retrain_sensor")
+        echo(_episode_line(config, episode, monitor_runs, retrain_runs))
+    status = loop_status(config)
+    status["seconds"] = round(time.monotonic() - started, 1)
+    status["dagster_runs"] = len(instance.get_runs())
+    status["config_path"] = str(config_path)
+    return status
+
+
+def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: list) -> str:
+    from mlops_loop.core.store import LoopStore
+
+    store = LoopStore(config.state_dir)
+    key = episode.name
+    quality = store.batch_json(key, "quality") or {}
+    drift = store.batch_json(key, "drift") or {}
+    perf = store.batch_json(key, "performance") or {}
+    promotion = store.batch_json(key, "promotion")
+    parts = [f"{key} [{episode.kind:9}]"]
+    if not quality.get("success"):
+        kinds = sorted({i["kind"] for i in quality.get("incidents", []) if i["severity"] == "error"})
+        parts.append(f"QUARANTINED ({', '.join(kinds)})")
+    else:
+        parts.append(f"drift {'YES' if drift.get('dataset_drift') else 'no '}")
+        metric = perf.get("metric")
+        parts.append(f"{perf.get('metric_name', 'metric')} {metric:.3f}" if metric is not None
+                     else "no labels")
+        if promotion is not None:
+            verdict = "PROMOTED" if promotion["promoted"] else "rejected"
+            parts.append(f"challenger v{promotion['challenger_version']} {verdict}")
+        elif retrain_runs:
+            parts.append("retrain run failed")
+    runs = monitor_runs + retrain_runs
+    failed = [r for r in runs if not r.success]
+    parts.append(f"({len(runs)} run(s){', ' + str(len(failed)) + ' failed' if failed else ''})")
+    return "  " + " | ".join(parts)
+
+
+def format_summary(status: dict[str, Any], dagster_home: Path) -> str:
+    batches = status["batches"]
+    promotions = [b for b in batches if b["promoted"]]
+    rejections = [b for b in batches if b["promoted"] is False]
+    lines = [
+        "",
+        "Summary",
+        f"  batches monitored : {len(batches)}",
+        f"  quality incidents : {len(status['quarantined'])} batch(es) quarantined "
+        f"{status['quarantined']} (kept out of training)",
+        f"  drift detected    : {sum(bool(b['dataset_drift']) for b in batches)} batch(es)",
+        f"  retrains          : {sum(b['challenger_version'] is not None for b in batches)}",
+        f"  promotions        : {len(promotions)} "
+        + ", ".join(f"v{b['challenger_version']} at {b['batch']}" for b in promotions),
+        f"  rejections        : {len(rejections)} "
+        + ", ".join(f"v{b['challenger_version']} at {b['batch']}" for b in rejections),
+        f"  champion          : {status['model']}@champion = v{status['champion']} "
+        f"({status['metric_name']} {status['champion_metric']})",
+        f"  Dagster runs      : {status['dagster_runs']} in {dagster_home}",
+        f"  took              : {status.get('seconds', '?')} s",
+        "",
+        "Look at it:",
+        "  make ui        # Dagster UI on http://127.0.0.1:3000 (asset graph, runs, checks, plots)",
+        "  make mlflow-ui # MLflow UI on http://127.0.0.1:5000 (runs, reports, model versions)",
+        "  .venv/bin/mlops-loop status            # the loop's state in the terminal",
+        "  .venv/bin/mlops-loop rollback --to previous --reason 'why'",
+    ]
+    return "\n".join(lines)
