@@ -144,18 +144,16 @@ def _finite(series: pd.Series, side: str) -> np.ndarray:
 
 
 def _numeric_summary(values: np.ndarray) -> dict:
-    return {
-        "count": int(values.size),
-        "mean": float(values.mean()),
-        "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "quantiles": [float(v) for v in np.quantile(values, _LEVELS)],
-    }
+    # Sums of huge values may overflow; `to_dict` turns the resulting infinities into None.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {"count": int(values.size), "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                "min": float(values.min()), "max": float(values.max()),
+                "quantiles": [float(v) for v in np.quantile(values, _LEVELS)]}
 
 
 def _test_numerical(ref: pd.Series, cur: pd.Series) -> tuple:
-    a, b = _finite(ref, "reference"), _finite(cur, "current")
+    a, b = _finite(ref, "reference"), _finite(cur, "current batch")
     result = stats.ks_2samp(a, b)
     statistic = float(result.statistic)
     return (statistic, float(result.pvalue), statistic,
@@ -177,21 +175,25 @@ def _category_counts(series: pd.Series, side: str) -> pd.Series:
 
 
 def _test_categorical(ref: pd.Series, cur: pd.Series) -> tuple:
-    table = pd.concat([_category_counts(ref, "reference"), _category_counts(cur, "current")],
-                      axis=1).fillna(0)
+    table = pd.concat([_category_counts(ref, "reference"),
+                       _category_counts(cur, "current batch")], axis=1).fillna(0)
     counts = table.to_numpy(dtype="float64")
     labels = table.index.to_numpy(dtype=object)
     shares = counts / counts.sum(axis=0)
-    tv = float(0.5 * np.abs(shares[:, 0] - shares[:, 1]).sum())
-
     top = np.argsort(-shares.max(axis=1), kind="stable")[:SUMMARY_CATEGORIES]
     summaries = [{str(labels[i]): float(shares[i, side]) for i in top} for side in (0, 1)]
 
     if len(counts) > MAX_CATEGORIES + 1:
-        # Rank by reference count (current count breaks ties) and pool the long tail.
-        order = np.lexsort((-counts[:, 1], -counts[:, 0]))
+        # Pool the long tail. Ranking by the pooled count, not the reference's alone, keeps the
+        # test calibrated: the homogeneity test conditions on those margins, whereas picking the
+        # categories the reference happens to over-represent would look like drift by itself.
+        order = np.argsort(-counts.sum(axis=1), kind="stable")
         counts = np.vstack([counts[order[:MAX_CATEGORIES]],
                             counts[order[MAX_CATEGORIES:]].sum(axis=0)])
+        shares = counts / counts.sum(axis=0)
+    # On the pooled table too: over thousands of sparse categories sampling noise alone would
+    # add up to a large distance.
+    tv = float(0.5 * np.abs(shares[:, 0] - shares[:, 1]).sum())
     chi2 = stats.chi2_contingency(counts.T)
     return float(chi2.statistic), float(chi2.pvalue), tv, summaries[0], summaries[1]
 
@@ -207,16 +209,20 @@ class _Column:
 def _plan(reference: pd.DataFrame, current: pd.DataFrame,
           config: LoopConfig | None) -> list[_Column]:
     in_ref, in_cur = set(reference.columns), set(current.columns)
+    repeated = {*reference.columns[reference.columns.duplicated()],
+                *current.columns[current.columns.duplicated()]}
 
     def missing(key: Any) -> str | None:
         if key not in in_ref:
             return "column is missing in the reference"
         if key not in in_cur:
             return "column is missing in the current batch"
+        if key in repeated:  # selecting it would give a frame, not a column
+            return "column name is not unique"
         return None
 
     if config is None:
-        keys = [*reference.columns, *(c for c in current.columns if c not in in_ref)]
+        keys = dict.fromkeys([*reference.columns, *current.columns])
         return [_Column(k, None, "feature", missing(k)) for k in keys]
     cols = config.columns
     plan = [_Column(k, "numerical", "feature", missing(k)) for k in cols.numerical]
@@ -230,10 +236,11 @@ def _plan(reference: pd.DataFrame, current: pd.DataFrame,
 
 def _evaluate_column(col: _Column, reference: pd.DataFrame, current: pd.DataFrame,
                      policy: DriftPolicy) -> FeatureDrift:
-    frame = reference if col.key in reference.columns else current
     kind = col.kind
     if kind is None:
-        kind = "numerical" if _is_numeric(frame[col.key]) else "categorical"
+        frame = reference if col.key in reference.columns else current
+        column = frame.loc[:, col.key]
+        kind = "numerical" if column.ndim == 1 and _is_numeric(column) else "categorical"
     numerical = kind == "numerical"
     entry = FeatureDrift(
         name=str(col.key), kind=kind, role=col.role, method="ks" if numerical else "chi_square",
@@ -332,32 +339,44 @@ text-align:left}
 .yes{color:#b00020;font-weight:600}.no{color:#1b5e20}.err{color:#8a6d3b}
 .verdict{font-size:1.2em;padding:.5em 1em;border-radius:4px;background:#f3f3f3}
 section{border-top:1px solid #ccc;padding:.8em 0}
-.ref{fill:#1f77b4}.cur{fill:#ff7f0e}.key{display:inline-block;width:.8em;height:.8em;
+.key{display:inline-block;width:.8em;height:.8em;
 margin:0 .3em 0 1em}
 svg text{font:10px sans-serif;fill:#555}
 """
 
 
+# Reference, current. Fills are attributes, not CSS classes, so a plot copied out keeps them.
+_COLORS = ("#1f77b4", "#ff7f0e")
+
+
 def _numeric_svg(ref: dict, cur: dict) -> str:
-    """Overlaid densities read off the deciles: each decile interval holds a tenth of the mass."""
+    """Side-by-side histograms read off the deciles, taking each CDF as linear between them."""
     quantiles = [np.asarray(s.get("quantiles") or [], dtype="float64") for s in (ref, cur)]
     if any(q.size != len(_LEVELS) or not np.isfinite(q).all() for q in quantiles):
         return ""
     lo, hi = min(q[0] for q in quantiles), max(q[-1] for q in quantiles)
     if not hi > lo:  # constant columns: centre the spike in a unit-wide frame
         lo, hi = lo - 0.5, hi + 0.5
-    span = hi - lo
-    width, height = 420.0, 110.0
-    # A point mass has zero width and infinite density; give it a visible minimum width.
-    boxes = [(q[:-1], np.maximum(np.diff(q), span / 60)) for q in quantiles]
-    top = max(float((0.1 / w).max()) for _, w in boxes)
+    if not math.isfinite(hi - lo):
+        return ""
+    bins, width, height = 25, 420.0, 110.0  # an odd count puts a constant's spike mid-bin
+    edges = np.linspace(lo, hi, bins + 1)
+    masses = []
+    for q in quantiles:
+        cdf = np.interp(edges, q, _LEVELS, left=0.0, right=1.0)
+        # With repeated deciles (a point mass at the minimum) interp may start above 0.
+        cdf[0], cdf[-1] = 0.0, 1.0
+        masses.append(np.diff(cdf))
+    top = max(float(m.max()) for m in masses) or 1.0
+    step = width / bins
     parts = []
-    for cls, (starts, widths) in zip(("ref", "cur"), boxes, strict=True):
-        for x0, w in zip(starts, widths, strict=True):
-            h = (0.1 / w) / top * height
-            x = (x0 - lo) / span * width
-            parts.append(f'<rect class="{cls}" fill-opacity=".45" x="{x:.1f}" y="{height - h:.1f}" '
-                         f'width="{w / span * width:.1f}" height="{h:.1f}"/>')
+    for j, (color, mass) in enumerate(zip(_COLORS, masses, strict=True)):
+        for i, m in enumerate(mass):
+            h = m / top * height
+            if h >= 0.05:
+                parts.append(f'<rect fill="{color}" x="{i * step + j * step / 2:.1f}" '
+                             f'y="{height - h:.1f}" width="{step / 2 - 0.5:.1f}" '
+                             f'height="{h:.1f}"/>')
     parts.append(f'<text x="0" y="{height + 12:.0f}">{lo:.4g}</text>'
                  f'<text x="{width:.0f}" y="{height + 12:.0f}" text-anchor="end">{hi:.4g}</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
@@ -378,9 +397,9 @@ def _categorical_svg(ref: dict, cur: dict) -> str:
         short = label if len(label) <= 24 else label[:23] + "\u2026"
         parts.append(f'<text x="{label_w - 4}" y="{y + 11}" text-anchor="end">'
                      f'{html.escape(short)}</text>')
-        for j, cls in enumerate(("ref", "cur")):
+        for j, color in enumerate(_COLORS):
             value = shares[j][i]
-            parts.append(f'<rect class="{cls}" x="{label_w}" y="{y + 1 + j * 7}" '
+            parts.append(f'<rect fill="{color}" x="{label_w}" y="{y + 1 + j * 7}" '
                          f'width="{value / top * bar_w:.1f}" height="6"/>')
         parts.append(f'<text x="{label_w + bar_w + 4}" y="{y + 11}">'
                      f'{shares[0][i]:.1%} / {shares[1][i]:.1%}</text>')
@@ -419,8 +438,8 @@ def _render_html(report: DriftReport) -> str:
         f"<tr><th>reference rows</th><td>{report.n_reference}</td></tr>"
         f"<tr><th>current rows</th><td>{report.n_current}</td></tr>"
         f"<tr><th>schema</th><td>{report.schema_version}</td></tr></table>"
-        f'<p><span class="key" style="background:#1f77b4"></span>reference'
-        f'<span class="key" style="background:#ff7f0e"></span>current</p>'
+        f'<p><span class="key" style="background:{_COLORS[0]}"></span>reference'
+        f'<span class="key" style="background:{_COLORS[1]}"></span>current</p>'
         f"<table><tr><th>column</th><th>role</th><th>kind</th><th>effect</th><th>threshold</th>"
         f"<th>p-value</th><th>verdict</th></tr>{''.join(rows)}</table>"
         f"{''.join(sections)}</body></html>"

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from mlops_loop.core.config import PromotionPolicy, RetrainPolicy
+from mlops_loop.core.policy import decide_promotion, decide_retrain
+
+POLICY = RetrainPolicy(metric_drop=0.05, min_labelled_rows=100, cooldown_batches=2)
+
+
+def test_no_trigger_means_no_retrain():
+    d = decide_retrain(policy=POLICY, dataset_drift=False, metric=0.80, baseline_metric=0.82,
+                       labelled_rows=500)
+    assert not d.retrain and d.triggers == []
+
+
+def test_drift_and_performance_drop_trigger_with_reasons():
+    d = decide_retrain(policy=POLICY, dataset_drift=True, drifted_features=["age"], metric=0.70,
+                       baseline_metric=0.80, labelled_rows=500)
+    assert d.retrain and d.triggers == ["drift", "performance"]
+    assert "data drift in age" in d.reasons[0]
+    assert "roc_auc fell to 0.7000 from a baseline of 0.8000" in d.reasons[1]
+
+
+def test_lower_is_better_metric_drop():
+    d = decide_retrain(policy=POLICY, dataset_drift=False, metric_name="brier", metric=0.30,
+                       baseline_metric=0.20, labelled_rows=500)
+    assert d.retrain and d.triggers == ["performance"]
+
+
+def test_too_few_labels_are_not_judged():
+    d = decide_retrain(policy=POLICY, dataset_drift=False, metric=0.5, baseline_metric=0.8,
+                       labelled_rows=20)
+    assert not d.retrain and "only 20 labelled rows" in d.reasons[0]
+
+
+def test_quarantined_batch_never_triggers():
+    d = decide_retrain(policy=POLICY, dataset_drift=True, quality_passed=False, force=True)
+    assert not d.retrain and "quality gate" in d.reasons[0]
+
+
+def test_cooldown_blocks_unless_forced():
+    d = decide_retrain(policy=POLICY, dataset_drift=True, batches_since_retrain=1)
+    assert not d.retrain and "cooldown" in d.reasons[-1]
+    assert decide_retrain(policy=POLICY, dataset_drift=True, batches_since_retrain=1,
+                          force=True).retrain
+
+
+def _scores(rng, y, noise):
+    return np.clip(y * 0.5 + 0.25 + rng.normal(0, noise, len(y)), 0, 1)
+
+
+def test_clearly_better_challenger_is_promoted():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1000)
+    d = decide_promotion(y, _scores(rng, y, 0.2), _scores(rng, y, 0.6), PromotionPolicy())
+    assert d.promote and d.delta > 0 and d.ci_low > 0
+    assert d.challenger == pytest.approx(d.champion + d.delta)
+
+
+def test_equal_models_are_rejected_as_luck():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 600)
+    same = _scores(rng, y, 0.5)
+    d = decide_promotion(y, same + rng.normal(0, 0.01, 600), same, PromotionPolicy())
+    assert not d.promote
+    assert any("not above zero" in r or "below min_delta" in r for r in d.reasons)
+
+
+def test_no_champion_promotes_and_single_class_does_not():
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.1, 0.9, 0.2, 0.8])
+    assert decide_promotion(y, s, None, PromotionPolicy()).promote
+    d = decide_promotion(np.zeros(4, int), s, s, PromotionPolicy())
+    assert not d.promote and "undefined" in d.reasons[0]

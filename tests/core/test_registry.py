@@ -1,0 +1,83 @@
+"""The registry on a real MLflow SQLite backend in a temp dir."""
+
+import pytest
+from mlflow import MlflowClient
+
+from mlops_loop.core.errors import ConcurrentPromotionError, RegistryError
+from mlops_loop.core.loop import _log_and_register
+from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.tracking import tracked_run
+from mlops_loop.core.training import train_model
+
+
+@pytest.fixture
+def registry_with_versions(loop_config, demo_frames):
+    reference, _ = demo_frames
+    cfg = loop_config.model_copy(update={"model": loop_config.model.model_copy(
+        update={"params": {"max_iter": 10}})})
+    model = train_model(reference.head(500), cfg.model, cfg.columns)
+    for i in range(3):
+        with tracked_run(cfg, run_name=f"v{i}"):
+            _log_and_register(cfg, model, reference.head(50))
+    return MlflowRegistry.from_config(cfg)
+
+
+def test_promote_rollback_and_history(registry_with_versions):
+    reg = registry_with_versions
+    assert reg.versions() == [1, 2, 3]
+    assert reg.champion() is None
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="test", action="bootstrap")
+    reg.promote(2, expected_champion=1, reason="better", triggered_by="test",
+                metrics={"roc_auc": 0.9})
+    assert reg.champion() == 2
+    assert reg.previous_champion() == 1
+
+    change = reg.rollback("previous", reason="v2 misbehaves", triggered_by="oncall")
+    assert (change.from_version, change.to_version) == (2, 1)
+    assert reg.champion() == 1
+    history = reg.history()
+    assert [(e["action"], e["from_version"], e["to_version"]) for e in history] == [
+        ("bootstrap", None, 1), ("promotion", 1, 2), ("rollback", 2, 1)]
+    assert history[-1]["reason"] == "v2 misbehaves" and history[-1]["triggered_by"] == "oncall"
+    assert history[1]["metrics"] == {"roc_auc": 0.9}
+    tags = reg.version(1).tags
+    assert tags["mlops_loop.champion_action"] == "rollback"
+    assert tags["mlops_loop.champion_reason"] == "v2 misbehaves"
+
+
+def test_promotion_is_compare_and_set(registry_with_versions):
+    reg = registry_with_versions
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="a")
+    reg.promote(2, expected_champion=1, reason="run A", triggered_by="a")
+    with pytest.raises(ConcurrentPromotionError, match="champion .* is version 2, but this "
+                       "promotion was decided against version 1"):
+        reg.promote(3, expected_champion=1, reason="run B, stale", triggered_by="b")
+    assert reg.champion() == 2
+    assert len(reg.history()) == 2
+
+
+def test_rollback_refuses_bad_targets(registry_with_versions):
+    reg = registry_with_versions
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="t")
+    with pytest.raises(RegistryError, match=r"has no version 99; known versions: \[1, 2, 3\]"):
+        reg.rollback(99, reason="typo", triggered_by="t")
+    with pytest.raises(RegistryError, match="no previous champion"):
+        reg.rollback("previous", reason="nothing before", triggered_by="t")
+    with pytest.raises(RegistryError, match="already the champion"):
+        reg.rollback(1, reason="same", triggered_by="t")
+    with pytest.raises(RegistryError, match="needs a reason"):
+        reg.rollback(2, reason="  ", triggered_by="t")
+    with pytest.raises(RegistryError, match="neither a version number nor 'previous'"):
+        reg.rollback("latest", reason="x", triggered_by="t")
+    assert reg.champion() == 1
+
+
+def test_alias_moved_outside_the_loop_is_recorded(registry_with_versions):
+    reg = registry_with_versions
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="t")
+    MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri).set_registered_model_alias(
+        reg.model_name, "champion", "3")  # what an edit in the MLflow UI does
+    change = reg.reconcile("next run")
+    assert (change.action, change.from_version, change.to_version) == ("external", 1, 3)
+    assert reg.reconcile("next run") is None
+    assert reg.previous_champion() == 1
