@@ -15,7 +15,6 @@ from mlops_loop.core.config import DriftPolicy, parse_config
 from mlops_loop.core.drift import (
     MAX_CATEGORIES,
     NULL_LABEL,
-    OTHER_LABEL,
     SCHEMA_VERSION,
     DriftReport,
     FeatureDrift,
@@ -231,16 +230,45 @@ def test_mixed_type_object_column_is_compared_as_strings() -> None:
     assert set(c.reference_summary) == {"1", "2.5", "x", NULL_LABEL, "[1, 2]"}
 
 
-def test_high_cardinality_column_is_capped_and_stays_fast() -> None:
+def test_rare_categories_are_pooled_into_other_before_the_test() -> None:
+    ref = pd.DataFrame({"c": ["a"] * 600 + ["b"] * 380 + ["x"] * 12 + ["y"] * 8})
+    cur = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 45 + ["x"] * 3 + ["z"] * 2})
+    c = entry(evaluate_drift(ref, cur), "c")
+    # Expected counts of x, y and z in the batch are below 5, so they form one bucket.
+    expected = stats.chi2_contingency([[600, 380, 20], [50, 45, 5]])
+    assert c.statistic == pytest.approx(expected.statistic)
+    assert c.p_value == pytest.approx(expected.pvalue)
+    assert c.effect_size == pytest.approx(0.1)  # (.1 + .07 + .03) / 2
+    assert c.current_summary["z"] == pytest.approx(0.02)  # summaries stay unpooled
+
+
+def test_high_cardinality_column_is_capped_and_calibrated() -> None:
     rng = np.random.default_rng(9)
     n = 200_000
     ref = pd.DataFrame({"id": rng.integers(0, 100_000, n).astype(str)})
     cur = pd.DataFrame({"id": rng.integers(0, 100_000, n).astype(str)})
     c = entry(evaluate_drift(ref, cur), "id")
-    assert c.error is None
+    assert c.error is None and not c.drifted
     assert len(c.reference_summary) <= 20
-    assert 0.0 <= c.p_value <= 1.0
-    assert MAX_CATEGORIES == 1000 and OTHER_LABEL == "<other>"
+    assert 0.0 <= c.p_value <= 1.0 and c.effect_size < 0.05
+    # 2000 well-filled categories: the cap binds, leaving 1000 + 1 buckets (1000 degrees of
+    # freedom).
+    ref = pd.DataFrame({"k": rng.integers(0, 2000, 100_000).astype(str)})
+    cur = pd.DataFrame({"k": rng.integers(0, 2000, 100_000).astype(str)})
+    k = entry(evaluate_drift(ref, cur), "k")
+    assert k.p_value == pytest.approx(stats.chi2.sf(k.statistic, MAX_CATEGORIES))
+
+
+def test_sparse_categories_in_small_batches_do_not_raise_false_alarms() -> None:
+    rng = np.random.default_rng(17)
+    weights = rng.pareto(1.0, 3000) + 1
+    weights /= weights.sum()
+    reference = pd.DataFrame({"c": rng.choice(3000, 20_000, p=weights).astype(str)})
+    alarms = sum(
+        evaluate_drift(reference, pd.DataFrame({"c": rng.choice(3000, 100, p=weights)
+                                                .astype(str)})).dataset_drift
+        for _ in range(20))
+    assert alarms <= 2
 
 
 # ---------------------------------------------------------------- bad columns and inputs

@@ -72,3 +72,13 @@ def test_no_champion_promotes_and_single_class_does_not():
     assert decide_promotion(y, s, None, PromotionPolicy()).promote
     d = decide_promotion(np.zeros(4, int), s, s, PromotionPolicy())
     assert not d.promote and "undefined" in d.reasons[0]
+
+
+def test_metric_floor_triggers_even_when_baseline_is_low():
+    policy = RetrainPolicy(metric_drop=0.05, metric_floor=0.75)
+    d = decide_retrain(policy=policy, dataset_drift=False, metric=0.56, baseline_metric=0.55,
+                       labelled_rows=1000)
+    assert d.retrain and d.triggers == ["performance"]
+    assert "worse than the floor 0.75" in d.reasons[0]
+    assert not decide_retrain(policy=policy, dataset_drift=False, metric=0.80,
+                              baseline_metric=0.82, labelled_rows=1000).retrain

@@ -125,6 +125,9 @@ class RetrainPolicy(_Model):
     metric_drop: float = Field(default=0.05, ge=0,
                                description="Retrain when the primary metric falls this much "
                                "below the champion's baseline.")
+    metric_floor: float | None = Field(default=None,
+                                       description="Retrain whenever the primary metric is worse "
+                                       "than this level, whatever the champion's baseline was.")
     min_labelled_rows: int = Field(default=100, ge=0,
                                    description="Fewest labelled rows in a batch to judge it.")
     cooldown_batches: int = Field(default=0, ge=0,

@@ -24,15 +24,16 @@ from mlops_loop.core.config import DriftPolicy, LoopConfig
 from mlops_loop.core.errors import DataError
 
 SCHEMA_VERSION = "1"
-#: Categories tested individually; the rest are pooled so a high-cardinality id column stays cheap.
+#: Most categories tested individually; the rest are pooled into one bucket.
 MAX_CATEGORIES = 1000
+#: Smallest expected count of a category in either frame for it to be tested on its own.
+MIN_EXPECTED = 5.0
 #: Categories kept in a summary (the ones with the largest share on either side).
 SUMMARY_CATEGORIES = 20
 NULL_LABEL = "<null>"
-OTHER_LABEL = "<other>"
 _LEVELS = np.linspace(0.0, 1.0, 11)
-# KS distances are differences of fractions i/n - j/m; without slack a distance of exactly the
-# threshold can land one ulp below it.
+# Effects are sums of differences of fractions (i/n - j/m); without slack an effect of exactly
+# the threshold can land one ulp below it.
 _EFFECT_SLACK = 1e-12
 _ROLE_ORDER = {"feature": 0, "prediction": 1, "target": 2}
 
@@ -183,13 +184,17 @@ def _test_categorical(ref: pd.Series, cur: pd.Series) -> tuple:
     top = np.argsort(-shares.max(axis=1), kind="stable")[:SUMMARY_CATEGORIES]
     summaries = [{str(labels[i]): float(shares[i, side]) for i in top} for side in (0, 1)]
 
-    if len(counts) > MAX_CATEGORIES + 1:
-        # Pool the long tail. Ranking by the pooled count, not the reference's alone, keeps the
-        # test calibrated: the homogeneity test conditions on those margins, whereas picking the
-        # categories the reference happens to over-represent would look like drift by itself.
-        order = np.argsort(-counts.sum(axis=1), kind="stable")
-        counts = np.vstack([counts[order[:MAX_CATEGORIES]],
-                            counts[order[MAX_CATEGORIES:]].sum(axis=0)])
+    # Pool rare categories into one bucket: Cochran's rule (expected count >= 5 in every cell)
+    # keeps the chi-square approximation honest, and the cap bounds the cost of id-like columns.
+    # Choosing by the pooled count keeps the test calibrated, since the homogeneity test
+    # conditions on those margins; choosing what the reference alone over-represents would look
+    # like drift by itself.
+    pooled = counts.sum(axis=1)
+    order = np.argsort(-pooled, kind="stable")
+    expected = pooled[order] * (counts.sum(axis=0).min() / pooled.sum())
+    kept = min(MAX_CATEGORIES, int((expected >= MIN_EXPECTED).sum()))
+    if kept < len(order) - 1:
+        counts = np.vstack([counts[order[:kept]], counts[order[kept:]].sum(axis=0)])
         shares = counts / counts.sum(axis=0)
     # On the pooled table too: over thousands of sparse categories sampling noise alone would
     # add up to a large distance.
@@ -338,10 +343,8 @@ table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #e
 text-align:left}
 .yes{color:#b00020;font-weight:600}.no{color:#1b5e20}.err{color:#8a6d3b}
 .verdict{font-size:1.2em;padding:.5em 1em;border-radius:4px;background:#f3f3f3}
-section{border-top:1px solid #ccc;padding:.8em 0}
-.key{display:inline-block;width:.8em;height:.8em;
-margin:0 .3em 0 1em}
-svg text{font:10px sans-serif;fill:#555}
+section{border-top:1px solid #ccc;padding:.8em 0}svg text{font:10px sans-serif;fill:#555}
+.key{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 1em}
 """
 
 

@@ -118,7 +118,10 @@ class MlflowRegistry:
         """Load a version (or the alias' target at this moment) as a scikit-learn model."""
         import mlflow.sklearn
 
-        return mlflow.sklearn.load_model(self.model_uri(alias_or_version))
+        from mlops_loop.core.tracking import mlflow_uri
+
+        with mlflow_uri(self.tracking_uri):
+            return mlflow.sklearn.load_model(self.model_uri(alias_or_version))
 
     def history(self) -> list[dict[str, Any]]:
         """Every recorded change of the champion, oldest first."""

@@ -33,14 +33,30 @@ def ensure_experiment(config: LoopConfig) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(config.mlflow.experiment,
-                                        artifact_location=config.artifact_location)
+        return client.create_experiment(
+            config.mlflow.experiment, artifact_location=config.artifact_location
+        )
     except Exception:
         # Another process created it between our look-up and our create.
         exp = client.get_experiment_by_name(config.mlflow.experiment)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+@contextmanager
+def mlflow_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `uri` (tracking and registry) for the block, then restore."""
+    import mlflow
+
+    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
 
 
 @contextmanager
@@ -58,26 +74,27 @@ def tracked_run(
     """
     import mlflow
 
-    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(config.tracking_uri)
-    mlflow.set_registry_uri(config.tracking_uri)
-    try:
+    with mlflow_uri(config.tracking_uri):
         experiment_id = ensure_experiment(config)
         run_id = None
         if run_key:
             found = mlflow.search_runs(
-                [experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}'",
-                max_results=1, output_format="list")
+                [experiment_id],
+                filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}'",
+                max_results=1,
+                output_format="list",
+            )
             run_id = found[0].info.run_id if found else None
         all_tags = {**(tags or {}), **({TAG_RUN_KEY: run_key} if run_key else {})}
         # nested=True lets a step open its run even if the caller has one of its own active.
-        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id,
-                              run_name=None if run_id else run_name, tags=all_tags,
-                              nested=mlflow.active_run() is not None) as run:
+        with mlflow.start_run(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            run_name=None if run_id else run_name,
+            tags=all_tags,
+            nested=mlflow.active_run() is not None,
+        ) as run:
             yield run
-    finally:
-        mlflow.set_tracking_uri(previous_tracking)
-        mlflow.set_registry_uri(previous_registry)
 
 
 def log_json(payload: Any, artifact_file: str) -> None:
@@ -98,14 +115,20 @@ def log_file(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
-def log_dataset(frame: pd.DataFrame, *, name: str, context: str, source: str,
-                target: str | None = None) -> str:
+def log_dataset(
+    frame: pd.DataFrame, *, name: str, context: str, source: str, target: str | None = None
+) -> str:
     """Record `frame` as a dataset input of the active run; returns its content digest."""
     import mlflow
 
     digest = frame_digest(frame)
-    dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest,
-                                      targets=target if target in frame.columns else None)
+    dataset = mlflow.data.from_pandas(
+        frame,
+        source=source,
+        name=name,
+        digest=digest,
+        targets=target if target in frame.columns else None,
+    )
     mlflow.log_input(dataset, context=context)
     return digest
 
@@ -116,8 +139,11 @@ def log_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
 
     import mlflow
 
-    clean = {f"{prefix}{k}": float(v) for k, v in metrics.items()
-             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    clean = {
+        f"{prefix}{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
     if clean:
         mlflow.log_metrics(clean)
 

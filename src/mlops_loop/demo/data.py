@@ -63,7 +63,8 @@ def _churn(rng: np.random.Generator, x: pd.DataFrame, concept: str) -> np.ndarra
         # Heavy users now leave for the competitor; tickets matter less.
         z = (-0.4 + 0.55 * (x["sessions_per_week"] - 5) + 0.1 * x["support_tickets"]
              + 0.9 * (x["device"] == "mobile") - 0.01 * (x["tenure_months"] - 24))
-    p = 1 / (1 + np.exp(-z.to_numpy(dtype=float)))
+    # Scaled so that a good model reaches a ROC AUC of about 0.85 on either concept.
+    p = 1 / (1 + np.exp(-1.8 * z.to_numpy(dtype=float)))
     return (rng.random(len(x)) < p).astype(int)
 
 

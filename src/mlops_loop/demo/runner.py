@@ -61,9 +61,10 @@ def land(src: Path, landing: Path) -> Path:
 class DemoDriver:
     """Ticks the loop's sensors and executes what they request on a Dagster instance."""
 
-    def __init__(self, config_path: Path, instance: Any) -> None:
+    def __init__(self, config_path: Path, instance: Any, log_level: str = "WARNING") -> None:
         from mlops_loop.defs.factory import build_definitions
 
+        self.log_level = log_level
         self.defs = build_definitions(config_path)
         self.instance = instance
         self.cursors: dict[str, str | None] = {}
@@ -71,9 +72,11 @@ class DemoDriver:
     def run_job(self, name: str, partition_key: str | None = None,
                 run_config: dict | None = None, tags: dict | None = None) -> Any:
         job = self.defs.resolve_job_def(name)
+        # The runs' full event logs are in the instance (and the UI); the terminal gets warnings.
+        config = {**(run_config or {}),
+                  "loggers": {"console": {"config": {"log_level": self.log_level}}}}
         return job.execute_in_process(instance=self.instance, partition_key=partition_key,
-                                      run_config=run_config or {}, tags=tags,
-                                      raise_on_error=False)
+                                      run_config=config, tags=tags, raise_on_error=False)
 
     def tick(self, sensor_name: str) -> list[Any]:
         """Evaluate a sensor once, apply its partition requests, run what it requests."""
@@ -81,9 +84,13 @@ class DemoDriver:
 
         sensor = self.defs.resolve_sensor_def(sensor_name)
         with dg.build_sensor_context(instance=self.instance, definitions=self.defs,
+                                     resources=self.defs.resources,
                                      cursor=self.cursors.get(sensor_name)) as context:
-            data = sensor.evaluate_tick(context)
-        self.cursors[sensor_name] = data.cursor
+            # Calling the sensor returns its SensorResult as the daemon receives it; the
+            # partitions it adds are applied before its runs are launched, as the daemon does.
+            data = sensor(context)
+        if data.cursor is not None:
+            self.cursors[sensor_name] = data.cursor
         for request in data.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(request.partitions_def_name,
                                                  list(request.partition_keys))
@@ -111,6 +118,7 @@ def run_demo(workdir: Path, dagster_home: Path, *, reset: bool = True,
     if not (dagster_home / "dagster.yaml").exists():
         (dagster_home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
     os.environ["DAGSTER_HOME"] = str(dagster_home)
+    _quiet_libraries()
     started = time.monotonic()
     echo(f"Generating the demo stream in {workdir} ...")
     config_path = prepare_workdir(workdir)
@@ -131,6 +139,19 @@ def run_demo(workdir: Path, dagster_home: Path, *, reset: bool = True,
     status["dagster_runs"] = len(instance.get_runs())
     status["config_path"] = str(config_path)
     return status
+
+
+def _quiet_libraries() -> None:
+    """Keep the demo's terminal readable: library chatter goes, warnings of ours stay."""
+    import logging
+    import warnings
+
+    import mlflow  # noqa: F401  (its import configures its loggers; quiet them afterwards)
+
+    for name in ("mlflow", "alembic", "great_expectations"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"great_expectations\..*")
 
 
 def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: list) -> str:
