@@ -61,7 +61,7 @@ def land(src: Path, landing: Path) -> Path:
 class DemoDriver:
     """Ticks the loop's sensors and executes what they request on a Dagster instance."""
 
-    def __init__(self, config_path: Path, instance: Any, log_level: str = "WARNING") -> None:
+    def __init__(self, config_path: Path, instance: Any, log_level: str = "CRITICAL") -> None:
         from mlops_loop.defs.factory import build_definitions
 
         self.log_level = log_level
@@ -180,7 +180,14 @@ def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: l
     runs = monitor_runs + retrain_runs
     failed = [r for r in runs if not r.success]
     parts.append(f"({len(runs)} run(s){', ' + str(len(failed)) + ' failed' if failed else ''})")
-    return "  " + " | ".join(parts)
+    line = "  " + " | ".join(parts)
+    # A run stopped by the quality gate is expected; any other failure is shown in full.
+    for result in failed:
+        for event in result.get_step_failure_events():
+            error = event.event_specific_data.error
+            if error and "DagsterAssetCheckFailedError" not in (error.cls_name or ""):
+                line += f"\n    {event.step_key} failed: {error.to_string().strip()[:2000]}"
+    return line
 
 
 def format_summary(status: dict[str, Any], dagster_home: Path) -> str:

@@ -1,0 +1,107 @@
+"""The README's promise: the scripted scenario runs end to end through Dagster and MLflow."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from dagster import DagsterInstance
+
+from mlops_loop.core.config import load_config
+from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.store import LoopStore
+from mlops_loop.demo.runner import run_demo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    status = run_demo(root / ".demo", root / "dagster_home", echo=lambda _: None)
+    return root, status
+
+
+def cli(root, *args):
+    return subprocess.run([sys.executable, "-m", "mlops_loop.cli", *args,
+                           "--config", str(root / ".demo" / "loop.yaml")],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_scenario_outcomes(demo):
+    root, status = demo
+    batches = {b["batch"]: b for b in status["batches"]}
+    assert len(batches) == 7
+    promoted = [b for b in batches.values() if b["promoted"]]
+    rejected = [b for b in batches.values() if b["promoted"] is False]
+    assert promoted and rejected, batches
+    # The broken batch is caught, quarantined, and kept out of every training window.
+    assert status["quarantined"] == ["batch_003"]
+    assert batches["batch_003"]["quality_success"] is False
+    config = load_config(root / ".demo" / "loop.yaml")
+    store = LoopStore(config.state_dir)
+    for key in store.batch_keys():
+        challenger = store.batch_json(key, "challenger")
+        if challenger:
+            assert not any("batch_003" in part for part in challenger["training_parts"])
+    # The covariate drift is seen; the champion is the last promoted challenger, in MLflow.
+    assert batches["batch_004"]["dataset_drift"] is True
+    registry = MlflowRegistry.from_config(config)
+    assert registry.champion() == promoted[-1]["challenger_version"] == status["champion"]
+    actions = [e["action"] for e in registry.history()]
+    assert actions == ["bootstrap"] + ["promotion"] * len(promoted)
+    # The recovered champion performs on the last batch.
+    assert batches["batch_007"]["metric"] > 0.75
+
+
+def test_dagster_runs_are_in_the_instance(demo):
+    root, status = demo
+    instance = DagsterInstance.from_config(str(root / "dagster_home"))
+    runs = instance.get_runs()
+    assert len(runs) == status["dagster_runs"] >= 10
+    jobs = {r.job_name for r in runs}
+    assert {"bootstrap_job", "monitor_job", "retrain_job"} <= jobs
+    assert instance.get_dynamic_partitions("batches") == [f"batch_00{i}" for i in range(1, 8)]
+
+
+def test_artifacts_live_under_the_state_folder(demo):
+    root, _ = demo
+    artifacts = root / ".demo" / "state" / "mlartifacts"
+    names = {p.name for p in artifacts.rglob("*") if p.is_file()}
+    assert {"batch_004.html", "batch_004.json", "MLmodel"} <= names
+
+
+def test_cli_status_and_rollback_on_the_demo(demo):
+    root, status = demo
+    out = cli(root, "status")
+    assert out.returncode == 0, out.stderr
+    assert f"champion   : v{status['champion']}" in out.stdout
+    assert "batch_003: quality QUARANTINED" in out.stdout
+
+    bad = cli(root, "rollback", "--to", "999", "--reason", "typo")
+    assert bad.returncode == 2
+    assert "has no version 999" in bad.stderr
+
+    ok = cli(root, "rollback", "--to", "previous", "--reason", "canary failed")
+    assert ok.returncode == 0, ok.stderr
+    config = load_config(root / ".demo" / "loop.yaml")
+    registry = MlflowRegistry.from_config(config)
+    last = registry.history()[-1]
+    assert last["action"] == "rollback" and last["reason"] == "canary failed"
+    assert last["from_version"] == status["champion"]
+    assert registry.champion() == last["to_version"] != status["champion"]
+    assert last["triggered_by"].startswith("cli")
+    js = json.loads(cli(root, "status", "--format", "json").stdout)
+    assert js["champion"] == last["to_version"]
+
+
+def test_second_demo_starts_over_and_succeeds(demo):
+    root, _ = demo
+    out = subprocess.run([sys.executable, "-m", "mlops_loop.cli", "demo",
+                          "--workdir", str(root / ".demo"),
+                          "--dagster-home", str(root / "dagster_home")],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "promotions        : 2" in out.stdout and "rejections        : 1" in out.stdout
+    instance = DagsterInstance.from_config(str(root / "dagster_home"))
+    assert instance.get_dynamic_partitions("batches") == [f"batch_00{i}" for i in range(1, 8)]
