@@ -32,24 +32,43 @@ def main() -> None:
 
     reference, _ = generate(seed=1, reference_rows=3000)
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config({
-            "columns": {"numerical": ["age", "income", "tenure_months", "sessions_per_week",
-                                      "support_tickets"],
-                        "categorical": ["region", "plan", "device"], "target": "churned"},
-            "sources": {"reference": "r.parquet", "landing": "l"}, "state_dir": tmp,
-        }, base=Path(tmp))
+        config = parse_config(
+            {
+                "columns": {
+                    "numerical": [
+                        "age",
+                        "income",
+                        "tenure_months",
+                        "sessions_per_week",
+                        "support_tickets",
+                    ],
+                    "categorical": ["region", "plan", "device"],
+                    "target": "churned",
+                },
+                "sources": {"reference": "r.parquet", "landing": "l"},
+                "state_dir": tmp,
+            },
+            base=Path(tmp),
+        )
         model = train_model(reference, config.model, config.columns)
         example = model_inputs(reference.head(5), config.columns)
         mlflow.set_tracking_uri(config.tracking_uri)
         times: dict[str, list[float]] = {"inferred (MLflow default)": [], "pinned (mlops-loop)": []}
         for _ in range(args.rounds):
-            for label, reqs in (("inferred (MLflow default)", None),
-                                ("pinned (mlops-loop)", _pip_requirements(config))):
+            for label, reqs in (
+                ("inferred (MLflow default)", None),
+                ("pinned (mlops-loop)", _pip_requirements(config)),
+            ):
                 with mlflow.start_run():
                     t0 = time.perf_counter()
-                    mlflow.sklearn.log_model(model, name="model", input_example=example,
-                                             serialization_format="cloudpickle",
-                                             registered_model_name="bench", pip_requirements=reqs)
+                    mlflow.sklearn.log_model(
+                        model,
+                        name="model",
+                        input_example=example,
+                        serialization_format="cloudpickle",
+                        registered_model_name="bench",
+                        pip_requirements=reqs,
+                    )
                     times[label].append(time.perf_counter() - t0)
     print(f"log + register one HistGradientBoosting pipeline, median of {args.rounds} rounds")
     medians = {k: statistics.median(v) for k, v in times.items()}

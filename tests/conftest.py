@@ -24,8 +24,9 @@ def write_loop(root: Path, reference, batches: dict | None = None, **overrides) 
         frame.to_parquet(root / "landing" / f"{name}.parquet", index=False)
     import importlib.resources
 
-    doc = yaml.safe_load(importlib.resources.files("mlops_loop.demo").joinpath("loop.yaml")
-                         .read_text())
+    doc = yaml.safe_load(
+        importlib.resources.files("mlops_loop.demo").joinpath("loop.yaml").read_text()
+    )
     doc["promotion"]["bootstrap_rounds"] = 100
     doc["model"]["params"]["max_iter"] = 60
     for dotted, value in overrides.items():

@@ -9,8 +9,13 @@ import pandas as pd
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mlops_loop.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_loop.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_help_lists_the_commands():
@@ -36,8 +41,9 @@ def test_drift_and_validate_print_json_and_exit_zero(tmp_path):
     report = json.loads(drift.stdout)
     assert report["dataset_drift"] is True
     assert {f["name"] for f in report["features"] if f["drifted"]} == {"x"}
-    quality = run("validate", str(ref), str(cur), "--format", "html",
-                  "--output", str(tmp_path / "q.html"))
+    quality = run(
+        "validate", str(ref), str(cur), "--format", "html", "--output", str(tmp_path / "q.html")
+    )
     assert quality.returncode == 0, quality.stderr
     assert "<html" in (tmp_path / "q.html").read_text().lower()
 
@@ -56,7 +62,8 @@ def test_unusable_input_exits_nonzero_naming_the_problem(tmp_path):
 def test_bad_config_is_named(tmp_path):
     (tmp_path / "loop.yaml").write_text(
         "columns: {numerical: [x], target: y}\nsources: {reference: r.csv, landing: l}\n"
-        "promotion: {metric: precision}\n")
+        "promotion: {metric: precision}\n"
+    )
     out = run("status", "--config", str(tmp_path / "loop.yaml"))
     assert out.returncode == 2
     assert "promotion.metric" in out.stderr and "'precision'" in out.stderr

@@ -36,21 +36,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"model {status['model']}  (tracking {status['tracking_uri']})")
-    print(f"  champion   : v{status['champion']}  {status['metric_name']}="
-          f"{status['champion_metric']}")
+    print(
+        f"  champion   : v{status['champion']}  {status['metric_name']}={status['champion_metric']}"
+    )
     print(f"  challenger : v{status['challenger']}")
     print("history (newest last):")
     for e in status["history"][-10:]:
-        print(f"  {e['at']}  {e['action']:9}  v{e['from_version']} -> v{e['to_version']}  "
-              f"by {e['triggered_by']} ({e['user']}): {e['reason'][:90]}")
+        print(
+            f"  {e['at']}  {e['action']:9}  v{e['from_version']} -> v{e['to_version']}  "
+            f"by {e['triggered_by']} ({e['user']}): {e['reason'][:90]}"
+        )
     print("batches:")
     for b in status["batches"]:
         quality = "pass" if b["quality_success"] else f"QUARANTINED {b['incidents']}"
         metric = "-" if b["metric"] is None else f"{b['metric']:.3f}"
-        promoted = {None: "", True: f" challenger v{b['challenger_version']} promoted",
-                    False: f" challenger v{b['challenger_version']} rejected"}[b["promoted"]]
-        print(f"  {b['batch']}: quality {quality}; drift {b['dataset_drift']}; "
-              f"{status['metric_name']} {metric} (champion v{b['champion_version']}){promoted}")
+        promoted = {
+            None: "",
+            True: f" challenger v{b['challenger_version']} promoted",
+            False: f" challenger v{b['challenger_version']} rejected",
+        }[b["promoted"]]
+        print(
+            f"  {b['batch']}: quality {quality}; drift {b['dataset_drift']}; "
+            f"{status['metric_name']} {metric} (champion v{b['champion_version']}){promoted}"
+        )
     return 0
 
 
@@ -59,8 +67,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     who = f"cli ({os.environ.get('USER', 'unknown')})"
     change = rollback(_config(args.config), args.to, args.reason, StepContext(triggered_by=who))
-    print(f"champion moved from v{change.from_version} to v{change.to_version} "
-          f"at {change.at} by {change.triggered_by}: {change.reason}")
+    print(
+        f"champion moved from v{change.from_version} to v{change.to_version} "
+        f"at {change.at} by {change.triggered_by}: {change.reason}"
+    )
     return 0
 
 
@@ -99,14 +109,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlops-loop",
-        description="A self-driving retraining loop for scikit-learn models on Dagster + MLflow.")
+        description="A self-driving retraining loop for scikit-learn models on Dagster + MLflow.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_help = f"loop YAML (default: $MLOPS_LOOP_CONFIG or {DEFAULT_CONFIG})"
 
     p = sub.add_parser("demo", help="run the scripted scenario end to end through Dagster")
     p.add_argument("--workdir", default=".demo", help="where the demo data and state go")
-    p.add_argument("--dagster-home", help="Dagster instance folder (default: $DAGSTER_HOME "
-                   "or ./dagster_home)")
+    p.add_argument(
+        "--dagster-home", help="Dagster instance folder (default: $DAGSTER_HOME or ./dagster_home)"
+    )
     p.add_argument("--keep", action="store_true", help="do not reset earlier demo state")
     p.set_defaults(func=cmd_demo)
 
@@ -121,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_rollback)
 
-    for name, func, what in (("drift", cmd_drift, "drift report of CURRENT against REFERENCE"),
-                             ("validate", cmd_validate, "quality gate of CURRENT against a "
-                              "suite learnt from REFERENCE")):
+    for name, func, what in (
+        ("drift", cmd_drift, "drift report of CURRENT against REFERENCE"),
+        ("validate", cmd_validate, "quality gate of CURRENT against a suite learnt from REFERENCE"),
+    ):
         p = sub.add_parser(name, help=what)
         p.add_argument("reference", help="reference data (parquet or CSV)")
         p.add_argument("current", help="current batch (parquet or CSV)")

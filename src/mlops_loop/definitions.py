@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+
 from mlops_loop.core.errors import InvalidConfigError
 from mlops_loop.defs.factory import build_definitions
 
@@ -15,6 +16,8 @@ from mlops_loop.defs.factory import build_definitions
 def defs() -> dg.Definitions:
     path = Path(os.environ.get("MLOPS_LOOP_CONFIG", ".demo/loop.yaml"))
     if not path.exists():
-        raise InvalidConfigError(f"no loop config at {path.resolve()}: run `make demo` first, or "
-                                 "set MLOPS_LOOP_CONFIG to your loop's YAML file")
+        raise InvalidConfigError(
+            f"no loop config at {path.resolve()}: run `make demo` first, or "
+            "set MLOPS_LOOP_CONFIG to your loop's YAML file"
+        )
     return build_definitions(path)

@@ -5,8 +5,10 @@ import pytest
 from mlops_loop.core.config import load_config, parse_config
 from mlops_loop.core.errors import InvalidConfigError
 
-BASE = {"columns": {"numerical": ["x"], "categorical": ["c"], "target": "y"},
-        "sources": {"reference": "ref.parquet", "landing": "landing"}}
+BASE = {
+    "columns": {"numerical": ["x"], "categorical": ["c"], "target": "y"},
+    "sources": {"reference": "ref.parquet", "landing": "landing"},
+}
 
 
 def test_minimal_config_has_defaults_and_resolves_paths(tmp_path):

@@ -25,11 +25,11 @@ from mlops_loop.core.errors import DataError
 CATEGORIES = np.array(["a", "b", "c", "d"])
 
 
-def numeric_frame(rng: np.random.Generator, n: int, n_features: int = 5,
-                  shift: dict[int, float] | None = None) -> pd.DataFrame:
+def numeric_frame(
+    rng: np.random.Generator, n: int, n_features: int = 5, shift: dict[int, float] | None = None
+) -> pd.DataFrame:
     shift = shift or {}
-    return pd.DataFrame({f"x{i}": rng.normal(shift.get(i, 0.0), 1.0, n)
-                         for i in range(n_features)})
+    return pd.DataFrame({f"x{i}": rng.normal(shift.get(i, 0.0), 1.0, n) for i in range(n_features)})
 
 
 def mixed_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
@@ -44,13 +44,21 @@ def entry(report: DriftReport, name: str) -> FeatureDrift:
 
 
 def config(**columns: object):
-    cols = {"numerical": ["x0", "x1"], "categorical": ["cat"], "target": "y",
-            "prediction": "score", "id": "row_id", **columns}
-    return parse_config({"columns": cols,
-                         "sources": {"reference": "ref.parquet", "landing": "landing"}})
+    cols = {
+        "numerical": ["x0", "x1"],
+        "categorical": ["cat"],
+        "target": "y",
+        "prediction": "score",
+        "id": "row_id",
+        **columns,
+    }
+    return parse_config(
+        {"columns": cols, "sources": {"reference": "ref.parquet", "landing": "landing"}}
+    )
 
 
 # ---------------------------------------------------------------- golden values vs scipy
+
 
 @pytest.mark.parametrize("n_ref, n_cur", [(300, 500), (20_000, 1_000)])
 def test_ks_statistic_and_p_value_equal_scipy_on_finite_values(n_ref: int, n_cur: int) -> None:
@@ -77,8 +85,9 @@ def test_chi_square_and_total_variation_equal_scipy() -> None:
     cur = rng.choice(CATEGORIES, 1000, p=[0.3, 0.3, 0.2, 0.2])
     report = evaluate_drift(pd.DataFrame({"c": ref}), pd.DataFrame({"c": cur}))
 
-    table = np.array([[np.sum(ref == k) for k in CATEGORIES],
-                      [np.sum(cur == k) for k in CATEGORIES]])
+    table = np.array(
+        [[np.sum(ref == k) for k in CATEGORIES], [np.sum(cur == k) for k in CATEGORIES]]
+    )
     expected = stats.chi2_contingency(table)
     p, q = table[0] / table[0].sum(), table[1] / table[1].sum()
     c = entry(report, "c")
@@ -105,20 +114,27 @@ def test_identical_samples_show_no_drift_and_zero_effect() -> None:
 @pytest.mark.filterwarnings("ignore:ks_2samp:RuntimeWarning")  # scipy's own exact->asymp switch
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    ref=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1,
-                 max_size=60),
-    cur=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1,
-                 max_size=60),
+    ref=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=60),
+    cur=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=60),
     cats=st.lists(st.sampled_from(["u", "v", "w", None]), min_size=2, max_size=60),
 )
-def test_p_values_and_effects_lie_in_the_unit_interval(ref: list[float], cur: list[float],
-                                                       cats: list[str | None]) -> None:
+def test_p_values_and_effects_lie_in_the_unit_interval(
+    ref: list[float], cur: list[float], cats: list[str | None]
+) -> None:
     half = len(cats) // 2
     report = evaluate_drift(
-        pd.DataFrame({"x": pd.Series(ref, dtype="float64"), "c": pd.Series(cats[:half] or [None])
-                      .reindex(range(len(ref)))}),
-        pd.DataFrame({"x": pd.Series(cur, dtype="float64"), "c": pd.Series(cats[half:])
-                      .reindex(range(len(cur)))}),
+        pd.DataFrame(
+            {
+                "x": pd.Series(ref, dtype="float64"),
+                "c": pd.Series(cats[:half] or [None]).reindex(range(len(ref))),
+            }
+        ),
+        pd.DataFrame(
+            {
+                "x": pd.Series(cur, dtype="float64"),
+                "c": pd.Series(cats[half:]).reindex(range(len(cur))),
+            }
+        ),
     )
     json.dumps(report.to_dict(), allow_nan=False)
     for f in report.features:
@@ -130,6 +146,7 @@ def test_p_values_and_effects_lie_in_the_unit_interval(ref: list[float], cur: li
 
 
 # ---------------------------------------------------------------- detection and error rates
+
 
 def test_one_sd_mean_shift_in_one_of_five_features_is_detected() -> None:
     rng = np.random.default_rng(4)
@@ -144,20 +161,24 @@ def test_one_sd_mean_shift_in_one_of_five_features_is_detected() -> None:
 
 @pytest.mark.parametrize("n_current", [100, 1_000, 50_000])
 def test_false_alarm_rate_on_same_distribution_batches_is_at_most_10_percent(
-        n_current: int) -> None:
+    n_current: int,
+) -> None:
     rng = np.random.default_rng(n_current)
     reference = mixed_frame(rng, 20_000)
     repetitions = 40
-    alarms = sum(evaluate_drift(reference, mixed_frame(rng, n_current)).dataset_drift
-                 for _ in range(repetitions))
+    alarms = sum(
+        evaluate_drift(reference, mixed_frame(rng, n_current)).dataset_drift
+        for _ in range(repetitions)
+    )
     assert alarms / repetitions <= 0.10
 
 
 def test_tiny_shift_in_a_huge_batch_is_significant_but_not_drift() -> None:
     rng = np.random.default_rng(5)
     n = 200_000
-    report = evaluate_drift(pd.DataFrame({"x": rng.normal(0, 1, n)}),
-                            pd.DataFrame({"x": rng.normal(0.01, 1, n)}))
+    report = evaluate_drift(
+        pd.DataFrame({"x": rng.normal(0, 1, n)}), pd.DataFrame({"x": rng.normal(0.01, 1, n)})
+    )
     x = entry(report, "x")
     assert x.effect_size < 0.02
     assert not x.drifted and not report.dataset_drift
@@ -167,8 +188,9 @@ def test_decision_is_bh_rejection_and_effect_threshold() -> None:
     rng = np.random.default_rng(6)
     shifts = {0: 0.05, 1: 0.15, 2: 0.25, 3: 0.35, 4: 0.5}
     policy = DriftPolicy(numerical_effect=0.08, fdr=0.01)
-    report = evaluate_drift(numeric_frame(rng, 1500), numeric_frame(rng, 1500, shift=shifts),
-                            policy=policy)
+    report = evaluate_drift(
+        numeric_frame(rng, 1500), numeric_frame(rng, 1500, shift=shifts), policy=policy
+    )
     names = [f.name for f in report.features]
     adjusted = stats.false_discovery_control([f.p_value for f in report.features])
     for f, q in zip(report.features, adjusted, strict=True):
@@ -194,12 +216,15 @@ def test_effect_exactly_at_the_threshold_counts() -> None:
 
 # ---------------------------------------------------------------- categorical cases
 
+
 def test_categorical_shift_is_detected_by_total_variation() -> None:
     rng = np.random.default_rng(8)
-    ref = pd.DataFrame({"c": pd.Series(rng.choice(CATEGORIES, 5000, p=[.4, .3, .2, .1]),
-                                       dtype="str")})
-    cur = pd.DataFrame({"c": pd.Series(rng.choice(CATEGORIES, 5000, p=[.2, .3, .2, .3]),
-                                       dtype="str")})
+    ref = pd.DataFrame(
+        {"c": pd.Series(rng.choice(CATEGORIES, 5000, p=[0.4, 0.3, 0.2, 0.1]), dtype="str")}
+    )
+    cur = pd.DataFrame(
+        {"c": pd.Series(rng.choice(CATEGORIES, 5000, p=[0.2, 0.3, 0.2, 0.3]), dtype="str")}
+    )
     c = entry(evaluate_drift(ref, cur), "c")
     assert c.effect_size == pytest.approx(0.2, abs=0.03)  # (|.4-.2| + |.1-.3|) / 2
     assert c.drifted and c.threshold == 0.1
@@ -222,8 +247,7 @@ def test_unseen_category_and_nulls_are_categories() -> None:
 
 def test_mixed_type_object_column_is_compared_as_strings() -> None:
     ref = pd.DataFrame({"c": pd.Series([1, "1", 2.5, "x", None, [1, 2]] * 20, dtype=object)})
-    cur = pd.DataFrame({"c": pd.Series(["1", 1, "2.5", "x", np.nan, "[1, 2]"] * 20,
-                                       dtype=object)})
+    cur = pd.DataFrame({"c": pd.Series(["1", 1, "2.5", "x", np.nan, "[1, 2]"] * 20, dtype=object)})
     c = entry(evaluate_drift(ref, cur), "c")
     assert c.error is None and c.kind == "categorical"
     assert c.effect_size == pytest.approx(0.0)
@@ -265,13 +289,16 @@ def test_sparse_categories_in_small_batches_do_not_raise_false_alarms() -> None:
     weights /= weights.sum()
     reference = pd.DataFrame({"c": rng.choice(3000, 20_000, p=weights).astype(str)})
     alarms = sum(
-        evaluate_drift(reference, pd.DataFrame({"c": rng.choice(3000, 100, p=weights)
-                                                .astype(str)})).dataset_drift
-        for _ in range(20))
+        evaluate_drift(
+            reference, pd.DataFrame({"c": rng.choice(3000, 100, p=weights).astype(str)})
+        ).dataset_drift
+        for _ in range(20)
+    )
     assert alarms <= 2
 
 
 # ---------------------------------------------------------------- bad columns and inputs
+
 
 def test_constant_column_is_not_drifted() -> None:
     frame = pd.DataFrame({"k": np.full(500, 3.0), "x": np.arange(500.0)})
@@ -333,22 +360,33 @@ def test_unusable_inputs_raise_data_error() -> None:
 
 # ---------------------------------------------------------------- configuration
 
+
 def test_config_sets_roles_and_kinds_and_ignores_other_columns() -> None:
     rng = np.random.default_rng(13)
 
     def frame(score_shift: float) -> pd.DataFrame:
         n = 2000
-        return pd.DataFrame({
-            "row_id": np.arange(n), "x0": rng.normal(0, 1, n), "x1": rng.integers(0, 5, n),
-            "cat": rng.choice(CATEGORIES, n), "y": rng.integers(0, 2, n),
-            "score": np.clip(rng.normal(0.5 + score_shift, 0.1, n), 0, 1), "noise": rng.random(n),
-        })
+        return pd.DataFrame(
+            {
+                "row_id": np.arange(n),
+                "x0": rng.normal(0, 1, n),
+                "x1": rng.integers(0, 5, n),
+                "cat": rng.choice(CATEGORIES, n),
+                "y": rng.integers(0, 2, n),
+                "score": np.clip(rng.normal(0.5 + score_shift, 0.1, n), 0, 1),
+                "noise": rng.random(n),
+            }
+        )
 
     report = evaluate_drift(frame(0.0), frame(0.3), config=config())
     roles = {f.name: (f.role, f.kind) for f in report.features}
-    assert roles == {"x0": ("feature", "numerical"), "x1": ("feature", "numerical"),
-                     "cat": ("feature", "categorical"), "score": ("prediction", "numerical"),
-                     "y": ("target", "numerical")}
+    assert roles == {
+        "x0": ("feature", "numerical"),
+        "x1": ("feature", "numerical"),
+        "cat": ("feature", "categorical"),
+        "score": ("prediction", "numerical"),
+        "y": ("target", "numerical"),
+    }
     assert [f.role for f in report.features][-2:] == ["prediction", "target"]
     assert entry(report, "score").drifted  # judged alone, never counted as feature drift
     assert not report.dataset_drift and report.drift_share == 0.0
@@ -359,7 +397,8 @@ def test_config_policy_applies_unless_overridden_and_absent_roles_are_skipped() 
     ref = numeric_frame(rng, 1000).assign(cat=rng.choice(CATEGORIES, 1000), y=0)
     cur = numeric_frame(rng, 1000, shift={0: 0.3}).assign(cat=rng.choice(CATEGORIES, 1000))
     strict = config(numerical=["x0"]).model_copy(
-        update={"drift": DriftPolicy(numerical_effect=0.5)})
+        update={"drift": DriftPolicy(numerical_effect=0.5)}
+    )
     assert not evaluate_drift(ref, cur, config=strict).dataset_drift
     report = evaluate_drift(ref, cur, config=strict, policy=DriftPolicy())
     assert report.drifted_features == ["x0"]
@@ -368,17 +407,36 @@ def test_config_policy_applies_unless_overridden_and_absent_roles_are_skipped() 
 
 # ---------------------------------------------------------------- outputs
 
+
 def test_to_dict_is_json_serialisable_without_nan() -> None:
     rng = np.random.default_rng(15)
     ref = mixed_frame(rng, 500).assign(huge=1e308, gone=np.nan)
     cur = mixed_frame(rng, 500).assign(huge=-1e308, gone=np.nan)
     data = json.loads(json.dumps(evaluate_drift(ref, cur).to_dict(), allow_nan=False))
     assert data["schema_version"] == SCHEMA_VERSION == "1"
-    assert set(data) == {"schema_version", "dataset_drift", "drift_share", "rule", "n_reference",
-                         "n_current", "features"}
+    assert set(data) == {
+        "schema_version",
+        "dataset_drift",
+        "drift_share",
+        "rule",
+        "n_reference",
+        "n_current",
+        "features",
+    }
     assert set(data["features"][0]) == {
-        "name", "kind", "role", "method", "statistic", "p_value", "effect_size", "threshold",
-        "drifted", "error", "reference_summary", "current_summary"}
+        "name",
+        "kind",
+        "role",
+        "method",
+        "statistic",
+        "p_value",
+        "effect_size",
+        "threshold",
+        "drifted",
+        "error",
+        "reference_summary",
+        "current_summary",
+    }
     huge = next(f for f in data["features"] if f["name"] == "huge")
     assert huge["drifted"] and huge["current_summary"]["min"] == -1e308
     assert huge["current_summary"]["mean"] is None  # the sum overflows to -inf

@@ -3,16 +3,20 @@ import sys
 
 
 def test_core_never_imports_dagster():
-    code = ("import sys, mlops_loop.core.loop, mlops_loop.core.drift, mlops_loop.core.quality, "
-            "mlops_loop.core.registry; bad = [m for m in sys.modules if m.split('.')[0] == 'dagster']; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, mlops_loop.core.loop, mlops_loop.core.drift, mlops_loop.core.quality, "
+        "mlops_loop.core.registry; bad = [m for m in sys.modules if m.split('.')[0] == 'dagster']; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, f"core imported dagster modules: {out.stdout} {out.stderr}"
 
 
 def test_cli_help_is_fast_and_light():
-    code = ("import sys, mlops_loop.cli; heavy = [m for m in ('dagster', 'mlflow', "
-            "'great_expectations', 'sklearn') if m in sys.modules]; print(heavy); "
-            "sys.exit(1 if heavy else 0)")
+    code = (
+        "import sys, mlops_loop.cli; heavy = [m for m in ('dagster', 'mlflow', "
+        "'great_expectations', 'sklearn') if m in sys.modules]; print(heavy); "
+        "sys.exit(1 if heavy else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, f"the CLI imports heavy modules up front: {out.stdout}"

@@ -8,28 +8,42 @@ POLICY = RetrainPolicy(metric_drop=0.05, min_labelled_rows=100, cooldown_batches
 
 
 def test_no_trigger_means_no_retrain():
-    d = decide_retrain(policy=POLICY, dataset_drift=False, metric=0.80, baseline_metric=0.82,
-                       labelled_rows=500)
+    d = decide_retrain(
+        policy=POLICY, dataset_drift=False, metric=0.80, baseline_metric=0.82, labelled_rows=500
+    )
     assert not d.retrain and d.triggers == []
 
 
 def test_drift_and_performance_drop_trigger_with_reasons():
-    d = decide_retrain(policy=POLICY, dataset_drift=True, drifted_features=["age"], metric=0.70,
-                       baseline_metric=0.80, labelled_rows=500)
+    d = decide_retrain(
+        policy=POLICY,
+        dataset_drift=True,
+        drifted_features=["age"],
+        metric=0.70,
+        baseline_metric=0.80,
+        labelled_rows=500,
+    )
     assert d.retrain and d.triggers == ["drift", "performance"]
     assert "data drift in age" in d.reasons[0]
     assert "roc_auc fell to 0.7000 from a baseline of 0.8000" in d.reasons[1]
 
 
 def test_lower_is_better_metric_drop():
-    d = decide_retrain(policy=POLICY, dataset_drift=False, metric_name="brier", metric=0.30,
-                       baseline_metric=0.20, labelled_rows=500)
+    d = decide_retrain(
+        policy=POLICY,
+        dataset_drift=False,
+        metric_name="brier",
+        metric=0.30,
+        baseline_metric=0.20,
+        labelled_rows=500,
+    )
     assert d.retrain and d.triggers == ["performance"]
 
 
 def test_too_few_labels_are_not_judged():
-    d = decide_retrain(policy=POLICY, dataset_drift=False, metric=0.5, baseline_metric=0.8,
-                       labelled_rows=20)
+    d = decide_retrain(
+        policy=POLICY, dataset_drift=False, metric=0.5, baseline_metric=0.8, labelled_rows=20
+    )
     assert not d.retrain and "only 20 labelled rows" in d.reasons[0]
 
 
@@ -41,8 +55,9 @@ def test_quarantined_batch_never_triggers():
 def test_cooldown_blocks_unless_forced():
     d = decide_retrain(policy=POLICY, dataset_drift=True, batches_since_retrain=1)
     assert not d.retrain and "cooldown" in d.reasons[-1]
-    assert decide_retrain(policy=POLICY, dataset_drift=True, batches_since_retrain=1,
-                          force=True).retrain
+    assert decide_retrain(
+        policy=POLICY, dataset_drift=True, batches_since_retrain=1, force=True
+    ).retrain
 
 
 def _scores(rng, y, noise):
@@ -76,9 +91,11 @@ def test_no_champion_promotes_and_single_class_does_not():
 
 def test_metric_floor_triggers_even_when_baseline_is_low():
     policy = RetrainPolicy(metric_drop=0.05, metric_floor=0.75)
-    d = decide_retrain(policy=policy, dataset_drift=False, metric=0.56, baseline_metric=0.55,
-                       labelled_rows=1000)
+    d = decide_retrain(
+        policy=policy, dataset_drift=False, metric=0.56, baseline_metric=0.55, labelled_rows=1000
+    )
     assert d.retrain and d.triggers == ["performance"]
     assert "worse than the floor 0.75" in d.reasons[0]
-    assert not decide_retrain(policy=policy, dataset_drift=False, metric=0.80,
-                              baseline_metric=0.82, labelled_rows=1000).retrain
+    assert not decide_retrain(
+        policy=policy, dataset_drift=False, metric=0.80, baseline_metric=0.82, labelled_rows=1000
+    ).retrain

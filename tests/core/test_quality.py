@@ -17,19 +17,22 @@ from mlops_loop.core.quality import (
     validate_batch,
 )
 
-COLUMNS = ColumnsConfig(numerical=["age", "income"], categorical=["plan"], target="churned",
-                        id="customer_id")
+COLUMNS = ColumnsConfig(
+    numerical=["age", "income"], categorical=["plan"], target="churned", id="customer_id"
+)
 
 
 def make_frame(n: int, seed: int, age_shift: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "customer_id": np.arange(n) + seed * 1_000_000,
-        "age": rng.normal(40 + 12 * age_shift, 12, n).round(1),
-        "income": rng.lognormal(10, 0.5, n),
-        "plan": rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2]),
-        "churned": rng.integers(0, 2, n),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(n) + seed * 1_000_000,
+            "age": rng.normal(40 + 12 * age_shift, 12, n).round(1),
+            "income": rng.lognormal(10, 0.5, n),
+            "plan": rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2]),
+            "churned": rng.integers(0, 2, n),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +68,9 @@ def test_shifted_but_plausible_batch_passes(suite: dict) -> None:
 
 def test_inferred_columns_clean_batch_passes(reference: pd.DataFrame) -> None:
     current = make_frame(1000, seed=3)
-    result = validate_batch(reference.drop(columns="customer_id"),
-                            current.drop(columns="customer_id"))
+    result = validate_batch(
+        reference.drop(columns="customer_id"), current.drop(columns="customer_id")
+    )
     assert result.success, result.to_markdown()
 
 
@@ -86,8 +90,10 @@ def test_unexpected_column_warns_without_blocking(suite: dict) -> None:
 def test_renamed_column_is_one_missing_and_one_unexpected(suite: dict) -> None:
     result = check(make_frame(500, seed=2).rename(columns={"plan": "tier"}), suite)
     assert not result.success
-    assert kinds(result) == {("missing_column", "plan", "error"),
-                             ("unexpected_column", "tier", "warn")}
+    assert kinds(result) == {
+        ("missing_column", "plan", "error"),
+        ("unexpected_column", "tier", "warn"),
+    }
 
 
 def test_numbers_as_strings_are_a_type_mismatch(suite: dict) -> None:
@@ -137,10 +143,17 @@ def test_to_dict_is_json_with_stable_keys(suite: dict) -> None:
     data = json.loads(json.dumps(result.to_dict()))
     assert list(data) == ["schema_version", "success", "incidents", "statistics"]
     assert data["schema_version"] == SCHEMA_VERSION and data["success"] is False
-    assert set(data["incidents"][0]) == {"kind", "column", "severity", "observed", "expected",
-                                         "message"}
-    assert {"rows", "columns", "expectations_evaluated", "expectations_failed",
-            "seconds"} <= set(data["statistics"])
+    assert set(data["incidents"][0]) == {
+        "kind",
+        "column",
+        "severity",
+        "observed",
+        "expected",
+        "message",
+    }
+    assert {"rows", "columns", "expectations_evaluated", "expectations_failed", "seconds"} <= set(
+        data["statistics"]
+    )
     assert "missing_column" in result.to_markdown()
     page = result.to_html()
     assert page.index("FAILED") < page.index("<table") and "<link" not in page
@@ -150,8 +163,14 @@ def test_suite_round_trips_through_json(reference: pd.DataFrame, suite: dict) ->
     loaded = json.loads(json.dumps(suite))
     assert loaded == suite and loaded["schema_version"] == SCHEMA_VERSION
     assert {e["kind"] for e in loaded["expectations"]} >= {
-        "missing_column", "unexpected_column", "type_mismatch", "null_rate", "out_of_range",
-        "unseen_category", "row_count"}
+        "missing_column",
+        "unexpected_column",
+        "type_mismatch",
+        "null_rate",
+        "out_of_range",
+        "unseen_category",
+        "row_count",
+    }
     config = LoopConfig(columns=COLUMNS, sources={"reference": "r.parquet", "landing": "in"})
     clean = make_frame(400, seed=5)
     broken = clean.assign(age=clean["age"] * 1000)
@@ -164,9 +183,11 @@ def test_suite_round_trips_through_json(reference: pd.DataFrame, suite: dict) ->
 
 def test_timestamp_read_from_csv_as_text_is_not_a_type_mismatch() -> None:
     reference = make_frame(300, seed=1).assign(
-        ts=pd.date_range("2024-01-01", periods=300, freq="h"))
+        ts=pd.date_range("2024-01-01", periods=300, freq="h")
+    )
     current = make_frame(300, seed=2).assign(
-        ts=pd.date_range("2024-02-01", periods=300, freq="h").strftime("%Y-%m-%dT%H:%M:%S"))
+        ts=pd.date_range("2024-02-01", periods=300, freq="h").strftime("%Y-%m-%dT%H:%M:%S")
+    )
     columns = COLUMNS.model_copy(update={"timestamp": "ts"})
     result = validate_batch(reference, current, suite=build_suite(reference, columns))
     assert result.success, result.to_markdown()

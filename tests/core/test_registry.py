@@ -13,8 +13,9 @@ from mlops_loop.core.training import train_model
 @pytest.fixture
 def registry_with_versions(loop_config, demo_frames):
     reference, _ = demo_frames
-    cfg = loop_config.model_copy(update={"model": loop_config.model.model_copy(
-        update={"params": {"max_iter": 10}})})
+    cfg = loop_config.model_copy(
+        update={"model": loop_config.model.model_copy(update={"params": {"max_iter": 10}})}
+    )
     model = train_model(reference.head(500), cfg.model, cfg.columns)
     for i in range(3):
         with tracked_run(cfg, run_name=f"v{i}"):
@@ -27,8 +28,9 @@ def test_promote_rollback_and_history(registry_with_versions):
     assert reg.versions() == [1, 2, 3]
     assert reg.champion() is None
     reg.promote(1, expected_champion=None, reason="first", triggered_by="test", action="bootstrap")
-    reg.promote(2, expected_champion=1, reason="better", triggered_by="test",
-                metrics={"roc_auc": 0.9})
+    reg.promote(
+        2, expected_champion=1, reason="better", triggered_by="test", metrics={"roc_auc": 0.9}
+    )
     assert reg.champion() == 2
     assert reg.previous_champion() == 1
 
@@ -37,7 +39,10 @@ def test_promote_rollback_and_history(registry_with_versions):
     assert reg.champion() == 1
     history = reg.history()
     assert [(e["action"], e["from_version"], e["to_version"]) for e in history] == [
-        ("bootstrap", None, 1), ("promotion", 1, 2), ("rollback", 2, 1)]
+        ("bootstrap", None, 1),
+        ("promotion", 1, 2),
+        ("rollback", 2, 1),
+    ]
     assert history[-1]["reason"] == "v2 misbehaves" and history[-1]["triggered_by"] == "oncall"
     assert history[1]["metrics"] == {"roc_auc": 0.9}
     tags = reg.version(1).tags
@@ -49,8 +54,10 @@ def test_promotion_is_compare_and_set(registry_with_versions):
     reg = registry_with_versions
     reg.promote(1, expected_champion=None, reason="first", triggered_by="a")
     reg.promote(2, expected_champion=1, reason="run A", triggered_by="a")
-    with pytest.raises(ConcurrentPromotionError, match="champion .* is version 2, but this "
-                       "promotion was decided against version 1"):
+    with pytest.raises(
+        ConcurrentPromotionError,
+        match="champion .* is version 2, but this promotion was decided against version 1",
+    ):
         reg.promote(3, expected_champion=1, reason="run B, stale", triggered_by="b")
     assert reg.champion() == 2
     assert len(reg.history()) == 2
@@ -75,8 +82,11 @@ def test_rollback_refuses_bad_targets(registry_with_versions):
 def test_alias_moved_outside_the_loop_is_recorded(registry_with_versions):
     reg = registry_with_versions
     reg.promote(1, expected_champion=None, reason="first", triggered_by="t")
-    MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri).set_registered_model_alias(
-        reg.model_name, "champion", "3")  # what an edit in the MLflow UI does
+    MlflowClient(
+        tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri
+    ).set_registered_model_alias(
+        reg.model_name, "champion", "3"
+    )  # what an edit in the MLflow UI does
     change = reg.reconcile("next run")
     assert (change.action, change.from_version, change.to_version) == ("external", 1, 3)
     assert reg.reconcile("next run") is None

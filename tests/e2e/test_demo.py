@@ -23,9 +23,19 @@ def demo(tmp_path_factory):
 
 
 def cli(root, *args):
-    return subprocess.run([sys.executable, "-m", "mlops_loop.cli", *args,
-                           "--config", str(root / ".demo" / "loop.yaml")],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops_loop.cli",
+            *args,
+            "--config",
+            str(root / ".demo" / "loop.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_scenario_outcomes(demo):
@@ -97,11 +107,39 @@ def test_cli_status_and_rollback_on_the_demo(demo):
 
 def test_second_demo_starts_over_and_succeeds(demo):
     root, _ = demo
-    out = subprocess.run([sys.executable, "-m", "mlops_loop.cli", "demo",
-                          "--workdir", str(root / ".demo"),
-                          "--dagster-home", str(root / "dagster_home")],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops_loop.cli",
+            "demo",
+            "--workdir",
+            str(root / ".demo"),
+            "--dagster-home",
+            str(root / "dagster_home"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "promotions        : 2" in out.stdout and "rejections        : 1" in out.stdout
     instance = DagsterInstance.from_config(str(root / "dagster_home"))
     assert instance.get_dynamic_partitions("batches") == [f"batch_00{i}" for i in range(1, 8)]
+
+
+def test_a_daemon_started_after_the_demo_relaunches_nothing(demo):
+    """`make ui` starts a daemon with fresh sensor cursors: it must not redo the demo's work."""
+    import dagster as dg
+
+    from mlops_loop.defs.factory import build_definitions
+
+    root, _ = demo
+    instance = DagsterInstance.from_config(str(root / "dagster_home"))
+    defs = build_definitions(root / ".demo" / "loop.yaml")
+    for name in ("landing_sensor", "retrain_sensor"):
+        with dg.build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources
+        ) as context:
+            result = defs.resolve_sensor_def(name)(context)
+        assert not result.run_requests, (name, result.run_requests)

@@ -43,8 +43,16 @@ class ColumnsConfig(_Model):
         seen: dict[str, str] = {}
         roles = [(c, "numerical") for c in self.numerical]
         roles += [(c, "categorical") for c in self.categorical]
-        roles += [(c, r) for r, c in (("target", self.target), ("prediction", self.prediction),
-                                      ("id", self.id), ("timestamp", self.timestamp)) if c]
+        roles += [
+            (c, r)
+            for r, c in (
+                ("target", self.target),
+                ("prediction", self.prediction),
+                ("id", self.id),
+                ("timestamp", self.timestamp),
+            )
+            if c
+        ]
         for column, role in roles:
             if column in seen:
                 raise ValueError(f"column {column!r} is both {seen[column]} and {role}")
@@ -87,64 +95,89 @@ class ModelSpec(_Model):
         except ImportError as e:
             raise ValueError(f"estimator module {module_name!r} cannot be imported: {e}") from e
         if not callable(getattr(module, attr, None)):
-            raise ValueError(f"estimator {self.estimator!r}: {module_name} has no callable {attr!r}")
+            raise ValueError(
+                f"estimator {self.estimator!r}: {module_name} has no callable {attr!r}"
+            )
         return self
 
 
 class QualityPolicy(_Model):
     """Tolerances of the quality gate learnt from the reference."""
 
-    null_rate_margin: float = Field(default=0.05, ge=0, le=1,
-                                    description="Allowed null share above the reference's.")
-    range_margin: float = Field(default=0.5, ge=0,
-                                description="Allowed overshoot of the reference range, as a "
-                                "fraction of that range.")
-    unseen_category_share: float = Field(default=0.01, ge=0, le=1,
-                                         description="Allowed share of categories unseen in "
-                                         "the reference.")
+    null_rate_margin: float = Field(
+        default=0.05, ge=0, le=1, description="Allowed null share above the reference's."
+    )
+    range_margin: float = Field(
+        default=0.5,
+        ge=0,
+        description="Allowed overshoot of the reference range, as a fraction of that range.",
+    )
+    unseen_category_share: float = Field(
+        default=0.01, ge=0, le=1, description="Allowed share of categories unseen in the reference."
+    )
     min_rows: int = Field(default=1, ge=0, description="Fewest rows a batch may have.")
 
 
 class DriftPolicy(_Model):
     """When a feature, and the dataset, count as drifted."""
 
-    fdr: float = Field(default=0.05, gt=0, lt=1,
-                       description="False-discovery rate across features (Benjamini-Hochberg).")
-    numerical_effect: float = Field(default=0.1, gt=0, le=1,
-                                    description="Smallest Kolmogorov-Smirnov distance that counts.")
-    categorical_effect: float = Field(default=0.1, gt=0, le=1,
-                                      description="Smallest total-variation distance that counts.")
-    min_drifted_features: int = Field(default=1, ge=1,
-                                      description="Drifted features that make dataset drift.")
+    fdr: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="False-discovery rate across features (Benjamini-Hochberg).",
+    )
+    numerical_effect: float = Field(
+        default=0.1, gt=0, le=1, description="Smallest Kolmogorov-Smirnov distance that counts."
+    )
+    categorical_effect: float = Field(
+        default=0.1, gt=0, le=1, description="Smallest total-variation distance that counts."
+    )
+    min_drifted_features: int = Field(
+        default=1, ge=1, description="Drifted features that make dataset drift."
+    )
 
 
 class RetrainPolicy(_Model):
     """When the loop trains a challenger."""
 
     on_drift: bool = Field(default=True, description="Retrain when the dataset drifts.")
-    metric_drop: float = Field(default=0.05, ge=0,
-                               description="Retrain when the primary metric falls this much "
-                               "below the champion's baseline.")
-    metric_floor: float | None = Field(default=None,
-                                       description="Retrain whenever the primary metric is worse "
-                                       "than this level, whatever the champion's baseline was.")
-    min_labelled_rows: int = Field(default=100, ge=0,
-                                   description="Fewest labelled rows in a batch to judge it.")
-    cooldown_batches: int = Field(default=0, ge=0,
-                                  description="Batches to wait after a retrain before the next.")
+    metric_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="Retrain when the primary metric falls this much "
+        "below the champion's baseline.",
+    )
+    metric_floor: float | None = Field(
+        default=None,
+        description="Retrain whenever the primary metric is worse "
+        "than this level, whatever the champion's baseline was.",
+    )
+    min_labelled_rows: int = Field(
+        default=100, ge=0, description="Fewest labelled rows in a batch to judge it."
+    )
+    cooldown_batches: int = Field(
+        default=0, ge=0, description="Batches to wait after a retrain before the next."
+    )
 
 
 class TrainingPolicy(_Model):
     """Which data trains a challenger, and which judges it."""
 
     window: Literal["all", "recent"] = Field(
-        default="all", description="'all': reference plus every accepted batch; 'recent': the "
-        "last `recent_batches` accepted batches (plus the reference if `include_reference`).")
+        default="all",
+        description="'all': reference plus every accepted batch; 'recent': the "
+        "last `recent_batches` accepted batches (plus the reference if `include_reference`).",
+    )
     recent_batches: int = Field(default=3, ge=1, description="Batches in a 'recent' window.")
     include_reference: bool = Field(default=True, description="Train on the reference too.")
-    holdout_fraction: float = Field(default=0.5, gt=0, lt=1,
-                                    description="Latest share of the current batch kept out of "
-                                    "training to compare challenger and champion.")
+    holdout_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Latest share of the current batch kept out of "
+        "training to compare challenger and champion.",
+    )
     random_state: int = Field(default=0, description="Seed for training and bootstraps.")
 
 
@@ -152,23 +185,33 @@ class PromotionPolicy(_Model):
     """When a challenger replaces the champion."""
 
     metric: Metric = Field(default="roc_auc", description="Primary metric.")
-    min_delta: float = Field(default=0.0, ge=0,
-                             description="Smallest improvement of the primary metric.")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1,
-                              description="Level of the paired bootstrap lower bound that must "
-                              "lie above zero.")
-    bootstrap_rounds: int = Field(default=500, ge=50, le=100_000,
-                                  description="Paired bootstrap resamples.")
+    min_delta: float = Field(
+        default=0.0, ge=0, description="Smallest improvement of the primary metric."
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Level of the paired bootstrap lower bound that must lie above zero.",
+    )
+    bootstrap_rounds: int = Field(
+        default=500, ge=50, le=100_000, description="Paired bootstrap resamples."
+    )
 
 
 class MlflowConfig(_Model):
     """Where runs, artifacts and model versions are recorded."""
 
-    tracking_uri: str | None = Field(default=None, description="Tracking URI; default: SQLite "
-                                     "database `mlflow.db` in the state folder.")
-    artifact_location: str | None = Field(default=None, description="Artifact root for the "
-                                          "experiment; default: `mlartifacts/` in the state "
-                                          "folder.")
+    tracking_uri: str | None = Field(
+        default=None,
+        description="Tracking URI; default: SQLite database `mlflow.db` in the state folder.",
+    )
+    artifact_location: str | None = Field(
+        default=None,
+        description="Artifact root for the "
+        "experiment; default: `mlartifacts/` in the state "
+        "folder.",
+    )
     experiment: str = Field(default="mlops-loop", description="Experiment name.")
     registered_model: str = Field(default="mlops-loop-model", description="Registered model.")
 
@@ -177,8 +220,10 @@ class LoopConfig(_Model):
     """Everything a loop needs: data schema, sources, model, policies, MLflow settings."""
 
     name: str = Field(default="mlops-loop", description="Name of this loop.")
-    state_dir: Path = Field(default=Path(".mlops_loop"),
-                            description="Folder for snapshots, accepted and quarantined batches.")
+    state_dir: Path = Field(
+        default=Path(".mlops_loop"),
+        description="Folder for snapshots, accepted and quarantined batches.",
+    )
     columns: ColumnsConfig
     sources: SourcesConfig
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -221,15 +266,18 @@ def _describe(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any], base: Path | None = None, source: str = "config") -> LoopConfig:
+def parse_config(
+    data: dict[str, Any], base: Path | None = None, source: str = "config"
+) -> LoopConfig:
     """Validate a mapping into a `LoopConfig`.
 
     Raises:
         InvalidConfigError: naming each bad field, its value and what was expected.
     """
     if not isinstance(data, dict):
-        raise InvalidConfigError(f"{source}: expected a mapping at the top level, got "
-                                 f"{type(data).__name__}")
+        raise InvalidConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         config = LoopConfig.model_validate(data)
     except ValidationError as e:

@@ -107,19 +107,32 @@ class DriftReport:
     @property
     def max_effect(self) -> float:
         """The largest effect size among features, 0.0 when none could be evaluated."""
-        effects = [f.effect_size for f in self.features
-                   if f.role == "feature" and f.effect_size is not None]
+        effects = [
+            f.effect_size
+            for f in self.features
+            if f.role == "feature" and f.effect_size is not None
+        ]
         return max(effects, default=0.0)
 
     def to_markdown(self) -> str:
         """A compact verdict and table, e.g. for Dagster metadata."""
-        lines = [f"**Dataset drift: {'yes' if self.dataset_drift else 'no'}** - {self.rule}", "",
-                 "| column | role | kind | effect | threshold | p-value | drifted |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"**Dataset drift: {'yes' if self.dataset_drift else 'no'}** - {self.rule}",
+            "",
+            "| column | role | kind | effect | threshold | p-value | drifted |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for f in self.features:
             verdict = f"error: {f.error}" if f.error else ("**yes**" if f.drifted else "no")
-            cells = [f.name, f.role, f.kind, _fmt(f.effect_size), _fmt(f.threshold),
-                     _fmt(f.p_value, p=True), verdict]
+            cells = [
+                f.name,
+                f.role,
+                f.kind,
+                _fmt(f.effect_size),
+                _fmt(f.threshold),
+                _fmt(f.p_value, p=True),
+                verdict,
+            ]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines)
 
@@ -147,18 +160,21 @@ def _finite(series: pd.Series, side: str) -> np.ndarray:
 def _numeric_summary(values: np.ndarray) -> dict:
     # Sums of huge values may overflow; `to_dict` turns the resulting infinities into None.
     with np.errstate(over="ignore", invalid="ignore"):
-        return {"count": int(values.size), "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                "min": float(values.min()), "max": float(values.max()),
-                "quantiles": [float(v) for v in np.quantile(values, _LEVELS)]}
+        return {
+            "count": int(values.size),
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "quantiles": [float(v) for v in np.quantile(values, _LEVELS)],
+        }
 
 
 def _test_numerical(ref: pd.Series, cur: pd.Series) -> tuple:
     a, b = _finite(ref, "reference"), _finite(cur, "current batch")
     result = stats.ks_2samp(a, b)
     statistic = float(result.statistic)
-    return (statistic, float(result.pvalue), statistic,
-            _numeric_summary(a), _numeric_summary(b))
+    return (statistic, float(result.pvalue), statistic, _numeric_summary(a), _numeric_summary(b))
 
 
 def _category_counts(series: pd.Series, side: str) -> pd.Series:
@@ -176,8 +192,9 @@ def _category_counts(series: pd.Series, side: str) -> pd.Series:
 
 
 def _test_categorical(ref: pd.Series, cur: pd.Series) -> tuple:
-    table = pd.concat([_category_counts(ref, "reference"),
-                       _category_counts(cur, "current batch")], axis=1).fillna(0)
+    table = pd.concat(
+        [_category_counts(ref, "reference"), _category_counts(cur, "current batch")], axis=1
+    ).fillna(0)
     counts = table.to_numpy(dtype="float64")
     labels = table.index.to_numpy(dtype=object)
     shares = counts / counts.sum(axis=0)
@@ -211,11 +228,14 @@ class _Column:
     error: str | None = None
 
 
-def _plan(reference: pd.DataFrame, current: pd.DataFrame,
-          config: LoopConfig | None) -> list[_Column]:
+def _plan(
+    reference: pd.DataFrame, current: pd.DataFrame, config: LoopConfig | None
+) -> list[_Column]:
     in_ref, in_cur = set(reference.columns), set(current.columns)
-    repeated = {*reference.columns[reference.columns.duplicated()],
-                *current.columns[current.columns.duplicated()]}
+    repeated = {
+        *reference.columns[reference.columns.duplicated()],
+        *current.columns[current.columns.duplicated()],
+    }
 
     def missing(key: Any) -> str | None:
         if key not in in_ref:
@@ -233,14 +253,17 @@ def _plan(reference: pd.DataFrame, current: pd.DataFrame,
     plan = [_Column(k, "numerical", "feature", missing(k)) for k in cols.numerical]
     plan += [_Column(k, "categorical", "feature", missing(k)) for k in cols.categorical]
     # Labels and scores are often absent from one side (unlabelled batch, unscored reference).
-    plan += [_Column(k, None, role) for role, k in (("prediction", cols.prediction),
-                                                     ("target", cols.target))
-             if k in in_ref and k in in_cur]
+    plan += [
+        _Column(k, None, role)
+        for role, k in (("prediction", cols.prediction), ("target", cols.target))
+        if k in in_ref and k in in_cur
+    ]
     return plan
 
 
-def _evaluate_column(col: _Column, reference: pd.DataFrame, current: pd.DataFrame,
-                     policy: DriftPolicy) -> FeatureDrift:
+def _evaluate_column(
+    col: _Column, reference: pd.DataFrame, current: pd.DataFrame, policy: DriftPolicy
+) -> FeatureDrift:
     kind = col.kind
     if kind is None:
         frame = reference if col.key in reference.columns else current
@@ -248,28 +271,46 @@ def _evaluate_column(col: _Column, reference: pd.DataFrame, current: pd.DataFram
         kind = "numerical" if column.ndim == 1 and _is_numeric(column) else "categorical"
     numerical = kind == "numerical"
     entry = FeatureDrift(
-        name=str(col.key), kind=kind, role=col.role, method="ks" if numerical else "chi_square",
-        statistic=None, p_value=None, effect_size=None,
+        name=str(col.key),
+        kind=kind,
+        role=col.role,
+        method="ks" if numerical else "chi_square",
+        statistic=None,
+        p_value=None,
+        effect_size=None,
         threshold=policy.numerical_effect if numerical else policy.categorical_effect,
-        drifted=False, error=col.error, reference_summary={}, current_summary={},
+        drifted=False,
+        error=col.error,
+        reference_summary={},
+        current_summary={},
     )
     if col.error:
         return entry
     try:
         test = _test_numerical if numerical else _test_categorical
         statistic, p_value, effect, ref_summary, cur_summary = test(
-            reference[col.key], current[col.key])
+            reference[col.key], current[col.key]
+        )
     except Exception as e:  # one odd column must not sink the whole report
         return replace(entry, error=str(e) or type(e).__name__)
     if not math.isfinite(p_value):
         return replace(entry, error=f"the test gave no p-value (statistic {statistic})")
-    return replace(entry, statistic=statistic, p_value=min(max(p_value, 0.0), 1.0),
-                   effect_size=effect, reference_summary=ref_summary, current_summary=cur_summary)
+    return replace(
+        entry,
+        statistic=statistic,
+        p_value=min(max(p_value, 0.0), 1.0),
+        effect_size=effect,
+        reference_summary=ref_summary,
+        current_summary=cur_summary,
+    )
 
 
-def evaluate_drift(reference: pd.DataFrame, current: pd.DataFrame,
-                   config: LoopConfig | None = None,
-                   policy: DriftPolicy | None = None) -> DriftReport:
+def evaluate_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    config: LoopConfig | None = None,
+    policy: DriftPolicy | None = None,
+) -> DriftReport:
     """Test every feature for drift between `reference` and `current` and give a verdict.
 
     Args:
@@ -291,8 +332,10 @@ def evaluate_drift(reference: pd.DataFrame, current: pd.DataFrame,
     policy = policy or (config.drift if config is not None else DriftPolicy())
     plan = _plan(reference, current, config)
     if not any(c.role == "feature" and c.error is None for c in plan):
-        raise DataError(f"no feature column is in both frames; reference has "
-                        f"{list(reference.columns)}, current has {list(current.columns)}")
+        raise DataError(
+            f"no feature column is in both frames; reference has "
+            f"{list(reference.columns)}, current has {list(current.columns)}"
+        )
     # numpy's sorts and searches release the GIL, so the columns' tests overlap across cores;
     # a few workers suffice and bound the memory of the temporary arrays.
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -305,29 +348,39 @@ def evaluate_drift(reference: pd.DataFrame, current: pd.DataFrame,
         adjusted = stats.false_discovery_control([judged[i] for i in tested])
         for i, q in zip(tested, adjusted, strict=True):
             judged[i] = float(q)
-    entries = [e if q is None else replace(
-        e, drifted=q <= policy.fdr and e.effect_size + _EFFECT_SLACK >= e.threshold)
-        for e, q in zip(entries, judged, strict=True)]
+    entries = [
+        e
+        if q is None
+        else replace(e, drifted=q <= policy.fdr and e.effect_size + _EFFECT_SLACK >= e.threshold)
+        for e, q in zip(entries, judged, strict=True)
+    ]
 
     n_drifted = sum(e.drifted for e in entries if e.role == "feature")
     n_failed = sum(e.role == "feature" and e.error is not None for e in entries)
-    rule = (f"{n_drifted} of {len(tested)} features drifted (BH FDR {policy.fdr:g} and effect >= "
-            f"threshold: KS {policy.numerical_effect:g}, TV {policy.categorical_effect:g}); "
-            f"dataset drift needs >= {policy.min_drifted_features}")
+    rule = (
+        f"{n_drifted} of {len(tested)} features drifted (BH FDR {policy.fdr:g} and effect >= "
+        f"threshold: KS {policy.numerical_effect:g}, TV {policy.categorical_effect:g}); "
+        f"dataset drift needs >= {policy.min_drifted_features}"
+    )
     if n_failed:
         rule += f"; {n_failed} feature(s) could not be evaluated"
     # Stable sort: equal effects keep the column order of the config or frame.
-    entries.sort(key=lambda e: (_ROLE_ORDER[e.role],
-                                e.effect_size is None, -(e.effect_size or 0.0)))
+    entries.sort(
+        key=lambda e: (_ROLE_ORDER[e.role], e.effect_size is None, -(e.effect_size or 0.0))
+    )
     return DriftReport(
         schema_version=SCHEMA_VERSION,
         dataset_drift=n_drifted >= policy.min_drifted_features,
         drift_share=n_drifted / len(tested) if tested else 0.0,
-        rule=rule, features=entries, n_reference=len(reference), n_current=len(current),
+        rule=rule,
+        features=entries,
+        n_reference=len(reference),
+        n_current=len(current),
     )
 
 
 # ---------------------------------------------------------------------------- rendering
+
 
 def _fmt(value: float | None, p: bool = False) -> str:
     if value is None or not math.isfinite(value):
@@ -377,13 +430,19 @@ def _numeric_svg(ref: dict, cur: dict) -> str:
         for i, m in enumerate(mass):
             h = m / top * height
             if h >= 0.05:
-                parts.append(f'<rect fill="{color}" x="{i * step + j * step / 2:.1f}" '
-                             f'y="{height - h:.1f}" width="{step / 2 - 0.5:.1f}" '
-                             f'height="{h:.1f}"/>')
-    parts.append(f'<text x="0" y="{height + 12:.0f}">{lo:.4g}</text>'
-                 f'<text x="{width:.0f}" y="{height + 12:.0f}" text-anchor="end">{hi:.4g}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
-            f'height="{height + 16:.0f}">{"".join(parts)}</svg>')
+                parts.append(
+                    f'<rect fill="{color}" x="{i * step + j * step / 2:.1f}" '
+                    f'y="{height - h:.1f}" width="{step / 2 - 0.5:.1f}" '
+                    f'height="{h:.1f}"/>'
+                )
+    parts.append(
+        f'<text x="0" y="{height + 12:.0f}">{lo:.4g}</text>'
+        f'<text x="{width:.0f}" y="{height + 12:.0f}" text-anchor="end">{hi:.4g}</text>'
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
+        f'height="{height + 16:.0f}">{"".join(parts)}</svg>'
+    )
 
 
 def _categorical_svg(ref: dict, cur: dict) -> str:
@@ -398,16 +457,23 @@ def _categorical_svg(ref: dict, cur: dict) -> str:
     for i, label in enumerate(labels):
         y = i * row_h
         short = label if len(label) <= 24 else label[:23] + "\u2026"
-        parts.append(f'<text x="{label_w - 4}" y="{y + 11}" text-anchor="end">'
-                     f'{html.escape(short)}</text>')
+        parts.append(
+            f'<text x="{label_w - 4}" y="{y + 11}" text-anchor="end">{html.escape(short)}</text>'
+        )
         for j, color in enumerate(_COLORS):
             value = shares[j][i]
-            parts.append(f'<rect fill="{color}" x="{label_w}" y="{y + 1 + j * 7}" '
-                         f'width="{value / top * bar_w:.1f}" height="6"/>')
-        parts.append(f'<text x="{label_w + bar_w + 4}" y="{y + 11}">'
-                     f'{shares[0][i]:.1%} / {shares[1][i]:.1%}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" '
-            f'height="{len(labels) * row_h + 4}">{"".join(parts)}</svg>')
+            parts.append(
+                f'<rect fill="{color}" x="{label_w}" y="{y + 1 + j * 7}" '
+                f'width="{value / top * bar_w:.1f}" height="6"/>'
+            )
+        parts.append(
+            f'<text x="{label_w + bar_w + 4}" y="{y + 11}">'
+            f"{shares[0][i]:.1%} / {shares[1][i]:.1%}</text>"
+        )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" '
+        f'height="{len(labels) * row_h + 4}">{"".join(parts)}</svg>'
+    )
 
 
 def _render_html(report: DriftReport) -> str:
@@ -416,21 +482,28 @@ def _render_html(report: DriftReport) -> str:
     rows, sections = [], []
     for i, f in enumerate(report.features):
         state = ("err", "error") if f.error else (("yes", "drifted") if f.drifted else ("no", "ok"))
-        rows.append(f'<tr><td><a href="#c{i}">{esc(f.name)}</a></td><td>{f.role}</td>'
-                    f"<td>{f.kind}</td><td>{_fmt(f.effect_size)}</td><td>{_fmt(f.threshold)}</td>"
-                    f'<td>{_fmt(f.p_value, p=True)}</td><td class="{state[0]}">{state[1]}</td>'
-                    "</tr>")
+        rows.append(
+            f'<tr><td><a href="#c{i}">{esc(f.name)}</a></td><td>{f.role}</td>'
+            f"<td>{f.kind}</td><td>{_fmt(f.effect_size)}</td><td>{_fmt(f.threshold)}</td>"
+            f'<td>{_fmt(f.p_value, p=True)}</td><td class="{state[0]}">{state[1]}</td>'
+            "</tr>"
+        )
         if f.error:
             body = f'<p class="err">Not evaluated: {esc(f.error)}</p>'
         else:
             plot = (_numeric_svg if f.kind == "numerical" else _categorical_svg)(
-                f.reference_summary, f.current_summary)
+                f.reference_summary, f.current_summary
+            )
             effect_name = "KS distance" if f.method == "ks" else "total variation distance"
-            body = (f"<p>{f.method} statistic {_fmt(f.statistic)}, p-value "
-                    f"{_fmt(f.p_value, p=True)}, {effect_name} {_fmt(f.effect_size)} "
-                    f"(threshold {_fmt(f.threshold)})</p>{plot}")
-        sections.append(f'<section id="c{i}"><h2>{esc(f.name)} <small class="{state[0]}">'
-                        f'{state[1]}</small></h2>{body}</section>')
+            body = (
+                f"<p>{f.method} statistic {_fmt(f.statistic)}, p-value "
+                f"{_fmt(f.p_value, p=True)}, {effect_name} {_fmt(f.effect_size)} "
+                f"(threshold {_fmt(f.threshold)})</p>{plot}"
+            )
+        sections.append(
+            f'<section id="c{i}"><h2>{esc(f.name)} <small class="{state[0]}">'
+            f"{state[1]}</small></h2>{body}</section>"
+        )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Drift report</title><style>{_CSS}</style></head><body>"

@@ -30,9 +30,11 @@ from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import (
     TAG_PARTITION,
     TAG_STEP,
+    config_params,
     log_dataset,
     log_json,
     log_metrics,
+    log_params,
     log_text,
     tracked_run,
 )
@@ -81,19 +83,39 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
     store = LoopStore(config.state_dir)
     reference = read_table(config.sources.reference)
     cols = config.columns
-    require_columns(reference, [*cols.features, cols.target], f"reference {config.sources.reference}")
+    require_columns(
+        reference, [*cols.features, cols.target], f"reference {config.sources.reference}"
+    )
     suite = build_suite(reference, cols, config.quality)
     store.write_frame(store.snapshot_dir / "reference.parquet", reference)
     store.write_json(store.snapshot_dir / "suite.json", suite)
-    info = {"digest": frame_digest(reference), "rows": len(reference),
-            "columns": list(map(str, reference.columns)), "source": str(config.sources.reference),
-            "expectations": len(suite.get("expectations", []))}
+    info = {
+        "digest": frame_digest(reference),
+        "rows": len(reference),
+        "columns": list(map(str, reference.columns)),
+        "source": str(config.sources.reference),
+        "expectations": len(suite.get("expectations", [])),
+    }
     store.write_json(store.snapshot_dir / "snapshot.json", info)
     with _run(config, ctx, "reference_snapshot"):
-        log_dataset(reference, name="reference", context="reference",
-                    source=str(config.sources.reference), target=cols.target)
+        log_dataset(
+            reference,
+            name="reference",
+            context="reference",
+            source=str(config.sources.reference),
+            target=cols.target,
+        )
         log_json(suite, "quality/suite.json")
         log_json(info, "reference/snapshot.json")
+        log_params(
+            {
+                "loop": config.name,
+                "reference.rows": info["rows"],
+                "reference.digest": info["digest"],
+                "quality.expectations": info["expectations"],
+                **config_params(config, "quality"),
+            }
+        )
     return info
 
 
@@ -135,10 +157,15 @@ def _log_and_register(config: LoopConfig, model: Any, example: pd.DataFrame) -> 
     signature = infer_signature(inputs, predict_scores(model, example, config.columns))
     # cloudpickle, not skops: skops refuses to reload HistGradientBoosting trees and any custom
     # transformer a user's pipeline may hold. Models are only ever loaded from our own registry.
-    info = mlflow.sklearn.log_model(model, name="model", input_example=inputs.head(5),
-                                    signature=signature, serialization_format="cloudpickle",
-                                    pip_requirements=_pip_requirements(config),
-                                    registered_model_name=config.mlflow.registered_model)
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        input_example=inputs.head(5),
+        signature=signature,
+        serialization_format="cloudpickle",
+        pip_requirements=_pip_requirements(config),
+        registered_model_name=config.mlflow.registered_model,
+    )
     return int(info.registered_model_version)
 
 
@@ -157,24 +184,44 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> dict[
     external = registry.reconcile(ctx.triggered_by)
     champion = registry.champion()
     if champion is not None:
-        return {"champion": champion, "trained": False,
-                "external_change": external.to_dict() if external else None}
+        return {
+            "champion": champion,
+            "trained": False,
+            "external_change": external.to_dict() if external else None,
+        }
     reference = store.reference()
     train, holdout = split_holdout(reference, config)
     with _run(config, ctx, "baseline_model"):
         model = train_model(train, config.model, config.columns)
-        metrics = compute_metrics(labels(holdout, config.columns),
-                                  predict_scores(model, holdout, config.columns))
-        log_dataset(train, name="reference-train", context="training",
-                    source=str(config.sources.reference), target=config.columns.target)
-        log_dataset(holdout, name="reference-holdout", context="evaluation",
-                    source=str(config.sources.reference), target=config.columns.target)
+        metrics = compute_metrics(
+            labels(holdout, config.columns), predict_scores(model, holdout, config.columns)
+        )
+        log_dataset(
+            train,
+            name="reference-train",
+            context="training",
+            source=str(config.sources.reference),
+            target=config.columns.target,
+        )
+        log_dataset(
+            holdout,
+            name="reference-holdout",
+            context="evaluation",
+            source=str(config.sources.reference),
+            target=config.columns.target,
+        )
         log_metrics(metrics, prefix="baseline_")
+        log_params({"loop": config.name, **config_params(config, "model", "training")})
         version = _log_and_register(config, model, train)
     registry.tag_version(version, {**_metric_tags(metrics), "mlops_loop.trained_on": "reference"})
-    change = registry.promote(version, expected_champion=None, action="bootstrap",
-                              reason="first model, trained on the reference snapshot",
-                              triggered_by=ctx.triggered_by, metrics=metrics)
+    change = registry.promote(
+        version,
+        expected_champion=None,
+        action="bootstrap",
+        reason="first model, trained on the reference snapshot",
+        triggered_by=ctx.triggered_by,
+        metrics=metrics,
+    )
     return {"champion": version, "trained": True, "metrics": metrics, "change": change.to_dict()}
 
 
@@ -191,8 +238,12 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, An
     # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
     for stale in ("quality", "drift", "performance", "decision"):
         (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
-    return {"rows": len(frame), "columns": len(frame.columns), "digest": frame_digest(frame),
-            "source": str(path)}
+    return {
+        "rows": len(frame),
+        "columns": len(frame.columns),
+        "digest": frame_digest(frame),
+        "source": str(path),
+    }
 
 
 def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) -> Any:
@@ -215,10 +266,23 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     with _run(config, ctx, "quality", key):
         log_json(result.to_dict(), f"quality/{key}.json")
         log_text(result.to_html(), f"quality/{key}.html")
-        log_metrics({"quality_success": int(result.success),
-                     "quality_incidents": len(result.incidents), "batch_rows": len(batch)})
-        log_dataset(batch, name=f"batch-{key}", context="monitoring", source=key,
-                    target=config.columns.target)
+        log_params(
+            {"loop": config.name, "batch.rows": len(batch), **config_params(config, "quality")}
+        )
+        log_metrics(
+            {
+                "quality_success": int(result.success),
+                "quality_incidents": len(result.incidents),
+                "batch_rows": len(batch),
+            }
+        )
+        log_dataset(
+            batch,
+            name=f"batch-{key}",
+            context="monitoring",
+            source=key,
+            target=config.columns.target,
+        )
     return result
 
 
@@ -234,8 +298,14 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
     with _run(config, ctx, "drift", key):
         log_json(report.to_dict(), f"drift/{key}.json")
         log_text(report.to_html(), f"drift/{key}.html")
-        log_metrics({"drift_share": report.drift_share, "drift_max_effect": report.max_effect,
-                     "dataset_drift": int(report.dataset_drift)})
+        log_params(config_params(config, "drift"))
+        log_metrics(
+            {
+                "drift_share": report.drift_share,
+                "drift_max_effect": report.max_effect,
+                "dataset_drift": int(report.dataset_drift),
+            }
+        )
     return report
 
 
@@ -246,8 +316,10 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
     registry = MlflowRegistry.from_config(config)
     version = registry.champion()
     if version is None:
-        raise RegistryError(f"model {config.mlflow.registered_model!r} has no champion; "
-                            "materialize baseline_model first")
+        raise RegistryError(
+            f"model {config.mlflow.registered_model!r} has no champion; "
+            "materialize baseline_model first"
+        )
     model = registry.load(version)
     batch = store.batch(key)
     scored = batch.copy()
@@ -260,22 +332,32 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
     return info
 
 
-def measure_performance(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+def measure_performance(
+    config: LoopConfig, key: str, ctx: StepContext | None = None
+) -> dict[str, Any]:
     """Realized performance of the champion on the labelled rows of a scored batch."""
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
     scored = store.read_frame(store.batch_dir(key) / "scored.parquet", f"scored batch {key!r}")
     info = store.batch_json(key, "scored") or {}
     known = labelled_rows(scored, config.columns)
-    metrics = compute_metrics(labels(known, config.columns),
-                              known[config.columns.prediction].to_numpy()) if len(known) else {"n": 0}
+    metrics = (
+        compute_metrics(labels(known, config.columns), known[config.columns.prediction].to_numpy())
+        if len(known)
+        else {"n": 0}
+    )
     registry = MlflowRegistry.from_config(config)
     version = info.get("champion_version")
     baseline = _version_metric(registry, version, config.promotion.metric)
-    result = {"champion_version": version, "labelled_rows": len(known),
-              "label_coverage": round(len(known) / max(len(scored), 1), 4), "metrics": metrics,
-              "metric_name": config.promotion.metric,
-              "metric": metrics.get(config.promotion.metric), "baseline_metric": baseline}
+    result = {
+        "champion_version": version,
+        "labelled_rows": len(known),
+        "label_coverage": round(len(known) / max(len(scored), 1), 4),
+        "metrics": metrics,
+        "metric_name": config.promotion.metric,
+        "metric": metrics.get(config.promotion.metric),
+        "baseline_metric": baseline,
+    }
     store.write_batch_json(key, "performance", result)
     with _run(config, ctx, "performance", key):
         log_metrics(metrics)
@@ -305,13 +387,21 @@ def decide_batch_retrain(config: LoopConfig, key: str, force: bool = False) -> R
     drift = store.batch_json(key, "drift") or {}
     perf = store.batch_json(key, "performance") or {}
     decision = decide_retrain(
-        policy=config.retrain, quality_passed=bool(quality.get("success")),
+        policy=config.retrain,
+        quality_passed=bool(quality.get("success")),
         dataset_drift=drift.get("dataset_drift"),
-        drifted_features=[f["name"] for f in drift.get("features", [])
-                          if f.get("drifted") and f.get("role", "feature") == "feature"],
-        metric_name=config.promotion.metric, metric=perf.get("metric"),
-        baseline_metric=perf.get("baseline_metric"), labelled_rows=perf.get("labelled_rows", 0),
-        batches_since_retrain=_batches_since_retrain(store, key), force=force)
+        drifted_features=[
+            f["name"]
+            for f in drift.get("features", [])
+            if f.get("drifted") and f.get("role", "feature") == "feature"
+        ],
+        metric_name=config.promotion.metric,
+        metric=perf.get("metric"),
+        baseline_metric=perf.get("baseline_metric"),
+        labelled_rows=perf.get("labelled_rows", 0),
+        batches_since_retrain=_batches_since_retrain(store, key),
+        force=force,
+    )
     store.write_batch_json(key, "decision", decision.to_dict())
     return decision
 
@@ -327,7 +417,7 @@ def training_window(config: LoopConfig, key: str) -> tuple[pd.DataFrame, list[st
         raise DataError(f"batch {key!r} has not passed the quality gate; it cannot be trained on")
     earlier = [k for k in store.accepted_keys() if k < key]
     if config.training.window == "recent":
-        earlier = earlier[-config.training.recent_batches:]
+        earlier = earlier[-config.training.recent_batches :]
     parts: list[pd.DataFrame] = []
     names: list[str] = []
     if config.training.include_reference or config.training.window == "all":
@@ -344,7 +434,9 @@ def training_window(config: LoopConfig, key: str) -> tuple[pd.DataFrame, list[st
     return labelled_rows(frame, config.columns), names, holdout
 
 
-def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+def train_challenger(
+    config: LoopConfig, key: str, ctx: StepContext | None = None
+) -> dict[str, Any]:
     """Train, evaluate on the held-out rows, register, and alias a challenger for batch `key`."""
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
@@ -352,27 +444,59 @@ def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = Non
     train, parts, holdout = training_window(config, key)
     with _run(config, ctx, "challenger", key) as run:
         model = train_model(train, config.model, config.columns)
-        metrics = compute_metrics(labels(holdout, config.columns),
-                                  predict_scores(model, holdout, config.columns))
-        digest = log_dataset(train, name=f"train-{key}", context="training", source=",".join(parts),
-                             target=config.columns.target)
-        log_dataset(holdout, name=f"holdout-{key}", context="evaluation", source=key,
-                    target=config.columns.target)
+        metrics = compute_metrics(
+            labels(holdout, config.columns), predict_scores(model, holdout, config.columns)
+        )
+        digest = log_dataset(
+            train,
+            name=f"train-{key}",
+            context="training",
+            source=",".join(parts),
+            target=config.columns.target,
+        )
+        log_dataset(
+            holdout,
+            name=f"holdout-{key}",
+            context="evaluation",
+            source=key,
+            target=config.columns.target,
+        )
         log_metrics(metrics, prefix="challenger_")
+        log_params(
+            {
+                **config_params(config, "model", "training", "retrain"),
+                "training.rows": len(train),
+                "training.parts": ",".join(parts),
+            }
+        )
         log_json({"parts": parts, "rows": len(train), "digest": digest}, "training/window.json")
         version = _log_and_register(config, model, train)
         run_id = run.info.run_id
-    registry.tag_version(version, {**_metric_tags(metrics), "mlops_loop.trained_on": ",".join(parts),
-                                   "mlops_loop.partition": key})
+    registry.tag_version(
+        version,
+        {
+            **_metric_tags(metrics),
+            "mlops_loop.trained_on": ",".join(parts),
+            "mlops_loop.partition": key,
+        },
+    )
     registry.set_challenger(version)
-    info = {"version": version, "metrics": metrics, "training_parts": parts,
-            "training_rows": len(train), "training_digest": digest, "holdout_rows": len(holdout),
-            "run_id": run_id}
+    info = {
+        "version": version,
+        "metrics": metrics,
+        "training_parts": parts,
+        "training_rows": len(train),
+        "training_digest": digest,
+        "holdout_rows": len(holdout),
+        "run_id": run_id,
+    }
     store.write_batch_json(key, "challenger", info)
     return info
 
 
-def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+def promote_challenger(
+    config: LoopConfig, key: str, ctx: StepContext | None = None
+) -> dict[str, Any]:
     """Compare the challenger trained at batch `key` with the champion on the same held-out rows;
     move `champion` only if the challenger wins with confidence.
 
@@ -389,64 +513,102 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
     _, holdout = split_holdout(store.batch(key), config)
     y = labels(holdout, config.columns)
     chal_scores = predict_scores(registry.load(version), holdout, config.columns)
-    champ_scores = (predict_scores(registry.load(champion), holdout, config.columns)
-                    if champion is not None else None)
-    decision = decide_promotion(y, chal_scores, champ_scores, config.promotion,
-                                seed=config.training.random_state)
+    champ_scores = (
+        predict_scores(registry.load(champion), holdout, config.columns)
+        if champion is not None
+        else None
+    )
+    decision = decide_promotion(
+        y, chal_scores, champ_scores, config.promotion, seed=config.training.random_state
+    )
     table = _comparison_table(config, y, chal_scores, champ_scores)
     with _run(config, ctx, "promotion", key):
-        log_json({"decision": decision.to_dict(), "challenger_version": version,
-                  "champion_version": champion, "comparison": table}, f"promotion/{key}.json")
+        log_json(
+            {
+                "decision": decision.to_dict(),
+                "challenger_version": version,
+                "champion_version": champion,
+                "comparison": table,
+            },
+            f"promotion/{key}.json",
+        )
         log_text(_comparison_html(decision, version, champion, table), f"promotion/{key}.html")
         log_metrics({f"challenger_{r['metric']}": r["challenger"] for r in table})
-        log_metrics({f"champion_{r['metric']}": r["champion"] for r in table
-                     if r["champion"] is not None})
+        log_metrics(
+            {f"champion_{r['metric']}": r["champion"] for r in table if r["champion"] is not None}
+        )
         log_metrics({"promoted": int(decision.promote), "challenger_version": version})
+        log_params(config_params(config, "promotion"))
     change: AliasChange | None = None
     if decision.promote:
-        change = registry.promote(version, expected_champion=champion, reason="; ".join(decision.reasons),
-                                  triggered_by=ctx.triggered_by,
-                                  metrics={r["metric"]: r["challenger"] for r in table})
+        change = registry.promote(
+            version,
+            expected_champion=champion,
+            reason="; ".join(decision.reasons),
+            triggered_by=ctx.triggered_by,
+            metrics={r["metric"]: r["challenger"] for r in table},
+        )
         registry.tag_version(version, {"mlops_loop.decision": "promoted"})
     else:
-        registry.tag_version(version, {"mlops_loop.decision": "rejected",
-                                       "mlops_loop.rejected_reason": "; ".join(decision.reasons)[:4000]})
-    result = {"promoted": decision.promote, "challenger_version": version,
-              "champion_version_before": champion,
-              "champion_version_after": version if decision.promote else champion,
-              "decision": decision.to_dict(), "comparison": table,
-              "change": change.to_dict() if change else None}
+        registry.tag_version(
+            version,
+            {
+                "mlops_loop.decision": "rejected",
+                "mlops_loop.rejected_reason": "; ".join(decision.reasons)[:4000],
+            },
+        )
+    result = {
+        "promoted": decision.promote,
+        "challenger_version": version,
+        "champion_version_before": champion,
+        "champion_version_after": version if decision.promote else champion,
+        "decision": decision.to_dict(),
+        "comparison": table,
+        "change": change.to_dict() if change else None,
+    }
     store.write_batch_json(key, "promotion", result)
     return result
 
 
-def _comparison_table(config: LoopConfig, y: np.ndarray, chal: np.ndarray,
-                      champ: np.ndarray | None) -> list[dict[str, Any]]:
+def _comparison_table(
+    config: LoopConfig, y: np.ndarray, chal: np.ndarray, champ: np.ndarray | None
+) -> list[dict[str, Any]]:
     rows = []
     for name in ("roc_auc", "accuracy", "f1", "brier", "log_loss"):
         c = metric_value(name, y, chal) if len(y) else float("nan")
         d = metric_value(name, y, champ) if champ is not None and len(y) else None
-        rows.append({"metric": name, "challenger": None if np.isnan(c) else round(c, 6),
-                     "champion": None if d is None or np.isnan(d) else round(d, 6)})
+        rows.append(
+            {
+                "metric": name,
+                "challenger": None if np.isnan(c) else round(c, 6),
+                "champion": None if d is None or np.isnan(d) else round(d, 6),
+            }
+        )
     return rows
 
 
-def _comparison_html(decision: PromotionDecision, chal: int, champ: int | None,
-                     table: list[dict[str, Any]]) -> str:
+def _comparison_html(
+    decision: PromotionDecision, chal: int, champ: int | None, table: list[dict[str, Any]]
+) -> str:
     verdict = "PROMOTED" if decision.promote else "REJECTED"
-    rows = "".join(f"<tr><td>{r['metric']}</td><td>{r['challenger']}</td><td>{r['champion']}</td></tr>"
-                   for r in table)
+    rows = "".join(
+        f"<tr><td>{r['metric']}</td><td>{r['challenger']}</td><td>{r['champion']}</td></tr>"
+        for r in table
+    )
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons)
-    return (f"<!doctype html><meta charset=utf-8><title>Challenger v{chal} vs champion v{champ}"
-            f"</title><style>body{{font:14px sans-serif;margin:2em}}td,th{{padding:4px 12px;"
-            f"border-bottom:1px solid #ddd}}</style><h1>Challenger v{chal} vs champion v{champ}: "
-            f"{verdict}</h1><ul>{reasons}</ul><table><tr><th>metric</th><th>challenger</th>"
-            f"<th>champion</th></tr>{rows}</table>")
+    return (
+        f"<!doctype html><meta charset=utf-8><title>Challenger v{chal} vs champion v{champ}"
+        f"</title><style>body{{font:14px sans-serif;margin:2em}}td,th{{padding:4px 12px;"
+        f"border-bottom:1px solid #ddd}}</style><h1>Challenger v{chal} vs champion v{champ}: "
+        f"{verdict}</h1><ul>{reasons}</ul><table><tr><th>metric</th><th>challenger</th>"
+        f"<th>champion</th></tr>{rows}</table>"
+    )
 
 
 # -- rollback and status ---------------------------------------------------------------------------
-def rollback(config: LoopConfig, to: int | str, reason: str,
-             ctx: StepContext | None = None) -> AliasChange:
+def rollback(
+    config: LoopConfig, to: int | str, reason: str, ctx: StepContext | None = None
+) -> AliasChange:
     """Move `champion` back to a version (or "previous"), recording who, when and why.
 
     Raises:
@@ -458,6 +620,14 @@ def rollback(config: LoopConfig, to: int | str, reason: str,
     change = registry.rollback(to, reason=reason, triggered_by=ctx.triggered_by)
     with _run(config, ctx, "rollback"):
         log_json(change.to_dict(), "registry/rollback.json")
+        log_params(
+            {
+                "rollback.from": change.from_version,
+                "rollback.to": change.to_version,
+                "rollback.reason": change.reason,
+                "rollback.triggered_by": change.triggered_by,
+            }
+        )
         log_metrics({"champion_version": change.to_version})
     return change
 
@@ -473,21 +643,36 @@ def loop_status(config: LoopConfig) -> dict[str, Any]:
         perf = store.batch_json(key, "performance") or {}
         decision = store.batch_json(key, "decision") or {}
         promotion = store.batch_json(key, "promotion")
-        batches.append({
-            "batch": key, "quality_success": quality.get("success"),
-            "incidents": [f"{i['kind']}:{i.get('column')}" for i in quality.get("incidents", [])
-                          if i.get("severity") == "error"],
-            "dataset_drift": drift.get("dataset_drift"), "drift_share": drift.get("drift_share"),
-            "metric": perf.get("metric"), "champion_version": perf.get("champion_version"),
-            "retrain": decision.get("retrain"),
-            "challenger_version": (store.batch_json(key, "challenger") or {}).get("version"),
-            "promoted": None if promotion is None else promotion["promoted"]})
+        batches.append(
+            {
+                "batch": key,
+                "quality_success": quality.get("success"),
+                "incidents": [
+                    f"{i['kind']}:{i.get('column')}"
+                    for i in quality.get("incidents", [])
+                    if i.get("severity") == "error"
+                ],
+                "dataset_drift": drift.get("dataset_drift"),
+                "drift_share": drift.get("drift_share"),
+                "metric": perf.get("metric"),
+                "champion_version": perf.get("champion_version"),
+                "retrain": decision.get("retrain"),
+                "challenger_version": (store.batch_json(key, "challenger") or {}).get("version"),
+                "promoted": None if promotion is None else promotion["promoted"],
+            }
+        )
     champion = registry.champion()
-    return {"model": config.mlflow.registered_model, "tracking_uri": config.tracking_uri,
-            "champion": champion, "challenger": registry.challenger(),
-            "champion_metric": _version_metric(registry, champion, config.promotion.metric),
-            "metric_name": config.promotion.metric, "history": registry.history(),
-            "batches": batches, "quarantined": store.quarantined_keys()}
+    return {
+        "model": config.mlflow.registered_model,
+        "tracking_uri": config.tracking_uri,
+        "champion": champion,
+        "challenger": registry.challenger(),
+        "champion_metric": _version_metric(registry, champion, config.promotion.metric),
+        "metric_name": config.promotion.metric,
+        "history": registry.history(),
+        "batches": batches,
+        "quarantined": store.quarantined_keys(),
+    }
 
 
 def reset_state(config: LoopConfig) -> None:

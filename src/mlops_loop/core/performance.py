@@ -9,14 +9,20 @@ import numpy as np
 from mlops_loop.core.config import LOWER_IS_BETTER
 
 
-def metric_value(name: str, y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
+def metric_value(
+    name: str, y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> float:
     """One metric of a binary classifier's scores; NaN where it is undefined (one class only)."""
     from sklearn import metrics
 
     y_true = np.asarray(y_true)
     scores = np.clip(np.asarray(scores, dtype=float), 1e-7, 1 - 1e-7)
     if name == "roc_auc":
-        return float(metrics.roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else math.nan
+        return (
+            float(metrics.roc_auc_score(y_true, scores))
+            if len(np.unique(y_true)) == 2
+            else math.nan
+        )
     if name == "accuracy":
         return float(np.mean((scores >= threshold) == y_true))
     if name == "f1":

@@ -66,22 +66,34 @@ def decide_retrain(
         drop = -improvement(metric_name, metric, baseline_metric)
         if drop >= policy.metric_drop:
             triggers.append("performance")
-            reasons.append(f"{metric_name} fell to {metric:.4f} from a baseline of "
-                           f"{baseline_metric:.4f} (drop {drop:.4f} >= {policy.metric_drop})")
+            reasons.append(
+                f"{metric_name} fell to {metric:.4f} from a baseline of "
+                f"{baseline_metric:.4f} (drop {drop:.4f} >= {policy.metric_drop})"
+            )
     if judged and policy.metric_floor is not None and "performance" not in triggers:
         if improvement(metric_name, metric, policy.metric_floor) < 0:
             triggers.append("performance")
-            reasons.append(f"{metric_name} {metric:.4f} is worse than the floor "
-                           f"{policy.metric_floor}")
+            reasons.append(
+                f"{metric_name} {metric:.4f} is worse than the floor {policy.metric_floor}"
+            )
     if metric is not None and labelled_rows < policy.min_labelled_rows:
-        reasons.append(f"only {labelled_rows} labelled rows (< {policy.min_labelled_rows}): "
-                       "performance not judged")
+        reasons.append(
+            f"only {labelled_rows} labelled rows (< {policy.min_labelled_rows}): "
+            "performance not judged"
+        )
     if not triggers:
         return RetrainDecision(False, reasons or ["no drift and no performance drop"])
-    cooling = (batches_since_retrain is not None and batches_since_retrain < policy.cooldown_batches)
+    cooling = batches_since_retrain is not None and batches_since_retrain < policy.cooldown_batches
     if cooling and not force:
-        return RetrainDecision(False, [*reasons, f"cooldown: {batches_since_retrain} batch(es) since "
-                                       f"the last retrain (< {policy.cooldown_batches})"], triggers)
+        return RetrainDecision(
+            False,
+            [
+                *reasons,
+                f"cooldown: {batches_since_retrain} batch(es) since "
+                f"the last retrain (< {policy.cooldown_batches})",
+            ],
+            triggers,
+        )
     return RetrainDecision(True, reasons, triggers)
 
 
@@ -104,7 +116,13 @@ class PromotionDecision:
 
 
 def paired_bootstrap(
-    name: str, y: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: int, confidence: float, seed: int
+    name: str,
+    y: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    rounds: int,
+    confidence: float,
+    seed: int,
 ) -> tuple[float, float]:
     """Two-sided percentile interval of improvement(a over b) by resampling rows in pairs."""
     rng = np.random.default_rng(seed)
@@ -115,7 +133,9 @@ def paired_bootstrap(
         ya = y[idx]
         if name == "roc_auc" and ya.min() == ya.max():
             continue  # a resample of one class has no AUC; skip it rather than bias the bound
-        deltas.append(improvement(name, metric_value(name, ya, a[idx]), metric_value(name, ya, b[idx])))
+        deltas.append(
+            improvement(name, metric_value(name, ya, a[idx]), metric_value(name, ya, b[idx]))
+        )
     tail = (1 - confidence) / 2
     return float(np.quantile(deltas, tail)), float(np.quantile(deltas, 1 - tail))
 
@@ -138,25 +158,56 @@ def decide_promotion(
     n = len(y)
     chal = metric_value(name, y, challenger_scores) if n else math.nan
     if champion_scores is None:
-        return PromotionDecision(True, ["no champion yet: the challenger becomes the champion"],
-                                 name, _clean(chal), None, None, None, None, n)
+        return PromotionDecision(
+            True,
+            ["no champion yet: the challenger becomes the champion"],
+            name,
+            _clean(chal),
+            None,
+            None,
+            None,
+            None,
+            n,
+        )
     champ = metric_value(name, y, champion_scores) if n else math.nan
     if n == 0 or math.isnan(chal) or math.isnan(champ):
-        return PromotionDecision(False, [f"{name} is undefined on the {n} evaluation rows "
-                                         "(no labels or a single class): nothing proves a gain"],
-                                 name, _clean(chal), _clean(champ), None, None, None, n)
+        return PromotionDecision(
+            False,
+            [
+                f"{name} is undefined on the {n} evaluation rows "
+                "(no labels or a single class): nothing proves a gain"
+            ],
+            name,
+            _clean(chal),
+            _clean(champ),
+            None,
+            None,
+            None,
+            n,
+        )
     delta = improvement(name, chal, champ)
-    low, high = paired_bootstrap(name, y, challenger_scores, champion_scores,
-                                 policy.bootstrap_rounds, policy.confidence, seed)
-    reasons = [f"challenger {name} {chal:.4f} vs champion {champ:.4f} on {n} held-out rows "
-               f"(improvement {delta:+.4f}, {policy.confidence:.0%} CI [{low:+.4f}, {high:+.4f}])"]
+    low, high = paired_bootstrap(
+        name,
+        y,
+        challenger_scores,
+        champion_scores,
+        policy.bootstrap_rounds,
+        policy.confidence,
+        seed,
+    )
+    reasons = [
+        f"challenger {name} {chal:.4f} vs champion {champ:.4f} on {n} held-out rows "
+        f"(improvement {delta:+.4f}, {policy.confidence:.0%} CI [{low:+.4f}, {high:+.4f}])"
+    ]
     promote = True
     if delta < policy.min_delta or delta <= 0:
         promote = False
         reasons.append(f"improvement {delta:+.4f} is below min_delta {policy.min_delta}")
     if low <= 0:
         promote = False
-        reasons.append(f"the lower confidence bound {low:+.4f} is not above zero: the gain may be luck")
+        reasons.append(
+            f"the lower confidence bound {low:+.4f} is not above zero: the gain may be luck"
+        )
     if promote:
         reasons.append("challenger is better with confidence: promote")
     return PromotionDecision(promote, reasons, name, chal, champ, delta, low, high, n)

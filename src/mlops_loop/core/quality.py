@@ -28,8 +28,17 @@ from mlops_loop.core.data import require_columns
 from mlops_loop.core.errors import DataError
 
 SCHEMA_VERSION = "1"
-KINDS = ("missing_column", "unexpected_column", "type_mismatch", "null_rate", "out_of_range",
-         "unseen_category", "duplicate_rows", "row_count", "custom")
+KINDS = (
+    "missing_column",
+    "unexpected_column",
+    "type_mismatch",
+    "null_rate",
+    "out_of_range",
+    "unseen_category",
+    "duplicate_rows",
+    "row_count",
+    "custom",
+)
 #: Share of a column's non-null values that must lie inside the learnt range. The slack keeps the
 #: heavy tail of a large batch from failing a range learnt on a smaller reference; a unit change
 #: moves nearly every value, so it still fails.
@@ -40,11 +49,22 @@ ID_LIKE_SHARE = 0.5
 TYPE_CHECK = "DtypeFamily"
 # Extra columns and repeated ids leave the batch usable; everything else blocks.
 _WARN_KINDS = frozenset({"unexpected_column", "duplicate_rows"})
-_FAMILIES = {"integer": "numeric", "floating": "numeric", "mixed-integer-float": "numeric",
-             "decimal": "numeric", "complex": "numeric", "integer-na": "numeric",
-             "string": "string", "bytes": "string", "boolean": "boolean",
-             "datetime64": "datetime", "datetime": "datetime", "date": "datetime",
-             "timedelta64": "timedelta", "timedelta": "timedelta"}
+_FAMILIES = {
+    "integer": "numeric",
+    "floating": "numeric",
+    "mixed-integer-float": "numeric",
+    "decimal": "numeric",
+    "complex": "numeric",
+    "integer-na": "numeric",
+    "string": "string",
+    "bytes": "string",
+    "boolean": "boolean",
+    "datetime64": "datetime",
+    "datetime": "datetime",
+    "date": "datetime",
+    "timedelta64": "timedelta",
+    "timedelta": "timedelta",
+}
 _ENTRY_KEYS = ("kind", "column", "severity", "type", "kwargs")
 
 
@@ -96,16 +116,21 @@ class QualityResult:
 
     def to_dict(self) -> dict:
         """`{"schema_version", "success", "incidents", "statistics"}`, JSON-serialisable."""
-        return {"schema_version": self.schema_version, "success": self.success,
-                "incidents": [i.to_dict() for i in self.incidents],
-                "statistics": _jsonable(self.statistics)}
+        return {
+            "schema_version": self.schema_version,
+            "success": self.success,
+            "incidents": [i.to_dict() for i in self.incidents],
+            "statistics": _jsonable(self.statistics),
+        }
 
     def _summary(self) -> str:
         s = self.statistics
         errors = sum(i.severity == "error" for i in self.incidents)
-        return (f"{s.get('rows', '?')} rows, {s.get('columns', '?')} columns; "
-                f"{s.get('expectations_evaluated', '?')} checks, {errors} error(s), "
-                f"{len(self.incidents) - errors} warning(s)")
+        return (
+            f"{s.get('rows', '?')} rows, {s.get('columns', '?')} columns; "
+            f"{s.get('expectations_evaluated', '?')} checks, {errors} error(s), "
+            f"{len(self.incidents) - errors} warning(s)"
+        )
 
     def to_markdown(self) -> str:
         """A one-line verdict and an incident table, for Dagster metadata."""
@@ -127,10 +152,14 @@ class QualityResult:
             f"<td>{html.escape(i.column or '')}</td><td>{html.escape(i.message)}</td>"
             f"<td><code>{html.escape(json.dumps(_jsonable(i.observed)))}</code></td>"
             f"<td><code>{html.escape(json.dumps(_jsonable(i.expected)))}</code></td></tr>"
-            for i in self.incidents)
-        table = ("<table><thead><tr><th>Severity</th><th>Kind</th><th>Column</th><th>Message</th>"
-                 f"<th>Observed</th><th>Expected</th></tr></thead><tbody>{rows}</tbody></table>"
-                 if self.incidents else "<p>No incidents.</p>")
+            for i in self.incidents
+        )
+        table = (
+            "<table><thead><tr><th>Severity</th><th>Kind</th><th>Column</th><th>Message</th>"
+            f"<th>Observed</th><th>Expected</th></tr></thead><tbody>{rows}</tbody></table>"
+            if self.incidents
+            else "<p>No incidents.</p>"
+        )
         return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Data quality: {verdict}</title>
 <style>
@@ -181,17 +210,27 @@ def _type_incidents(entry: dict, frame: pd.DataFrame) -> list[Incident]:
         sample = frame[col].dropna().head(1000)
         if pd.to_datetime(sample, errors="coerce", format="ISO8601").notna().all():
             return []
-    return [Incident(entry["kind"], col, entry["severity"], observed, expected,
-                     f"Column {col!r} holds {observed} values; expected {expected} as in the "
-                     "reference.")]
+    return [
+        Incident(
+            entry["kind"],
+            col,
+            entry["severity"],
+            observed,
+            expected,
+            f"Column {col!r} holds {observed} values; expected {expected} as in the reference.",
+        )
+    ]
 
 
 def _sorted_values(values: Any) -> list:
     return sorted(_jsonable(list(values)), key=lambda v: (type(v).__name__, v))
 
 
-def build_suite(reference: pd.DataFrame, columns: ColumnsConfig | None = None,
-                policy: QualityPolicy | None = None) -> dict:
+def build_suite(
+    reference: pd.DataFrame,
+    columns: ColumnsConfig | None = None,
+    policy: QualityPolicy | None = None,
+) -> dict:
     """Learn a JSON-serialisable suite spec from the reference frame.
 
     Args:
@@ -221,22 +260,40 @@ def build_suite(reference: pd.DataFrame, columns: ColumnsConfig | None = None,
         target, id_column = columns.target, columns.id
     else:
         # Increasing unique integers are a row id or counter: every new batch leaves their range.
-        numerical = {c for c in names if families[c] == "numeric" and not (
-            infer_dtype(reference[c]) == "integer" and reference[c].is_unique
-            and reference[c].is_monotonic_increasing)}
+        numerical = {
+            c
+            for c in names
+            if families[c] == "numeric"
+            and not (
+                infer_dtype(reference[c]) == "integer"
+                and reference[c].is_unique
+                and reference[c].is_monotonic_increasing
+            )
+        }
         categorical = {c for c in names if families[c] not in ("numeric", "datetime", "timedelta")}
     entries: list[dict] = []
 
     def add(kind: str, column: str | None, type_: str, **kwargs: Any) -> None:
         kwargs = {"column": column, **kwargs} if column is not None else kwargs
-        entries.append({"kind": kind, "column": column,
-                        "severity": "warn" if kind in _WARN_KINDS else "error",
-                        "type": type_, "kwargs": _jsonable(kwargs)})
+        entries.append(
+            {
+                "kind": kind,
+                "column": column,
+                "severity": "warn" if kind in _WARN_KINDS else "error",
+                "type": type_,
+                "kwargs": _jsonable(kwargs),
+            }
+        )
 
     for c in names:
         add("missing_column", c, "ExpectColumnToExist")
-    add("unexpected_column", None, "ExpectTableColumnsToMatchSet", column_set=names,
-        exact_match=True)
+    add(
+        "unexpected_column",
+        None,
+        "ExpectTableColumnsToMatchSet",
+        column_set=names,
+        exact_match=True,
+    )
     # An empty batch can be judged on nothing, so it never passes, even with min_rows=0.
     add("row_count", None, "ExpectTableRowCountToBeBetween", min_value=max(policy.min_rows, 1))
     for c in names:
@@ -246,8 +303,12 @@ def build_suite(reference: pd.DataFrame, columns: ColumnsConfig | None = None,
         allowed = float(s.isna().mean()) + policy.null_rate_margin
         # Labels arrive late and partly; RetrainPolicy.min_labelled_rows judges that, not us.
         if c != target and allowed < 1:
-            add("null_rate", c, "ExpectColumnValuesToNotBeNull",
-                mostly=math.floor((1 - allowed) * 1e6) / 1e6)
+            add(
+                "null_rate",
+                c,
+                "ExpectColumnValuesToNotBeNull",
+                mostly=math.floor((1 - allowed) * 1e6) / 1e6,
+            )
         if c == target and family in ("numeric", "boolean"):
             labels = [0, 1] if family == "numeric" else [False, True]
             add("unseen_category", c, "ExpectColumnValuesToBeInSet", value_set=labels)
@@ -256,14 +317,25 @@ def build_suite(reference: pd.DataFrame, columns: ColumnsConfig | None = None,
             # A constant column has no range; widen by its magnitude so it is not a point.
             span = (hi - lo) or max(abs(hi), 1.0)
             m = policy.range_margin
-            add("out_of_range", c, "ExpectColumnValuesToBeBetween", min_value=lo - m * span,
-                max_value=hi + m * span, mostly=RANGE_MOSTLY)
+            add(
+                "out_of_range",
+                c,
+                "ExpectColumnValuesToBeBetween",
+                min_value=lo - m * span,
+                max_value=hi + m * span,
+                mostly=RANGE_MOSTLY,
+            )
         elif c in categorical and family is not None:
             values = s.dropna().unique()
             id_like = len(values) > max(50, ID_LIKE_SHARE * s.notna().sum())
             if columns is not None or not id_like:
-                add("unseen_category", c, "ExpectColumnValuesToBeInSet",
-                    value_set=_sorted_values(values), mostly=1 - policy.unseen_category_share)
+                add(
+                    "unseen_category",
+                    c,
+                    "ExpectColumnValuesToBeInSet",
+                    value_set=_sorted_values(values),
+                    mostly=1 - policy.unseen_category_share,
+                )
         if c == id_column and s.notna().all() and s.is_unique:
             add("duplicate_rows", c, "ExpectColumnValuesToBeUnique")
     return {"schema_version": SCHEMA_VERSION, "expectations": entries}
@@ -271,16 +343,22 @@ def build_suite(reference: pd.DataFrame, columns: ColumnsConfig | None = None,
 
 def _entries(suite: Any) -> list[dict]:
     if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise DataError("suite must be a mapping with an 'expectations' list, as build_suite "
-                        f"returns; got {type(suite).__name__}")
+        raise DataError(
+            "suite must be a mapping with an 'expectations' list, as build_suite "
+            f"returns; got {type(suite).__name__}"
+        )
     if suite.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(f"suite schema_version {suite.get('schema_version')!r} is not supported; "
-                        f"expected {SCHEMA_VERSION!r}")
+        raise DataError(
+            f"suite schema_version {suite.get('schema_version')!r} is not supported; "
+            f"expected {SCHEMA_VERSION!r}"
+        )
     for n, e in enumerate(suite["expectations"]):
         missing = [k for k in _ENTRY_KEYS if not isinstance(e, dict) or k not in e]
         if missing or e["severity"] not in ("error", "warn") or not isinstance(e["kwargs"], dict):
-            raise DataError(f"suite entry {n} is malformed (missing {missing}, or severity not "
-                            f"'error'/'warn', or kwargs not a mapping): {e!r}")
+            raise DataError(
+                f"suite entry {n} is malformed (missing {missing}, or severity not "
+                f"'error'/'warn', or kwargs not a mapping): {e!r}"
+            )
     return suite["expectations"]
 
 
@@ -291,9 +369,12 @@ def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> dict[int, Any]:
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # tqdm floods logs
-    batch = (context.data_sources.add_pandas("mlops_loop").add_dataframe_asset("batch")
-             .add_batch_definition_whole_dataframe("whole")
-             .get_batch(batch_parameters={"dataframe": frame}))
+    batch = (
+        context.data_sources.add_pandas("mlops_loop")
+        .add_dataframe_asset("batch")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
     suite = gx.ExpectationSuite(name="quality_gate")
     for n, e in entries.items():
         cls = getattr(gx.expectations, str(e["type"]), None)
@@ -311,8 +392,9 @@ def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> dict[int, Any]:
 def _gx_error(info: dict) -> str | None:
     # GX reports a raised metric either flat or keyed by metric id, depending on where it failed.
     for item in [info, *info.values()]:
-        if isinstance(item, dict) and (item.get("raised_exception") or
-                                       item.get("exception_message")):
+        if isinstance(item, dict) and (
+            item.get("raised_exception") or item.get("exception_message")
+        ):
             return str(item.get("exception_message") or "unknown error")
     return None
 
@@ -328,8 +410,9 @@ def _incidents(e: dict, result: Any) -> list[Incident]:
     name = repr(col) if col else "the batch"
 
     def one(observed: Any, expected: Any, message: str, column: str | None = col) -> Incident:
-        return Incident(kind, column, e["severity"], _jsonable(observed), _jsonable(expected),
-                        message)
+        return Incident(
+            kind, column, e["severity"], _jsonable(observed), _jsonable(expected), message
+        )
 
     error = _gx_error(result.exception_info or {})
     if error:
@@ -337,46 +420,83 @@ def _incidents(e: dict, result: Any) -> list[Incident]:
     tolerated = round(1 - kw.get("mostly", 1.0), 6)
     share = round((res.get("unexpected_percent_nonmissing") or 0) / 100, 4)
     examples = list(dict.fromkeys(_jsonable(res.get("partial_unexpected_list", []))))[:5]
-    seen = f"{share:.1%} of values" + (f" (e.g. {', '.join(map(_fmt, examples[:3]))})"
-                                       if examples else "")
+    seen = f"{share:.1%} of values" + (
+        f" (e.g. {', '.join(map(_fmt, examples[:3]))})" if examples else ""
+    )
     if kind == "missing_column":
-        return [one("absent", "present", f"Column {col!r} is missing from the batch; the "
-                    "reference has it.")]
+        return [
+            one(
+                "absent",
+                "present",
+                f"Column {col!r} is missing from the batch; the reference has it.",
+            )
+        ]
     if kind == "unexpected_column":
         known = set(kw.get("column_set", []))
-        return [one("present", "absent", f"Column {c!r} is in the batch but not in the "
-                    "reference; it is ignored.", column=c)
-                for c in res.get("observed_value", []) if c not in known]
+        return [
+            one(
+                "present",
+                "absent",
+                f"Column {c!r} is in the batch but not in the reference; it is ignored.",
+                column=c,
+            )
+            for c in res.get("observed_value", [])
+            if c not in known
+        ]
     if kind == "row_count":
         rows, low, high = res.get("observed_value"), kw.get("min_value"), kw.get("max_value")
         want = f"at least {low}" if high is None else f"between {low or 0} and {high}"
-        return [one(rows, {"min": low, "max": high}, f"The batch has {rows} rows; expected "
-                    f"{want}.")]
+        return [
+            one(rows, {"min": low, "max": high}, f"The batch has {rows} rows; expected {want}.")
+        ]
     if kind == "null_rate":
         nulls = round(res.get("unexpected_count", 0) / max(res.get("element_count", 0), 1), 4)
-        return [one(nulls, {"max_share": tolerated}, f"Column {col!r} is {nulls:.1%} null; "
-                    f"expected at most {tolerated:.1%}.")]
+        return [
+            one(
+                nulls,
+                {"max_share": tolerated},
+                f"Column {col!r} is {nulls:.1%} null; expected at most {tolerated:.1%}.",
+            )
+        ]
     if kind == "out_of_range":
         lo, hi = kw.get("min_value"), kw.get("max_value")
-        return [one({"share": share, "examples": examples},
-                    {"min": lo, "max": hi, "max_share": tolerated},
-                    f"Column {col!r} has {seen} outside [{_fmt(lo)}, {_fmt(hi)}]; expected "
-                    f"at most {tolerated:.1%}.")]
+        return [
+            one(
+                {"share": share, "examples": examples},
+                {"min": lo, "max": hi, "max_share": tolerated},
+                f"Column {col!r} has {seen} outside [{_fmt(lo)}, {_fmt(hi)}]; expected "
+                f"at most {tolerated:.1%}.",
+            )
+        ]
     if kind == "unseen_category":
-        return [one({"share": share, "values": examples},
-                    {"max_share": tolerated, "known_values": len(kw.get("value_set", []))},
-                    f"Column {col!r} has {seen} unseen in the reference; expected at most "
-                    f"{tolerated:.1%}.")]
+        return [
+            one(
+                {"share": share, "values": examples},
+                {"max_share": tolerated, "known_values": len(kw.get("value_set", []))},
+                f"Column {col!r} has {seen} unseen in the reference; expected at most "
+                f"{tolerated:.1%}.",
+            )
+        ]
     if kind == "duplicate_rows":
         count = res.get("unexpected_count")
-        return [one({"duplicated": count}, "unique", f"Column {col!r} has {count} rows with a "
-                    "repeated value; expected every value to be unique.")]
+        return [
+            one(
+                {"duplicated": count},
+                "unique",
+                f"Column {col!r} has {count} rows with a "
+                "repeated value; expected every value to be unique.",
+            )
+        ]
     observed = res.get("observed_value", res.get("unexpected_percent"))
     return [one(observed, kw, f"Check {e['type']} on {name} failed: observed {observed!r}.")]
 
 
-def validate_batch(reference: pd.DataFrame | None, current: pd.DataFrame,
-                   config: LoopConfig | None = None, suite: dict | None = None) -> QualityResult:
+def validate_batch(
+    reference: pd.DataFrame | None,
+    current: pd.DataFrame,
+    config: LoopConfig | None = None,
+    suite: dict | None = None,
+) -> QualityResult:
     """Check a batch against a suite (learnt from `reference` when not given) with GX.
 
     Checks on a column the batch lacks, or whose type is wrong, are skipped: the missing_column
@@ -400,30 +520,48 @@ def validate_batch(reference: pd.DataFrame | None, current: pd.DataFrame,
     if suite is None:
         if reference is None:
             raise DataError("validate_batch needs a reference frame or a suite; got neither")
-        suite = build_suite(reference, config.columns if config else None,
-                            config.quality if config else None)
+        suite = build_suite(
+            reference, config.columns if config else None, config.quality if config else None
+        )
     entries = _entries(suite)
     present, empty = set(current.columns), current.empty
-    typed = [n for n, e in enumerate(entries)
-             if e["type"] == TYPE_CHECK and e["column"] in present and not empty]
+    typed = [
+        n
+        for n, e in enumerate(entries)
+        if e["type"] == TYPE_CHECK and e["column"] in present and not empty
+    ]
     found = {n: hit for n in typed if (hit := _type_incidents(entries[n], current))}
     # Range, domain and null checks on a missing or mistyped column would only repeat the
     # incident already found (or crash inside GX), so they are skipped.
     wrong_type = {entries[n]["column"] for n in found}
-    to_gx = {n: e for n, e in enumerate(entries) if e["type"] != TYPE_CHECK and (
-        e["column"] is None or e["type"] == "ExpectColumnToExist"
-        or (e["column"] in present and e["column"] not in wrong_type and not empty))}
+    to_gx = {
+        n: e
+        for n, e in enumerate(entries)
+        if e["type"] != TYPE_CHECK
+        and (
+            e["column"] is None
+            or e["type"] == "ExpectColumnToExist"
+            or (e["column"] in present and e["column"] not in wrong_type and not empty)
+        )
+    }
     for n, result in (_run_gx(current, to_gx) if to_gx else {}).items():
         if not result.success:
             found[n] = _incidents(entries[n], result)
     # Blocking incidents first, each group in suite order, so summaries lead with what matters.
-    incidents = sorted((i for n in sorted(found) for i in found[n]),
-                       key=lambda i: i.severity != "error")
+    incidents = sorted(
+        (i for n in sorted(found) for i in found[n]), key=lambda i: i.severity != "error"
+    )
     evaluated = len(typed) + len(to_gx)
-    statistics = {"rows": len(current), "columns": current.shape[1],
-                  "expectations_evaluated": evaluated,
-                  "expectations_skipped": len(entries) - evaluated,
-                  "expectations_failed": len(found),
-                  "seconds": round(time.perf_counter() - started, 3)}
-    return QualityResult(success=not any(i.severity == "error" for i in incidents),
-                         incidents=incidents, statistics=statistics)
+    statistics = {
+        "rows": len(current),
+        "columns": current.shape[1],
+        "expectations_evaluated": evaluated,
+        "expectations_skipped": len(entries) - evaluated,
+        "expectations_failed": len(found),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return QualityResult(
+        success=not any(i.severity == "error" for i in incidents),
+        incidents=incidents,
+        statistics=statistics,
+    )

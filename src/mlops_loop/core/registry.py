@@ -61,8 +61,9 @@ class MlflowRegistry:
         if self._client is None:
             from mlflow import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri,
-                                        registry_uri=self.tracking_uri)
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
         return self._client
 
     # -- reading ---------------------------------------------------------------------------------
@@ -72,7 +73,10 @@ class MlflowRegistry:
         try:
             return self.client.get_registered_model(self.model_name)
         except MlflowException as e:
-            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", "")) or "not found" in str(e).lower():
+            if (
+                "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", ""))
+                or "not found" in str(e).lower()
+            ):
                 return None
             raise
 
@@ -92,8 +96,10 @@ class MlflowRegistry:
             return self.client.get_model_version(self.model_name, str(int(version)))
         except (MlflowException, ValueError, TypeError) as e:
             known = self.versions() if self._registered() is not None else []
-            raise RegistryError(f"model {self.model_name!r} has no version {version!r}; known "
-                                f"versions: {known or 'none'}") from e
+            raise RegistryError(
+                f"model {self.model_name!r} has no version {version!r}; known "
+                f"versions: {known or 'none'}"
+            ) from e
 
     def alias(self, alias: str) -> int | None:
         """The version an alias points at, or None."""
@@ -142,18 +148,22 @@ class MlflowRegistry:
 
     def _append_history(self, change: AliasChange) -> None:
         n = len(self.history()) + 1
-        self.client.set_registered_model_tag(self.model_name, f"{HISTORY_PREFIX}{n:06d}",
-                                             json.dumps(change.to_dict(), default=str))
+        self.client.set_registered_model_tag(
+            self.model_name, f"{HISTORY_PREFIX}{n:06d}", json.dumps(change.to_dict(), default=str)
+        )
 
     def _move_champion(self, change: AliasChange) -> AliasChange:
         # The alias moves last: a crash before it leaves the old champion serving, and the next
         # `reconcile` records the mismatch instead of trusting the history blindly.
-        self.tag_version(change.to_version, {
-            "mlops_loop.champion_since": change.at,
-            "mlops_loop.champion_action": change.action,
-            "mlops_loop.champion_reason": change.reason[:4000],
-            "mlops_loop.champion_triggered_by": change.triggered_by,
-        })
+        self.tag_version(
+            change.to_version,
+            {
+                "mlops_loop.champion_since": change.at,
+                "mlops_loop.champion_action": change.action,
+                "mlops_loop.champion_reason": change.reason[:4000],
+                "mlops_loop.champion_triggered_by": change.triggered_by,
+            },
+        )
         self._append_history(change)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, str(change.to_version))
         return change
@@ -179,9 +189,11 @@ class MlflowRegistry:
         if current != expected_champion:
             raise ConcurrentPromotionError(
                 f"champion of {self.model_name!r} is version {current}, but this promotion was "
-                f"decided against version {expected_champion}; decide again")
-        change = AliasChange(action, current, int(version), reason, triggered_by,
-                             metrics=metrics or {})
+                f"decided against version {expected_champion}; decide again"
+            )
+        change = AliasChange(
+            action, current, int(version), reason, triggered_by, metrics=metrics or {}
+        )
         return self._move_champion(change)
 
     def previous_champion(self) -> int | None:
@@ -204,14 +216,17 @@ class MlflowRegistry:
         if isinstance(to, str) and to.strip().lower() == "previous":
             target = self.previous_champion()
             if target is None:
-                raise RegistryError(f"model {self.model_name!r} has no previous champion to roll "
-                                    f"back to (champion: {current}); name a version")
+                raise RegistryError(
+                    f"model {self.model_name!r} has no previous champion to roll "
+                    f"back to (champion: {current}); name a version"
+                )
         else:
             try:
                 target = int(to)
             except (TypeError, ValueError) as e:
-                raise RegistryError(f"rollback target {to!r} is neither a version number nor "
-                                    "'previous'") from e
+                raise RegistryError(
+                    f"rollback target {to!r} is neither a version number nor 'previous'"
+                ) from e
         self.version(target)
         if target == current:
             raise RegistryError(f"version {target} is already the champion of {self.model_name!r}")
@@ -228,8 +243,12 @@ class MlflowRegistry:
         last = history[-1]["to_version"] if history else None
         if current is None or current == last:
             return None
-        change = AliasChange("external", last, current,
-                             "champion alias changed outside the loop (e.g. in the MLflow UI)",
-                             triggered_by)
+        change = AliasChange(
+            "external",
+            last,
+            current,
+            "champion alias changed outside the loop (e.g. in the MLflow UI)",
+            triggered_by,
+        )
         self._append_history(change)
         return change

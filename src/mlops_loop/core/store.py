@@ -30,8 +30,10 @@ def batch_key(path: str | Path) -> str:
     """The partition key of a landed file: its name without the suffix."""
     key = Path(path).stem
     if not _KEY.match(key):
-        raise DataError(f"batch file name {Path(path).name!r} cannot be a key: use letters, digits, "
-                        "'.', '_' and '-' (at most 128)")
+        raise DataError(
+            f"batch file name {Path(path).name!r} cannot be a key: use letters, digits, "
+            "'.', '_' and '-' (at most 128)"
+        )
     return key
 
 
@@ -108,11 +110,16 @@ class LoopStore:
 
     def accepted_keys(self) -> list[str]:
         """Batches whose latest quality verdict passed. Quarantined ones are never listed."""
-        return [k for k in self.batch_keys() if (self.batch_json(k, "quality") or {}).get("success")]
+        return [
+            k for k in self.batch_keys() if (self.batch_json(k, "quality") or {}).get("success")
+        ]
 
     def quarantined_keys(self) -> list[str]:
-        return [k for k in self.batch_keys()
-                if (q := self.batch_json(k, "quality")) is not None and not q.get("success")]
+        return [
+            k
+            for k in self.batch_keys()
+            if (q := self.batch_json(k, "quality")) is not None and not q.get("success")
+        ]
 
 
 def landed_batches(landing: Path, patterns: list[str]) -> tuple[dict[str, Path], list[str]]:
@@ -135,8 +142,10 @@ def landed_batches(landing: Path, patterns: list[str]) -> tuple[dict[str, Path],
             problems.append(str(e))
             continue
         if key in found:
-            problems.append(f"{path.name} and {found[key].name} have the same key {key!r}; "
-                            f"using {found[key].name}")
+            problems.append(
+                f"{path.name} and {found[key].name} have the same key {key!r}; "
+                f"using {found[key].name}"
+            )
             continue
         found[key] = path
     return found, problems

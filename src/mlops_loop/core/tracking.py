@@ -150,3 +150,26 @@ def log_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="mlops-loop-")
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params, skipping any the run already has (steps of one run share it)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    have = set(mlflow.get_run(run.info.run_id).data.params) if run else set()
+    fresh = {k: str(v)[:6000] for k, v in params.items() if k not in have}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def config_params(config: LoopConfig, *sections: str) -> dict[str, Any]:
+    """Flatten the named sections of the loop config into `section.field` params."""
+    out: dict[str, Any] = {}
+    for section in sections:
+        for key, value in getattr(config, section).model_dump().items():
+            if isinstance(value, dict):
+                out.update({f"{section}.{key}.{k}": v for k, v in value.items()})
+            else:
+                out[f"{section}.{key}"] = value
+    return out

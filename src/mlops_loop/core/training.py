@@ -31,15 +31,22 @@ def build_estimator(spec: ModelSpec, columns: ColumnsConfig) -> Any:
     try:
         estimator = factory(**spec.params)
     except TypeError as e:
-        raise InvalidConfigError(f"model.params {spec.params} rejected by {spec.estimator}: {e}") from e
+        raise InvalidConfigError(
+            f"model.params {spec.params} rejected by {spec.estimator}: {e}"
+        ) from e
     if not spec.preprocess:
         return estimator
     transformers = []
     if columns.numerical:
         transformers.append(("num", SimpleImputer(strategy="median"), list(columns.numerical)))
     if columns.categorical:
-        transformers.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                             list(columns.categorical)))
+        transformers.append(
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                list(columns.categorical),
+            )
+        )
     return Pipeline([("prep", ColumnTransformer(transformers)), ("model", estimator)])
 
 
@@ -70,8 +77,10 @@ def labels(frame: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray:
     require_columns(frame, [columns.target], "the labelled frame")
     y = pd.to_numeric(frame[columns.target], errors="coerce")
     if y.isna().any():
-        raise DataError(f"target column {columns.target!r} has {int(y.isna().sum())} missing or "
-                        "non-numeric labels; drop unlabelled rows first")
+        raise DataError(
+            f"target column {columns.target!r} has {int(y.isna().sum())} missing or "
+            "non-numeric labels; drop unlabelled rows first"
+        )
     bad = sorted(set(y.unique()) - {0, 1})
     if bad:
         raise DataError(f"target column {columns.target!r} must be 0/1; found {bad[:5]}")
@@ -94,8 +103,10 @@ def train_model(frame: pd.DataFrame, spec: ModelSpec, columns: ColumnsConfig) ->
     frame = labelled_rows(frame, columns)
     y = labels(frame, columns)
     if len(np.unique(y)) < 2:
-        raise DataError(f"training data has {len(y)} labelled rows of a single class; "
-                        "a classifier needs both 0 and 1")
+        raise DataError(
+            f"training data has {len(y)} labelled rows of a single class; "
+            "a classifier needs both 0 and 1"
+        )
     model = build_estimator(spec, columns)
     model.fit(model_inputs(frame, columns), y)
     return model

@@ -1,8 +1,8 @@
 """The loop's assets. Each one calls a single core step and translates its result."""
 
+import dagster as dg
 from pydantic import Field
 
-import dagster as dg
 from mlops_loop.core import loop as core
 from mlops_loop.core.store import LoopStore, landed_batches
 from mlops_loop.defs import metadata as md
@@ -15,12 +15,20 @@ MODELS = "models"
 
 
 @dg.asset(group_name=MONITORING, kinds={"parquet", "great_expectations"})
-def reference_snapshot(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+def reference_snapshot(
+    context: dg.AssetExecutionContext, loop: LoopResource
+) -> dg.MaterializeResult:
     """The reference data, its content digest, and the quality suite learnt from it."""
     info = core.take_reference_snapshot(loop.load(), step_context(context))
-    return dg.MaterializeResult(metadata={
-        "rows": info["rows"], "digest": info["digest"], "expectations": info["expectations"],
-        "source": info["source"], "dagster/row_count": info["rows"]})
+    return dg.MaterializeResult(
+        metadata={
+            "rows": info["rows"],
+            "digest": info["digest"],
+            "expectations": info["expectations"],
+            "source": info["source"],
+            "dagster/row_count": info["rows"],
+        }
+    )
 
 
 @dg.asset(group_name=MODELS, deps=[reference_snapshot], kinds={"mlflow", "scikit-learn"})
@@ -35,10 +43,19 @@ def baseline_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
 
 
 @dg.asset(
-    group_name=MONITORING, partitions_def=batches, deps=[reference_snapshot], kinds={"parquet"},
-    check_specs=[dg.AssetCheckSpec("quality_gate", asset="monitored_batch", blocking=True,
-                                   description="Great Expectations suite learnt from the "
-                                   "reference; a failed batch is quarantined.")],
+    group_name=MONITORING,
+    partitions_def=batches,
+    deps=[reference_snapshot],
+    kinds={"parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "quality_gate",
+            asset="monitored_batch",
+            blocking=True,
+            description="Great Expectations suite learnt from the "
+            "reference; a failed batch is quarantined.",
+        )
+    ],
 )
 def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
     """One arriving batch file, copied into the loop's store and put through the quality gate."""
@@ -50,13 +67,23 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
     info = core.ingest_batch(config, key, files[key])
     result = core.check_quality(config, key, step_context(context))
     yield dg.MaterializeResult(
-        metadata={"rows": info["rows"], "digest": info["digest"], "source": info["source"],
-                  "dagster/row_count": info["rows"], "quality_success": result.success},
-        check_results=[md.quality_check(result)])
+        metadata={
+            "rows": info["rows"],
+            "digest": info["digest"],
+            "source": info["source"],
+            "dagster/row_count": info["rows"],
+            "quality_success": result.success,
+        },
+        check_results=[md.quality_check(result)],
+    )
 
 
-@dg.asset(group_name=MONITORING, partitions_def=batches, deps=[monitored_batch, reference_snapshot],
-          kinds={"scipy"})
+@dg.asset(
+    group_name=MONITORING,
+    partitions_def=batches,
+    deps=[monitored_batch, reference_snapshot],
+    kinds={"scipy"},
+)
 def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """Per-feature and dataset-level drift of the batch against the reference."""
     config = loop.load()
@@ -66,23 +93,36 @@ def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
     return dg.MaterializeResult(metadata=md.drift(report, str(html)))
 
 
-@dg.asset(group_name=MONITORING, partitions_def=batches, deps=[monitored_batch, baseline_model],
-          kinds={"mlflow"})
+@dg.asset(
+    group_name=MONITORING,
+    partitions_def=batches,
+    deps=[monitored_batch, baseline_model],
+    kinds={"mlflow"},
+)
 def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """The batch scored by the model `champion` points at when the run starts."""
     info = core.score_batch(loop.load(), context.partition_key, step_context(context))
-    return dg.MaterializeResult(metadata={"champion_version": info["champion_version"],
-                                          "rows": info["rows"]})
+    return dg.MaterializeResult(
+        metadata={"champion_version": info["champion_version"], "rows": info["rows"]}
+    )
 
 
 @dg.asset(group_name=MONITORING, partitions_def=batches, deps=[scored_batch])
-def model_performance(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+def model_performance(
+    context: dg.AssetExecutionContext, loop: LoopResource
+) -> dg.MaterializeResult:
     """Realized performance of the champion on the batch's labelled rows."""
     perf = core.measure_performance(loop.load(), context.partition_key, step_context(context))
     meta = md.numbers(perf["metrics"])
-    meta.update(md.numbers({"label_coverage": perf["label_coverage"],
-                            "baseline_metric": perf["baseline_metric"],
-                            "champion_version": perf["champion_version"]}))
+    meta.update(
+        md.numbers(
+            {
+                "label_coverage": perf["label_coverage"],
+                "baseline_metric": perf["baseline_metric"],
+                "champion_version": perf["champion_version"],
+            }
+        )
+    )
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -90,20 +130,32 @@ def model_performance(context: dg.AssetExecutionContext, loop: LoopResource) -> 
 def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """Whether this batch calls for a challenger; the retrain sensor acts on it."""
     decision = core.decide_batch_retrain(loop.load(), context.partition_key)
-    return dg.MaterializeResult(metadata={
-        "retrain": decision.retrain, "triggers": ", ".join(decision.triggers) or "none",
-        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons))})
+    return dg.MaterializeResult(
+        metadata={
+            "retrain": decision.retrain,
+            "triggers": ", ".join(decision.triggers) or "none",
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+        }
+    )
 
 
 class ChallengerConfig(dg.Config):
-    force: bool = Field(default=False, description="Train even if the retrain decision says no "
-                        "(scheduled or manual retrain).")
+    force: bool = Field(
+        default=False,
+        description="Train even if the retrain decision says no (scheduled or manual retrain).",
+    )
 
 
-@dg.asset(group_name=MODELS, partitions_def=batches, deps=[retrain_decision], output_required=False,
-          kinds={"mlflow", "scikit-learn"})
-def challenger_model(context: dg.AssetExecutionContext, config: ChallengerConfig,
-                     loop: LoopResource):
+@dg.asset(
+    group_name=MODELS,
+    partitions_def=batches,
+    deps=[retrain_decision],
+    output_required=False,
+    kinds={"mlflow", "scikit-learn"},
+)
+def challenger_model(
+    context: dg.AssetExecutionContext, config: ChallengerConfig, loop: LoopResource
+):
     """A model trained on the accepted history when the retrain decision says so."""
     cfg = loop.load()
     key = context.partition_key
@@ -112,27 +164,49 @@ def challenger_model(context: dg.AssetExecutionContext, config: ChallengerConfig
         context.log.info("No challenger for batch %s: %s", key, "; ".join(decision.reasons))
         return
     info = core.train_challenger(cfg, key, step_context(context))
-    meta = {"version": info["version"], "training_rows": info["training_rows"],
-            "training_digest": info["training_digest"], "holdout_rows": info["holdout_rows"],
-            "training_parts": ", ".join(info["training_parts"]),
-            "triggers": ", ".join(decision.triggers)}
+    meta = {
+        "version": info["version"],
+        "training_rows": info["training_rows"],
+        "training_digest": info["training_digest"],
+        "holdout_rows": info["holdout_rows"],
+        "training_parts": ", ".join(info["training_parts"]),
+        "triggers": ", ".join(decision.triggers),
+    }
     meta.update(md.numbers(info["metrics"]))
     yield dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(group_name=MODELS, partitions_def=batches, deps=[challenger_model],
-          kinds={"mlflow"}, pool="mlops_loop_promotion")
+@dg.asset(
+    group_name=MODELS,
+    partitions_def=batches,
+    deps=[challenger_model],
+    kinds={"mlflow"},
+    pool="mlops_loop_promotion",
+)
 def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """The promotion step: the challenger replaces the champion only on evidence."""
     result = core.promote_challenger(loop.load(), context.partition_key, step_context(context))
     decision = result["decision"]
-    return dg.MaterializeResult(metadata={
-        "promoted": result["promoted"], "challenger_version": result["challenger_version"],
-        "champion_version": result["champion_version_after"],
-        "delta": decision["delta"] if decision["delta"] is not None else 0.0,
-        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"])),
-        "comparison": md.table(result["comparison"], ["metric", "challenger", "champion"])})
+    return dg.MaterializeResult(
+        metadata={
+            "promoted": result["promoted"],
+            "challenger_version": result["challenger_version"],
+            "champion_version": result["champion_version_after"],
+            "delta": decision["delta"] if decision["delta"] is not None else 0.0,
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"])),
+            "comparison": md.table(result["comparison"], ["metric", "challenger", "champion"]),
+        }
+    )
 
 
-ALL_ASSETS = [reference_snapshot, baseline_model, monitored_batch, drift_report, scored_batch,
-              model_performance, retrain_decision, challenger_model, champion_model]
+ALL_ASSETS = [
+    reference_snapshot,
+    baseline_model,
+    monitored_batch,
+    drift_report,
+    scored_batch,
+    model_performance,
+    retrain_decision,
+    challenger_model,
+    champion_model,
+]

@@ -1,17 +1,17 @@
 """The loop as a Dagster Component, configured from a `defs.yaml`::
 
-    type: mlops_loop.defs.component.MlopsLoopComponent
-    attributes:
-      config_path: loop.yaml        # relative to this defs.yaml
-      monitor_cron: "0 * * * *"
-      retrain_cron: "0 3 * * 0"
+type: mlops_loop.defs.component.MlopsLoopComponent
+attributes:
+  config_path: loop.yaml        # relative to this defs.yaml
+  monitor_cron: "0 * * * *"
+  retrain_cron: "0 3 * * 0"
 """
 
 from pathlib import Path
 
+import dagster as dg
 from pydantic import Field
 
-import dagster as dg
 from mlops_loop.defs.factory import build_definitions
 
 
@@ -27,5 +27,6 @@ class MlopsLoopComponent(dg.Component, dg.Model, dg.Resolvable):
         path = Path(self.config_path)
         if not path.is_absolute():
             path = context.path / path
-        return build_definitions(path, monitor_cron=self.monitor_cron,
-                                 retrain_cron=self.retrain_cron)
+        return build_definitions(
+            path, monitor_cron=self.monitor_cron, retrain_cron=self.retrain_cron
+        )

@@ -1,6 +1,7 @@
 """Translation of a Dagster execution context into the core's `StepContext`."""
 
 import dagster as dg
+
 from mlops_loop.core.loop import StepContext
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+
 from mlops_loop.core.config import LoopConfig, load_config
 from mlops_loop.defs.assets import ALL_ASSETS
 from mlops_loop.defs.jobs import bootstrap_job, monitor_job, retrain_job, rollback_job

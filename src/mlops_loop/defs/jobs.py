@@ -1,8 +1,8 @@
 """Jobs: bootstrap, monitor a batch, retrain on a batch, roll the champion back."""
 
+import dagster as dg
 from pydantic import Field
 
-import dagster as dg
 from mlops_loop.core import loop as core
 from mlops_loop.defs.assets import (
     baseline_model,
@@ -20,39 +20,60 @@ from mlops_loop.defs.partitions import batches
 from mlops_loop.defs.resources import LoopResource
 
 bootstrap_job = dg.define_asset_job(
-    "bootstrap_job", selection=[reference_snapshot, baseline_model],
-    description="Snapshot the reference and make sure a champion exists.")
+    "bootstrap_job",
+    selection=[reference_snapshot, baseline_model],
+    description="Snapshot the reference and make sure a champion exists.",
+)
 
 monitor_job = dg.define_asset_job(
-    "monitor_job", partitions_def=batches,
+    "monitor_job",
+    partitions_def=batches,
     selection=[monitored_batch, drift_report, scored_batch, model_performance, retrain_decision],
-    description="Quality gate, drift, scoring, performance and the retrain decision for a batch.")
+    description="Quality gate, drift, scoring, performance and the retrain decision for a batch.",
+)
 
 retrain_job = dg.define_asset_job(
-    "retrain_job", partitions_def=batches, selection=[challenger_model, champion_model],
-    description="Train a challenger on a batch and promote it if it proves better.")
+    "retrain_job",
+    partitions_def=batches,
+    selection=[challenger_model, champion_model],
+    description="Train a challenger on a batch and promote it if it proves better.",
+)
 
 
 class RollbackConfig(dg.Config):
-    to: str = Field(default="previous", description="Model version to make champion, or "
-                    "'previous' for the champion before the current one.")
+    to: str = Field(
+        default="previous",
+        description="Model version to make champion, or "
+        "'previous' for the champion before the current one.",
+    )
     reason: str = Field(description="Why the champion is rolled back (kept in the audit history).")
 
 
 @dg.op(description="Move the champion alias back and record who, when and why.")
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, loop: LoopResource):
     change = core.rollback(loop.load(), config.to, config.reason, step_context(context))
-    meta = {"from_version": change.from_version if change.from_version is not None else -1,
-            "to_version": change.to_version, "reason": change.reason,
-            "triggered_by": change.triggered_by, "user": change.user, "at": change.at}
+    meta = {
+        "from_version": change.from_version if change.from_version is not None else -1,
+        "to_version": change.to_version,
+        "reason": change.reason,
+        "triggered_by": change.triggered_by,
+        "user": change.user,
+        "at": change.at,
+    }
     context.log_event(dg.AssetObservation(asset_key="champion_model", metadata=meta))
-    context.log.info("Champion rolled back from v%s to v%s: %s", change.from_version,
-                     change.to_version, change.reason)
+    context.log.info(
+        "Champion rolled back from v%s to v%s: %s",
+        change.from_version,
+        change.to_version,
+        change.reason,
+    )
     yield dg.Output(change.to_version, metadata=meta)
 
 
-@dg.job(description="Roll the champion back to a version or to the previous champion. "
-        "Launch it from the Launchpad with a reason.",
-        executor_def=dg.in_process_executor)
+@dg.job(
+    description="Roll the champion back to a version or to the previous champion. "
+    "Launch it from the Launchpad with a reason.",
+    executor_def=dg.in_process_executor,
+)
 def rollback_job():
     rollback_champion()

@@ -7,8 +7,10 @@ import dagster as dg
 
 def table(records: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
     schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
-    rows = [dg.TableRecord({c: "" if r.get(c) is None else str(r.get(c)) for c in columns})
-            for r in records]
+    rows = [
+        dg.TableRecord({c: "" if r.get(c) is None else str(r.get(c)) for c in columns})
+        for r in records
+    ]
     return dg.MetadataValue.table(rows, schema=schema)
 
 
@@ -29,15 +31,17 @@ def quality_check(result: Any) -> dg.AssetCheckResult:
         check_name="quality_gate",
         passed=result.success,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="Quarantined: " + "; ".join(i["message"] for i in incidents
-                                                 if i["severity"] == "error")
-        if not result.success else "Batch passed the quality gate",
+        description="Quarantined: "
+        + "; ".join(i["message"] for i in incidents if i["severity"] == "error")
+        if not result.success
+        else "Batch passed the quality gate",
         metadata={
             "incidents": len(incidents),
             "errors": sum(i["severity"] == "error" for i in incidents),
             "summary": dg.MetadataValue.md(result.to_markdown()),
-            "incident_table": table(incidents, ["kind", "column", "severity", "observed",
-                                                "expected"]),
+            "incident_table": table(
+                incidents, ["kind", "column", "severity", "observed", "expected"]
+            ),
         },
     )
 
@@ -50,7 +54,8 @@ def drift(report: Any, html_path: str) -> dict[str, Any]:
         "max_effect": float(report.max_effect),
         "drifted_features": ", ".join(report.drifted_features) or "none",
         "rule": report.rule,
-        "features": table(rows, ["name", "role", "kind", "method", "effect_size", "p_value",
-                                 "drifted", "error"]),
+        "features": table(
+            rows, ["name", "role", "kind", "method", "effect_size", "p_value", "drifted", "error"]
+        ),
         "report": dg.MetadataValue.path(html_path),
     }

@@ -1,8 +1,8 @@
 """The loop resource: hands every asset the validated loop configuration."""
 
+import dagster as dg
 from pydantic import Field
 
-import dagster as dg
 from mlops_loop.core.config import LoopConfig, load_config
 
 
@@ -10,12 +10,17 @@ class LoopResource(dg.ConfigurableResource):
     """The mlops-loop configuration, from a YAML file or an inline JSON document."""
 
     config_path: str | None = Field(default=None, description="Path of the loop YAML file.")
-    config_json: str | None = Field(default=None, description="The loop config as JSON "
-                                    "(used when a LoopConfig object is passed to the factory).")
+    config_json: str | None = Field(
+        default=None,
+        description="The loop config as JSON "
+        "(used when a LoopConfig object is passed to the factory).",
+    )
 
     def load(self) -> LoopConfig:
         if self.config_json:
             return LoopConfig.model_validate_json(self.config_json)
         if not self.config_path:
-            raise dg.DagsterInvalidConfigError("LoopResource needs config_path or config_json", [], None)
+            raise dg.DagsterInvalidConfigError(
+                "LoopResource needs config_path or config_json", [], None
+            )
         return load_config(self.config_path)

@@ -1,15 +1,19 @@
 """Sensors: new files in the landing folder, and retrain decisions that call for a challenger."""
 
 import dagster as dg
+
 from mlops_loop.core.store import landed_batches
 from mlops_loop.defs.jobs import monitor_job, retrain_job
 from mlops_loop.defs.partitions import batches
 from mlops_loop.defs.resources import LoopResource
 
 
-@dg.sensor(job=monitor_job, minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Adds a partition for every new batch file and monitors it.")
+@dg.sensor(
+    job=monitor_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds a partition for every new batch file and monitors it.",
+)
 def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.SensorResult:
     config = loop.load()
     files, problems = landed_batches(config.sources.landing, config.sources.patterns)
@@ -24,24 +28,51 @@ def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> d
     )
 
 
-@dg.sensor(job=retrain_job, minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Requests a retrain for every batch whose retrain decision says so "
-           "(drift or a performance drop). A batch that failed the quality gate never gets a "
-           "decision, so it never triggers one.")
+@dg.sensor(
+    job=retrain_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a retrain for every batch whose retrain decision says so "
+    "(drift or a performance drop). A batch that failed the quality gate never gets a "
+    "decision, so it never triggers one.",
+)
 def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("retrain_decision"), after_storage_id=after),
-        limit=100, ascending=True).records
+        limit=100,
+        ascending=True,
+    ).records
     requests = []
     for record in records:
         mat = record.asset_materialization
         if mat is None or not mat.metadata.get("retrain") or not mat.metadata["retrain"].value:
             continue
-        requests.append(dg.RunRequest(partition_key=mat.partition,
-                                      run_key=f"retrain:{mat.partition}:{record.storage_id}",
-                                      tags={"mlops_loop/trigger": "retrain_decision"}))
+        if _retrained_since(context.instance, mat.partition, record.storage_id):
+            continue  # e.g. run by hand, or by an earlier process with its own cursor
+        requests.append(
+            dg.RunRequest(
+                partition_key=mat.partition,
+                run_key=f"retrain:{mat.partition}:{record.storage_id}",
+                tags={"mlops_loop/trigger": "retrain_decision"},
+            )
+        )
     cursor = str(records[-1].storage_id) if records else context.cursor
-    return dg.SensorResult(run_requests=requests, cursor=cursor,
-                           skip_reason=None if requests else dg.SkipReason("no retrain called for"))
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=cursor,
+        skip_reason=None if requests else dg.SkipReason("no retrain called for"),
+    )
+
+
+def _retrained_since(instance: dg.DagsterInstance, partition: str | None, storage_id: int) -> bool:
+    """Whether a challenger was already materialized for `partition` after that decision."""
+    later = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("challenger_model"),
+            asset_partitions=[partition] if partition else None,
+            after_storage_id=storage_id,
+        ),
+        limit=1,
+    ).records
+    return bool(later)

@@ -43,39 +43,60 @@ SCENARIO = [
 def _features(rng: np.random.Generator, n: int, covariate_shift: bool) -> pd.DataFrame:
     age_mean = 52.0 if covariate_shift else 40.0
     region_p = [0.15, 0.15, 0.15, 0.55] if covariate_shift else [0.3, 0.25, 0.25, 0.2]
-    return pd.DataFrame({
-        "age": np.clip(rng.normal(age_mean, 12, n), 18, 90).round(0),
-        "income": np.round(rng.lognormal(10.6, 0.45, n), 2),
-        "tenure_months": np.round(rng.gamma(2.0, 12.0, n), 1),
-        "sessions_per_week": rng.poisson(5, n).astype(float),
-        "support_tickets": rng.poisson(0.8, n).astype(float),
-        "region": rng.choice(REGIONS, n, p=region_p),
-        "plan": rng.choice(PLANS, n, p=[0.6, 0.3, 0.1]),
-        "device": rng.choice(DEVICES, n, p=[0.55, 0.35, 0.1]),
-    })
+    return pd.DataFrame(
+        {
+            "age": np.clip(rng.normal(age_mean, 12, n), 18, 90).round(0),
+            "income": np.round(rng.lognormal(10.6, 0.45, n), 2),
+            "tenure_months": np.round(rng.gamma(2.0, 12.0, n), 1),
+            "sessions_per_week": rng.poisson(5, n).astype(float),
+            "support_tickets": rng.poisson(0.8, n).astype(float),
+            "region": rng.choice(REGIONS, n, p=region_p),
+            "plan": rng.choice(PLANS, n, p=[0.6, 0.3, 0.1]),
+            "device": rng.choice(DEVICES, n, p=[0.55, 0.35, 0.1]),
+        }
+    )
 
 
 def _churn(rng: np.random.Generator, x: pd.DataFrame, concept: str) -> np.ndarray:
-    z = (-0.4 - 0.045 * (x["tenure_months"] - 24) - 0.35 * (x["sessions_per_week"] - 5)
-         + 0.8 * x["support_tickets"] - 0.6 * (x["plan"] == "enterprise")
-         + 0.02 * (x["age"] - 40))
+    z = (
+        -0.4
+        - 0.045 * (x["tenure_months"] - 24)
+        - 0.35 * (x["sessions_per_week"] - 5)
+        + 0.8 * x["support_tickets"]
+        - 0.6 * (x["plan"] == "enterprise")
+        + 0.02 * (x["age"] - 40)
+    )
     if concept == "new":
         # Heavy users now leave for the competitor; tickets matter less.
-        z = (-0.4 + 0.55 * (x["sessions_per_week"] - 5) + 0.1 * x["support_tickets"]
-             + 0.9 * (x["device"] == "mobile") - 0.01 * (x["tenure_months"] - 24))
+        z = (
+            -0.4
+            + 0.55 * (x["sessions_per_week"] - 5)
+            + 0.1 * x["support_tickets"]
+            + 0.9 * (x["device"] == "mobile")
+            - 0.01 * (x["tenure_months"] - 24)
+        )
     # Scaled so that a good model reaches a ROC AUC of about 0.85 on either concept.
     p = 1 / (1 + np.exp(-1.8 * z.to_numpy(dtype=float)))
     return (rng.random(len(x)) < p).astype(int)
 
 
-def make_frame(rng: np.random.Generator, n: int, *, start: pd.Timestamp, id_offset: int,
-               covariate_shift: bool = False, concept: str = "old") -> pd.DataFrame:
+def make_frame(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    start: pd.Timestamp,
+    id_offset: int,
+    covariate_shift: bool = False,
+    concept: str = "old",
+) -> pd.DataFrame:
     """`n` labelled rows with ids and timestamps one minute apart from `start`."""
     x = _features(rng, n, covariate_shift)
-    frame = pd.DataFrame({
-        "customer_id": np.arange(id_offset, id_offset + n),
-        "event_time": start + pd.to_timedelta(np.arange(n), unit="min"),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(id_offset, id_offset + n),
+            "event_time": start + pd.to_timedelta(np.arange(n), unit="min"),
+        }
+    )
     frame = pd.concat([frame, x], axis=1)
     frame["churned"] = _churn(rng, x, concept)
     return frame
@@ -90,8 +111,9 @@ def break_pipeline(rng: np.random.Generator, frame: pd.DataFrame) -> pd.DataFram
     return broken
 
 
-def generate(seed: int = 7, reference_rows: int = 5000,
-             scenario: list[Episode] | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def generate(
+    seed: int = 7, reference_rows: int = 5000, scenario: list[Episode] | None = None
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The reference frame and one frame per episode, all reproducible from `seed`."""
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp("2026-01-05")
@@ -100,9 +122,14 @@ def generate(seed: int = 7, reference_rows: int = 5000,
     offset = reference_rows + 1
     for i, ep in enumerate(scenario or SCENARIO):
         start = t0 + pd.Timedelta(days=7 * (i + 1))
-        frame = make_frame(rng, ep.rows, start=start, id_offset=offset,
-                           covariate_shift=ep.kind == "covariate",
-                           concept="new" if ep.kind == "concept" else "old")
+        frame = make_frame(
+            rng,
+            ep.rows,
+            start=start,
+            id_offset=offset,
+            covariate_shift=ep.kind == "covariate",
+            concept="new" if ep.kind == "concept" else "old",
+        )
         if ep.kind == "quality":
             frame = break_pipeline(rng, frame)
         batches[ep.name] = frame

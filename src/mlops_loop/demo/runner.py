@@ -69,41 +69,59 @@ class DemoDriver:
         self.instance = instance
         self.cursors: dict[str, str | None] = {}
 
-    def run_job(self, name: str, partition_key: str | None = None,
-                run_config: dict | None = None, tags: dict | None = None) -> Any:
+    def run_job(
+        self,
+        name: str,
+        partition_key: str | None = None,
+        run_config: dict | None = None,
+        tags: dict | None = None,
+    ) -> Any:
         job = self.defs.resolve_job_def(name)
         # The runs' full event logs are in the instance (and the UI); the terminal gets warnings.
-        config = {**(run_config or {}),
-                  "loggers": {"console": {"config": {"log_level": self.log_level}}}}
-        return job.execute_in_process(instance=self.instance, partition_key=partition_key,
-                                      run_config=config, tags=tags, raise_on_error=False)
+        config = {
+            **(run_config or {}),
+            "loggers": {"console": {"config": {"log_level": self.log_level}}},
+        }
+        return job.execute_in_process(
+            instance=self.instance,
+            partition_key=partition_key,
+            run_config=config,
+            tags=tags,
+            raise_on_error=False,
+        )
 
     def tick(self, sensor_name: str) -> list[Any]:
         """Evaluate a sensor once, apply its partition requests, run what it requests."""
         import dagster as dg
 
         sensor = self.defs.resolve_sensor_def(sensor_name)
-        with dg.build_sensor_context(instance=self.instance, definitions=self.defs,
-                                     resources=self.defs.resources,
-                                     cursor=self.cursors.get(sensor_name)) as context:
+        with dg.build_sensor_context(
+            instance=self.instance,
+            definitions=self.defs,
+            resources=self.defs.resources,
+            cursor=self.cursors.get(sensor_name),
+        ) as context:
             # Calling the sensor returns its SensorResult as the daemon receives it; the
             # partitions it adds are applied before its runs are launched, as the daemon does.
             data = sensor(context)
         if data.cursor is not None:
             self.cursors[sensor_name] = data.cursor
         for request in data.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(request.partitions_def_name,
-                                                 list(request.partition_keys))
+            self.instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
         results = []
         for request in data.run_requests or []:
             tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
-            results.append(self.run_job(sensor.job_name, request.partition_key,
-                                        request.run_config, tags))
+            results.append(
+                self.run_job(sensor.job_name, request.partition_key, request.run_config, tags)
+            )
         return results
 
 
-def run_demo(workdir: Path, dagster_home: Path, *, reset: bool = True,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    workdir: Path, dagster_home: Path, *, reset: bool = True, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the whole scenario; return the loop's status at the end."""
     from dagster import DagsterInstance
 
@@ -116,7 +134,9 @@ def run_demo(workdir: Path, dagster_home: Path, *, reset: bool = True,
         reset_dagster_home(dagster_home)
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
-        (dagster_home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
+        (dagster_home / "dagster.yaml").write_text(
+            yaml.safe_dump({"telemetry": {"enabled": False}})
+        )
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     _quiet_libraries()
     started = time.monotonic()
@@ -165,13 +185,18 @@ def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: l
     promotion = store.batch_json(key, "promotion")
     parts = [f"{key} [{episode.kind:9}]"]
     if not quality.get("success"):
-        kinds = sorted({i["kind"] for i in quality.get("incidents", []) if i["severity"] == "error"})
+        kinds = sorted(
+            {i["kind"] for i in quality.get("incidents", []) if i["severity"] == "error"}
+        )
         parts.append(f"QUARANTINED ({', '.join(kinds)})")
     else:
         parts.append(f"drift {'YES' if drift.get('dataset_drift') else 'no '}")
         metric = perf.get("metric")
-        parts.append(f"{perf.get('metric_name', 'metric')} {metric:.3f}" if metric is not None
-                     else "no labels")
+        parts.append(
+            f"{perf.get('metric_name', 'metric')} {metric:.3f}"
+            if metric is not None
+            else "no labels"
+        )
         if promotion is not None:
             verdict = "PROMOTED" if promotion["promoted"] else "rejected"
             parts.append(f"challenger v{promotion['challenger_version']} {verdict}")

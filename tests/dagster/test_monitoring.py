@@ -1,0 +1,208 @@
+"""bootstrap_job and monitor_job on a real instance: quality gate, drift, scoring, MLflow records."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import dagster as dg
+from mlops_loop.core.errors import DataError
+from mlops_loop.core.loop import training_window
+from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.store import LoopStore
+from tests.dagster.conftest import materializations, materialized, new_loop, run_job, tick
+
+DOWNSTREAM = ("drift_report", "scored_batch", "model_performance", "retrain_decision")
+
+
+def mlflow_run_of(loop, dagster_run_id: str):
+    client = MlflowClient(tracking_uri=loop.config.tracking_uri)
+    experiment = client.get_experiment_by_name(loop.config.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}'")
+    return client, experiment, runs
+
+
+# -- bootstrap -------------------------------------------------------------------------------------
+def test_bootstrap_snapshots_the_reference_and_registers_a_champion(monitored_loop):
+    loop = monitored_loop
+    result = loop.runs["bootstrap"]
+    assert result.success
+    mats = materialized(result)
+    assert set(mats) == {"reference_snapshot", "baseline_model"}
+    snapshot = mats["reference_snapshot"].metadata
+    assert snapshot["rows"].value == 3000
+    assert snapshot["dagster/row_count"].value == 3000
+    assert snapshot["expectations"].value > 0
+    assert len(snapshot["digest"].value) >= 16
+    baseline = mats["baseline_model"].metadata
+    assert baseline["trained"].value is True
+    assert baseline["champion_version"].value == 1
+    assert 0.5 < baseline["roc_auc"].value <= 1.0
+    registry = MlflowRegistry.from_config(loop.config)
+    assert registry.champion() is not None
+    first = registry.history()[0]
+    assert (first["action"], first["from_version"], first["to_version"]) == ("bootstrap", None, 1)
+    assert first["triggered_by"].startswith(f"dagster run {result.run_id[:8]} (bootstrap_job")
+    # The snapshot and its suite live in the loop's store.
+    store = LoopStore(loop.config.state_dir)
+    assert store.snapshot_info()["rows"] == 3000
+    assert (store.snapshot_dir / "suite.json").exists()
+
+
+def test_bootstrap_again_keeps_the_champion(monitored_loop, tmp_path):
+    loop = monitored_loop
+    registry = MlflowRegistry.from_config(loop.config)
+    versions = registry.versions()
+    result = run_job(loop.defs, loop.instance, "bootstrap_job")
+    assert result.success
+    meta = materialized(result)["baseline_model"].metadata
+    assert meta["trained"].value is False
+    assert meta["champion_version"].value == registry.champion()
+    assert registry.versions() == versions
+
+
+# -- a clean batch ---------------------------------------------------------------------------------
+def test_clean_batch_passes_the_gate_and_materializes_every_asset(monitored_loop):
+    loop = monitored_loop
+    result = loop.runs["batch_001"]
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert (check.check_name, check.asset_key.to_user_string()) == ("quality_gate", "monitored_batch")
+    assert check.passed is True
+    assert check.partition == "batch_001"
+    assert check.metadata["errors"].value == 0
+    mats = materialized(result)
+    assert set(mats) == {"monitored_batch", *DOWNSTREAM}
+    assert all(m.partition == "batch_001" for m in mats.values())
+    batch = mats["monitored_batch"].metadata
+    assert batch["rows"].value == 2000
+    assert batch["quality_success"].value is True
+    drift = mats["drift_report"].metadata
+    assert isinstance(drift["drift_share"].value, float)
+    assert drift["dataset_drift"].value is False
+    assert drift["drifted_features"].value == "none"
+    report = Path(drift["report"].value)
+    assert report.is_file() and report.is_relative_to(loop.config.state_dir)
+    assert mats["scored_batch"].metadata["champion_version"].value == 1
+    perf = mats["model_performance"].metadata
+    assert 0.5 < perf["roc_auc"].value <= 1.0
+    assert perf["label_coverage"].value == 1.0
+    decision = mats["retrain_decision"].metadata
+    assert decision["retrain"].value is False
+    assert decision["triggers"].value == "none"
+    # The instance holds the same materializations, per partition.
+    for asset in ("monitored_batch", *DOWNSTREAM):
+        records = materializations(loop.instance, asset, "batch_001")
+        assert [r.run_id for r in records] == [result.run_id], asset
+
+
+def test_clean_batch_mlflow_run_carries_the_dagster_run(monitored_loop):
+    loop = monitored_loop
+    result = loop.runs["batch_001"]
+    client, experiment, runs = mlflow_run_of(loop, result.run_id)
+    # Every step of the Dagster run logged into one MLflow run.
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["dagster.run_id"] == result.run_id
+    assert run.data.tags["dagster.job"] == "monitor_job"
+    assert run.data.tags["mlops_loop.partition"] == "batch_001"
+    assert run.data.metrics["quality_success"] == 1.0
+    assert "drift_share" in run.data.metrics and "roc_auc" in run.data.metrics
+    files = {a.path for d in ("quality", "drift") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"quality/batch_001.json", "quality/batch_001.html", "drift/batch_001.json",
+            "drift/batch_001.html"} <= files
+    local = Path(client.download_artifacts(run.info.run_id, "quality/batch_001.json"))
+    assert json.loads(local.read_text())["success"] is True
+    inputs = [(d.dataset.name, {t.key: t.value for t in d.tags}.get("mlflow.data.context"))
+              for d in run.inputs.dataset_inputs]
+    assert ("batch-batch_001", "monitoring") in inputs
+    # Artifacts live in the loop's state folder, not in the working directory.
+    state = loop.config.state_dir.resolve()
+    assert experiment.artifact_location == (state / "mlartifacts").as_uri()
+    assert run.info.artifact_uri.startswith(experiment.artifact_location)
+    on_disk = {p.relative_to(state / "mlartifacts").as_posix()
+               for p in (state / "mlartifacts").rglob("*.json")}
+    assert f"{experiment.experiment_id}/{run.info.run_id}/artifacts/drift/batch_001.json" in on_disk
+    assert not any(loop.cwd.iterdir()), list(loop.cwd.iterdir())
+
+
+# -- the broken batch ------------------------------------------------------------------------------
+def test_broken_batch_fails_the_gate_and_stops_the_run(monitored_loop):
+    loop = monitored_loop
+    result = loop.runs["batch_003"]
+    assert not result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "quality_gate" and check.partition == "batch_003"
+    assert check.passed is False
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["errors"].value > 0
+    assert check.description.startswith("Quarantined: ")
+    assert "income" in check.description and "age" in check.description
+    # The checked asset is materialized (with the failed verdict); nothing downstream is.
+    mats = materialized(result)
+    assert set(mats) == {"monitored_batch"}
+    assert mats["monitored_batch"].metadata["quality_success"].value is False
+    for asset in DOWNSTREAM:
+        assert materializations(loop.instance, asset, "batch_003") == [], asset
+    # The latest drift report overall is still the one of the batch monitored after it.
+    latest = loop.instance.get_latest_materialization_event(dg.AssetKey("drift_report"))
+    assert latest.asset_materialization.partition == "batch_004"
+
+
+def test_broken_batch_is_quarantined_and_kept_out_of_training(monitored_loop):
+    loop = monitored_loop
+    store = LoopStore(loop.config.state_dir)
+    assert store.quarantined_keys() == ["batch_003"]
+    assert "batch_003" not in store.accepted_keys()
+    assert store.batch_json("batch_003", "drift") is None
+    assert store.batch_json("batch_003", "decision") is None
+    # The demo config trains on the last accepted batch before the current one: without the
+    # quarantine that would be batch_003.
+    assert loop.config.training.window == "recent" and loop.config.training.recent_batches == 1
+    frame, parts, holdout = training_window(loop.config, "batch_004")
+    assert parts == ["batch_001", "batch_004 (first 50%)"]
+    assert not any("batch_003" in p for p in parts)
+    assert len(frame) == 2000 + 1000 and len(holdout) == 1000
+    with pytest.raises(DataError, match="quality gate"):
+        training_window(loop.config, "batch_003")
+
+
+def test_retrain_sensor_ignores_the_broken_batch(monitored_loop):
+    loop = monitored_loop
+    data = tick(loop.defs, loop.instance, "retrain_sensor")
+    partitions = [r.partition_key for r in data.run_requests]
+    assert "batch_003" not in partitions and "batch_001" not in partitions
+    assert partitions == ["batch_004"]
+
+
+# -- re-validation ---------------------------------------------------------------------------------
+def test_a_fixed_batch_leaves_quarantine(tmp_path, demo_frames):
+    loop = new_loop(tmp_path, demo_frames, ["batch_003"])
+    try:
+        assert run_job(loop.defs, loop.instance, "bootstrap_job").success
+        loop.instance.add_dynamic_partitions("batches", ["batch_003"])
+        broken = run_job(loop.defs, loop.instance, "monitor_job", "batch_003")
+        assert not broken.success
+        store = LoopStore(loop.config.state_dir)
+        assert store.quarantined_keys() == ["batch_003"]
+        # Upstream fixes the export and re-delivers the batch under the same name.
+        _, batches = demo_frames
+        landed = loop.config.sources.landing / "batch_003.parquet"
+        batches["batch_001"].to_parquet(landed.with_suffix(".tmp"), index=False)
+        shutil.move(landed.with_suffix(".tmp"), landed)
+        fixed = run_job(loop.defs, loop.instance, "monitor_job", "batch_003")
+        assert fixed.success
+        [check] = fixed.get_asset_check_evaluations()
+        assert check.passed is True and check.partition == "batch_003"
+        assert store.quarantined_keys() == []
+        assert store.accepted_keys() == ["batch_003"]
+        assert set(materialized(fixed)) == {"monitored_batch", *DOWNSTREAM}
+        assert [r.run_id for r in materializations(loop.instance, "drift_report", "batch_003")] \
+            == [fixed.run_id]
+        assert [r.run_id for r in materializations(loop.instance, "monitored_batch", "batch_003")] \
+            == [broken.run_id, fixed.run_id]
+    finally:
+        loop.instance.dispose()
