@@ -20,6 +20,7 @@ from mlops_loop.core.config import LoopConfig, load_config
 from mlops_loop.defs.factory import build_definitions
 from tests.conftest import write_loop
 
+NO_TELEMETRY = {"telemetry": {"enabled": False}}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -89,7 +90,7 @@ def new_loop(root: Path, demo_frames, keys: list[str], **overrides) -> Loop:
         config_path=config_path,
         config=load_config(config_path),
         defs=build_definitions(config_path),
-        instance=dg.DagsterInstance.local_temp(str(root / "dagster_home")),
+        instance=dg.DagsterInstance.local_temp(str(home), overrides=NO_TELEMETRY),
     )
 
 

@@ -33,8 +33,11 @@ def ensure_experiment(config: LoopConfig) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
+        # The kind tag makes the MLflow UI open on training runs rather than GenAI traces.
         return client.create_experiment(
-            config.mlflow.experiment, artifact_location=config.artifact_location
+            config.mlflow.experiment,
+            artifact_location=config.artifact_location,
+            tags={"mlflow.experimentKind": "custom_model_development"},
         )
     except Exception:
         # Another process created it between our look-up and our create.

@@ -5,12 +5,17 @@ from typing import Any
 import dagster as dg
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def table(records: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
     schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
-    rows = [
-        dg.TableRecord({c: "" if r.get(c) is None else str(r.get(c)) for c in columns})
-        for r in records
-    ]
+    rows = [dg.TableRecord({c: _cell(r.get(c)) for c in columns}) for r in records]
     return dg.MetadataValue.table(rows, schema=schema)
 
 
