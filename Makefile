@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/mlops-loop demo --workdir .demo --dagster-home dagster_home
 
 # Fast unit tests first, then the slow end-to-end, integration and browser tests.
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow and not integration and not browser"
 	$(BIN)/python -m pytest -m "slow or integration or browser"; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 ui: $(STAMP)
 	MLOPS_LOOP_CONFIG=.demo/loop.yaml $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

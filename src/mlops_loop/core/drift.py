@@ -351,7 +351,10 @@ def evaluate_drift(
     entries = [
         e
         if q is None
-        else replace(e, drifted=q <= policy.fdr and e.effect_size + _EFFECT_SLACK >= e.threshold)
+        else replace(
+            e,
+            drifted=q <= policy.fdr and (e.effect_size or 0.0) + _EFFECT_SLACK >= e.threshold,
+        )
         for e, q in zip(entries, judged, strict=True)
     ]
 

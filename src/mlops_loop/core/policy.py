@@ -62,7 +62,7 @@ def decide_retrain(
         names = ", ".join(drifted_features or []) or "features"
         reasons.append(f"data drift in {names}")
     judged = metric is not None and labelled_rows >= policy.min_labelled_rows
-    if judged and baseline_metric is not None:
+    if judged and metric is not None and baseline_metric is not None:
         drop = -improvement(metric_name, metric, baseline_metric)
         if drop >= policy.metric_drop:
             triggers.append("performance")
@@ -70,8 +70,9 @@ def decide_retrain(
                 f"{metric_name} fell to {metric:.4f} from a baseline of "
                 f"{baseline_metric:.4f} (drop {drop:.4f} >= {policy.metric_drop})"
             )
-    if judged and policy.metric_floor is not None and "performance" not in triggers:
-        if improvement(metric_name, metric, policy.metric_floor) < 0:
+    floor = policy.metric_floor
+    if judged and metric is not None and floor is not None and "performance" not in triggers:
+        if improvement(metric_name, metric, floor) < 0:
             triggers.append("performance")
             reasons.append(
                 f"{metric_name} {metric:.4f} is worse than the floor {policy.metric_floor}"

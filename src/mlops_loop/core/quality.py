@@ -386,7 +386,11 @@ def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> dict[int, Any]:
         except (TypeError, ValueError) as err:
             raise DataError(f"suite entry {n} ({e['type']}) has invalid kwargs: {err}") from err
     result = batch.validate(suite, result_format="SUMMARY")
-    return {r.expectation_config.meta["spec_index"]: r for r in result.results}
+    return {
+        r.expectation_config.meta["spec_index"]: r
+        for r in result.results
+        if r.expectation_config is not None and r.expectation_config.meta is not None
+    }
 
 
 def _gx_error(info: dict) -> str | None:

@@ -125,7 +125,9 @@ def log_dataset(
     import mlflow
 
     digest = frame_digest(frame)
-    dataset = mlflow.data.from_pandas(
+    import mlflow.data.pandas_dataset
+
+    dataset = mlflow.data.pandas_dataset.from_pandas(
         frame,
         source=source,
         name=name,

@@ -1,5 +1,7 @@
 """Jobs: bootstrap, monitor a batch, retrain on a batch, roll the champion back."""
 
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -52,7 +54,7 @@ class RollbackConfig(dg.Config):
 @dg.op(description="Move the champion alias back and record who, when and why.")
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, loop: LoopResource):
     change = core.rollback(loop.load(), config.to, config.reason, step_context(context))
-    meta = {
+    meta: dict[str, Any] = {
         "from_version": change.from_version if change.from_version is not None else -1,
         "to_version": change.to_version,
         "reason": change.reason,

@@ -2,4 +2,5 @@
 
 import dagster as dg
 
-batches = dg.DynamicPartitionsDefinition(name="batches")
+BATCHES = "batches"
+batches = dg.DynamicPartitionsDefinition(name=BATCHES)

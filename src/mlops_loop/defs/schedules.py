@@ -4,7 +4,7 @@ import dagster as dg
 
 from mlops_loop.core.store import LoopStore
 from mlops_loop.defs.jobs import monitor_job, retrain_job
-from mlops_loop.defs.partitions import batches
+from mlops_loop.defs.partitions import BATCHES
 from mlops_loop.defs.resources import LoopResource
 
 
@@ -18,7 +18,7 @@ def monitor_schedule(cron: str) -> dg.ScheduleDefinition:
     )
     def _monitor(context: dg.ScheduleEvaluationContext, loop: LoopResource):
         store = LoopStore(loop.load().state_dir)
-        keys = context.instance.get_dynamic_partitions(batches.name)
+        keys = context.instance.get_dynamic_partitions(BATCHES)
         todo = [k for k in keys if store.batch_json(k, "quality") is None]
         if not todo:
             return dg.SkipReason("every batch has been monitored")

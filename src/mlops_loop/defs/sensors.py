@@ -4,7 +4,7 @@ import dagster as dg
 
 from mlops_loop.core.store import landed_batches
 from mlops_loop.defs.jobs import monitor_job, retrain_job
-from mlops_loop.defs.partitions import batches
+from mlops_loop.defs.partitions import BATCHES, batches
 from mlops_loop.defs.resources import LoopResource
 
 
@@ -19,7 +19,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> d
     files, problems = landed_batches(config.sources.landing, config.sources.patterns)
     for problem in problems:
         context.log.warning(problem)
-    known = set(context.instance.get_dynamic_partitions(batches.name))
+    known = set(context.instance.get_dynamic_partitions(BATCHES))
     new = [k for k in sorted(files) if k not in known]
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=k, run_key=f"monitor:{k}") for k in new],

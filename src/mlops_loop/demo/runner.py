@@ -103,7 +103,7 @@ class DemoDriver:
         ) as context:
             # Calling the sensor returns its SensorResult as the daemon receives it; the
             # partitions it adds are applied before its runs are launched, as the daemon does.
-            data = sensor(context)
+            data: Any = sensor(context)
         if data.cursor is not None:
             self.cursors[sensor_name] = data.cursor
         for request in data.dynamic_partitions_requests or []:
@@ -111,10 +111,11 @@ class DemoDriver:
                 request.partitions_def_name, list(request.partition_keys)
             )
         results = []
+        job_name = str(sensor.job_name)  # our sensors each target one job
         for request in data.run_requests or []:
             tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
             results.append(
-                self.run_job(sensor.job_name, request.partition_key, request.run_config, tags)
+                self.run_job(job_name, request.partition_key, request.run_config, tags)
             )
         return results
 
