@@ -1,10 +1,14 @@
 """Sensors and schedules evaluated against a real instance, and the retrain runs they request."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
+
 from mlops_loop.core.registry import MlflowRegistry
 from mlops_loop.core.store import LoopStore
+from mlops_loop.defs.factory import build_definitions
 from tests.conftest import write_loop
 from tests.dagster.conftest import (
     NO_TELEMETRY,
@@ -14,22 +18,23 @@ from tests.dagster.conftest import (
     run_job,
     tick,
 )
-from mlops_loop.defs.factory import build_definitions
 
 WHEN = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 
 
 def evaluate_schedule(defs, instance, name):
-    with dg.build_schedule_context(instance=instance, resources=defs.resources,
-                                   scheduled_execution_time=WHEN) as context:
+    with dg.build_schedule_context(
+        instance=instance, resources=defs.resources, scheduled_execution_time=WHEN
+    ) as context:
         return defs.resolve_schedule_def(name)(context)
 
 
 # -- landing_sensor --------------------------------------------------------------------------------
-def test_landing_sensor_adds_partitions_and_requests_monitoring(tmp_path, demo_frames, caplog):
+def test_landing_sensor_adds_partitions_and_requests_monitoring(tmp_path, demo_frames, capfd):
     reference, batches = demo_frames
-    config_path = write_loop(tmp_path, reference,
-                             {k: batches[k].head(50) for k in ("batch_001", "batch_002")})
+    config_path = write_loop(
+        tmp_path, reference, {k: batches[k].head(50) for k in ("batch_001", "batch_002")}
+    )
     landing = tmp_path / "landing"
     (landing / "bad name!.csv").write_text("a,b\n1,2\n")
     (landing / ".batch_009.parquet").write_bytes(b"still being written")
@@ -37,21 +42,22 @@ def test_landing_sensor_adds_partitions_and_requests_monitoring(tmp_path, demo_f
     defs = build_definitions(config_path)
     with dg.DagsterInstance.ephemeral() as instance:
         first = tick(defs, instance, "landing_sensor")
-        assert [(r.partition_key, r.run_key) for r in first.run_requests] == [
-            ("batch_001", "monitor:batch_001"), ("batch_002", "monitor:batch_002")]
+        assert [r.partition_key for r in first.run_requests] == ["batch_001", "batch_002"]
+        for request in first.run_requests:
+            assert request.run_key.startswith(f"monitor:{request.partition_key}:")
         assert first.skip_reason is None
         [add] = first.dynamic_partitions_requests
         assert isinstance(add, dg.AddDynamicPartitionsRequest)
         assert add.partitions_def_name == "batches"
         assert list(add.partition_keys) == ["batch_001", "batch_002"]
-        # The badly named file is reported, not raised.
-        assert any("bad name!.csv" in r.getMessage() for r in caplog.records)
+        # The badly named file is reported in the tick's log, not raised.
+        assert "batch file name 'bad name!.csv' cannot be a key" in capfd.readouterr().err
 
         # The daemon applies the request; the next tick has nothing new.
         instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
         second = tick(defs, instance, "landing_sensor")
         assert second.run_requests == [] and second.dynamic_partitions_requests == []
-        assert "no new files" in second.skip_reason.skip_message
+        assert "nothing new" in second.skip_reason.skip_message
 
         # A later arrival is picked up alone.
         batches["batch_004"].head(50).to_parquet(landing / "batch_004.parquet", index=False)
@@ -71,33 +77,63 @@ def test_landing_sensor_without_a_landing_folder_skips(tmp_path, demo_frames):
 
 
 # -- retrain_sensor and retrain_job ----------------------------------------------------------------
-def test_retrain_sensor_requests_the_drifted_batch_once(monitored_loop):
+@dataclass
+class Retrain:
+    first: dg.SensorResult
+    second: dg.SensorResult
+    result: dg.ExecuteInProcessResult
+    champion_before: int
+    after: dg.SensorResult
+
+
+@pytest.fixture(scope="module")
+def retrained(monitored_loop) -> Retrain:
+    """Two ticks of retrain_sensor, the retrain run the first one asks for, and a tick after it
+    from a fresh cursor."""
+    loop = monitored_loop
+    first = tick(loop.defs, loop.instance, "retrain_sensor")
+    second = tick(loop.defs, loop.instance, "retrain_sensor", cursor=first.cursor)
+    [request] = first.run_requests
+    champion_before = MlflowRegistry.from_config(loop.config).champion()
+    result = run_job(
+        loop.defs,
+        loop.instance,
+        "retrain_job",
+        request.partition_key,
+        request.run_config,
+        request.tags,
+    )
+    after = tick(loop.defs, loop.instance, "retrain_sensor")
+    return Retrain(first, second, result, champion_before, after)
+
+
+def test_retrain_sensor_requests_the_drifted_batch_once(monitored_loop, retrained):
     loop = monitored_loop
     decision = loop.runs["batch_004"].asset_materializations_for_node("retrain_decision")[0]
     assert decision.metadata["retrain"].value is True
     assert "drift" in decision.metadata["triggers"].value
-    first = tick(loop.defs, loop.instance, "retrain_sensor")
-    [request] = first.run_requests
+    [request] = retrained.first.run_requests
     assert request.partition_key == "batch_004"
     assert request.job_name in (None, "retrain_job")
     assert request.tags["mlops_loop/trigger"] == "retrain_decision"
     records = materializations(loop.instance, "retrain_decision")
-    assert first.cursor == str(records[-1].storage_id)
+    assert retrained.first.cursor == str(records[-1].storage_id)
     assert request.run_key == f"retrain:batch_004:{records[-1].storage_id}"
     # The cursor moved past every decision: the next tick requests nothing.
-    second = tick(loop.defs, loop.instance, "retrain_sensor", cursor=first.cursor)
-    assert second.run_requests == []
-    assert second.skip_reason is not None
-    assert second.cursor == first.cursor
+    assert retrained.second.run_requests == []
+    assert retrained.second.skip_reason is not None
+    assert retrained.second.cursor == retrained.first.cursor
+    # Retrained since its decision: even a tick without a cursor (another process, a reset
+    # cursor) does not ask for batch_004 again.
+    assert retrained.after.run_requests == []
 
 
-def test_retrain_job_on_the_drifted_batch_trains_and_judges_a_challenger(monitored_loop):
+def test_retrain_job_on_the_drifted_batch_trains_and_judges_a_challenger(monitored_loop, retrained):
     loop = monitored_loop
-    [request] = tick(loop.defs, loop.instance, "retrain_sensor").run_requests
     registry = MlflowRegistry.from_config(loop.config)
-    champion_before = registry.champion()
-    result = run_job(loop.defs, loop.instance, "retrain_job", request.partition_key,
-                     request.run_config, request.tags)
+    champion_before = retrained.champion_before
+    result = retrained.result
+    assert result.dagster_run.tags["mlops_loop/trigger"] == "retrain_decision"
     assert result.success
     mats = materialized(result)
     assert set(mats) == {"challenger_model", "champion_model"}
@@ -115,7 +151,12 @@ def test_retrain_job_on_the_drifted_batch_trains_and_judges_a_challenger(monitor
     expected = version if champion["promoted"].value else champion_before
     assert champion["champion_version"].value == expected == registry.champion()
     assert [r.data["metric"] for r in champion["comparison"].value.records] == [
-        "roc_auc", "accuracy", "f1", "brier", "log_loss"]
+        "roc_auc",
+        "accuracy",
+        "f1",
+        "brier",
+        "log_loss",
+    ]
     promotion = LoopStore(loop.config.state_dir).batch_json("batch_004", "promotion")
     assert promotion["promoted"] is champion["promoted"].value
 
@@ -143,13 +184,22 @@ def test_forced_retrain_trains_on_a_stable_batch(tmp_path, demo_frames):
         # What retrain_schedule asks for: the latest accepted batch, forced.
         request = evaluate_schedule(loop.defs, loop.instance, "retrain_schedule")
         assert request.partition_key == "batch_001"
-        result = run_job(loop.defs, loop.instance, "retrain_job", request.partition_key,
-                         request.run_config, request.tags)
+        result = run_job(
+            loop.defs,
+            loop.instance,
+            "retrain_job",
+            request.partition_key,
+            request.run_config,
+            request.tags,
+        )
         assert result.success
         mats = materialized(result)
         assert set(mats) == {"challenger_model", "champion_model"}
         assert mats["challenger_model"].metadata["triggers"].value == "schedule"
         assert result.dagster_run.tags["mlops_loop/trigger"] == "schedule"
+        # What monitoring decided for the batch stays on record.
+        decision = LoopStore(loop.config.state_dir).batch_json("batch_001", "decision")
+        assert decision["retrain"] is False and decision["triggers"] == []
     finally:
         loop.instance.dispose()
 
@@ -159,15 +209,19 @@ def test_monitor_schedule_requests_only_unmonitored_partitions(monitored_loop):
     loop = monitored_loop
     # batch_001 passed, batch_003 was quarantined, batch_004 passed: each has a verdict.
     assert loop.instance.get_dynamic_partitions("batches") == [
-        "batch_001", "batch_002", "batch_003", "batch_004"]
+        "batch_001",
+        "batch_002",
+        "batch_003",
+        "batch_004",
+    ]
     requests = evaluate_schedule(loop.defs, loop.instance, "monitor_schedule")
     assert [r.partition_key for r in requests] == ["batch_002"]
     assert requests[0].run_key == f"monitor:batch_002:{WHEN.isoformat()}"
 
 
-def test_monitor_schedule_skips_when_everything_is_monitored(monitored_loop):
+def test_monitor_schedule_skips_when_everything_is_monitored(monitored_loop, tmp_path):
     loop = monitored_loop
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.DagsterInstance.local_temp(str(tmp_path), overrides=NO_TELEMETRY) as instance:
         instance.add_dynamic_partitions("batches", ["batch_001", "batch_003"])
         result = evaluate_schedule(loop.defs, instance, "monitor_schedule")
     assert isinstance(result, dg.SkipReason)

@@ -26,7 +26,7 @@ from mlops_loop.core.policy import (
     decide_retrain,
 )
 from mlops_loop.core.registry import AliasChange, MlflowRegistry
-from mlops_loop.core.store import LoopStore
+from mlops_loop.core.store import LoopStore, file_stamp
 from mlops_loop.core.tracking import (
     TAG_PARTITION,
     TAG_STEP,
@@ -233,17 +233,22 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, An
         DataError: the file cannot be read.
     """
     store = LoopStore(config.state_dir)
+    path = Path(path)
+    stamp = file_stamp(path)
     frame = read_table(path)
     store.write_frame(store.batch_dir(key) / "batch.parquet", frame)
     # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
     for stale in ("quality", "drift", "performance", "decision"):
         (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
-    return {
+    info = {
         "rows": len(frame),
         "columns": len(frame.columns),
         "digest": frame_digest(frame),
         "source": str(path),
+        "stamp": stamp,
     }
+    store.write_batch_json(key, "ingest", info)
+    return info
 
 
 def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) -> Any:
@@ -380,8 +385,14 @@ def _batches_since_retrain(store: LoopStore, key: str) -> int | None:
     return None
 
 
-def decide_batch_retrain(config: LoopConfig, key: str, force: bool = False) -> RetrainDecision:
-    """Apply the retrain policy to what is known about a batch now."""
+def decide_batch_retrain(
+    config: LoopConfig, key: str, force: bool = False, record: bool = True
+) -> RetrainDecision:
+    """Apply the retrain policy to what is known about a batch now.
+
+    The decision is recorded with the batch unless `record` is False (a re-check inside a
+    forced retrain must not overwrite what monitoring decided).
+    """
     store = LoopStore(config.state_dir)
     quality = store.batch_json(key, "quality") or {}
     drift = store.batch_json(key, "drift") or {}
@@ -402,7 +413,8 @@ def decide_batch_retrain(config: LoopConfig, key: str, force: bool = False) -> R
         batches_since_retrain=_batches_since_retrain(store, key),
         force=force,
     )
-    store.write_batch_json(key, "decision", decision.to_dict())
+    if record:
+        store.write_batch_json(key, "decision", decision.to_dict())
     return decision
 
 

@@ -108,6 +108,11 @@ class LoopStore:
             return []
         return sorted(p.name for p in root.iterdir() if (p / "batch.parquet").exists())
 
+    def redelivered(self, key: str, path: Path) -> bool:
+        """Whether the landed file of an ingested batch changed since it was ingested."""
+        ingest = self.batch_json(key, "ingest")
+        return ingest is not None and ingest.get("stamp") != file_stamp(path)
+
     def accepted_keys(self) -> list[str]:
         """Batches whose latest quality verdict passed. Quarantined ones are never listed."""
         return [
@@ -120,6 +125,12 @@ class LoopStore:
             for k in self.batch_keys()
             if (q := self.batch_json(k, "quality")) is not None and not q.get("success")
         ]
+
+
+def file_stamp(path: Path) -> str:
+    """Size and modification time of a landed file: a re-delivery changes it."""
+    st = path.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 def landed_batches(landing: Path, patterns: list[str]) -> tuple[dict[str, Path], list[str]]:

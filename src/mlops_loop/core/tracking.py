@@ -122,18 +122,24 @@ def log_dataset(
     frame: pd.DataFrame, *, name: str, context: str, source: str, target: str | None = None
 ) -> str:
     """Record `frame` as a dataset input of the active run; returns its content digest."""
-    import mlflow
+    import warnings
 
-    digest = frame_digest(frame)
+    import mlflow
     import mlflow.data.pandas_dataset
 
-    dataset = mlflow.data.pandas_dataset.from_pandas(
-        frame,
-        source=source,
-        name=name,
-        digest=digest,
-        targets=target if target in frame.columns else None,
-    )
+    digest = frame_digest(frame)
+    # MLflow warns that a plain name could be several kinds of source, and that integer
+    # columns cannot hold NaN; neither matters for a lineage record.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.pandas_dataset.from_pandas(
+            frame,
+            source=source,
+            name=name,
+            digest=digest,
+            targets=target if target in frame.columns else None,
+        )
+
     mlflow.log_input(dataset, context=context)
     return digest
 

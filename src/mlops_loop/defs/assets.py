@@ -52,6 +52,8 @@ def baseline_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
             "quality_gate",
             asset="monitored_batch",
             blocking=True,
+            # Per batch: a quarantined batch keeps its failed status whatever later ones do.
+            partitions_def=batches,
             description="Great Expectations suite learnt from the "
             "reference; a failed batch is quarantined.",
         )
@@ -159,7 +161,7 @@ def challenger_model(
     """A model trained on the accepted history when the retrain decision says so."""
     cfg = loop.load()
     key = context.partition_key
-    decision = core.decide_batch_retrain(cfg, key, force=config.force)
+    decision = core.decide_batch_retrain(cfg, key, force=config.force, record=False)
     if not decision.retrain:
         context.log.info("No challenger for batch %s: %s", key, "; ".join(decision.reasons))
         return

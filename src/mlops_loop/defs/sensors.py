@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_loop.core.store import landed_batches
+from mlops_loop.core.store import LoopStore, file_stamp, landed_batches
 from mlops_loop.defs.jobs import monitor_job, retrain_job
 from mlops_loop.defs.partitions import BATCHES, batches
 from mlops_loop.defs.resources import LoopResource
@@ -12,7 +12,8 @@ from mlops_loop.defs.resources import LoopResource
     job=monitor_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds a partition for every new batch file and monitors it.",
+    description="Adds a partition for every new batch file and monitors it; a file delivered "
+    "again (fixed upstream) is monitored again.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.SensorResult:
     config = loop.load()
@@ -21,10 +22,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> d
         context.log.warning(problem)
     known = set(context.instance.get_dynamic_partitions(BATCHES))
     new = [k for k in sorted(files) if k not in known]
+    store = LoopStore(config.state_dir)
+    again = [k for k in sorted(files) if k in known and store.redelivered(k, files[k])]
+    requests = [
+        dg.RunRequest(partition_key=k, run_key=f"monitor:{k}:{file_stamp(files[k])}")
+        for k in [*new, *again]
+    ]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=k, run_key=f"monitor:{k}") for k in new],
+        run_requests=requests,
         dynamic_partitions_requests=[batches.build_add_request(new)] if new else [],
-        skip_reason=None if new else dg.SkipReason(f"no new files in {config.sources.landing}"),
+        skip_reason=None if requests else dg.SkipReason(f"nothing new in {config.sources.landing}"),
     )
 
 

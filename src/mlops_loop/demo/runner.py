@@ -114,9 +114,7 @@ class DemoDriver:
         job_name = str(sensor.job_name)  # our sensors each target one job
         for request in data.run_requests or []:
             tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
-            results.append(
-                self.run_job(job_name, request.partition_key, request.run_config, tags)
-            )
+            results.append(self.run_job(job_name, request.partition_key, request.run_config, tags))
         return results
 
 

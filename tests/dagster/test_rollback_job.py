@@ -1,0 +1,93 @@
+"""rollback_job launched the way the Launchpad launches it: op config with a target and a reason."""
+
+import dagster as dg
+import pytest
+
+from mlops_loop.core.registry import MlflowRegistry
+from tests.dagster.conftest import materialized, new_loop, run_job
+
+
+def rollback_config(to: str, reason: str) -> dict:
+    return {"ops": {"rollback_champion": {"config": {"to": to, "reason": reason}}}}
+
+
+@pytest.fixture(scope="module")
+def promoted_loop(tmp_path_factory, demo_frames):
+    """A loop whose champion was replaced by a challenger: the concept drift of batch_005 makes
+    the champion fail the metric floor, and the challenger trained on it wins."""
+    loop = new_loop(tmp_path_factory.mktemp("rollback"), demo_frames, ["batch_005"])
+    assert run_job(loop.defs, loop.instance, "bootstrap_job").success
+    loop.instance.add_dynamic_partitions("batches", ["batch_005"])
+    loop.runs["monitor"] = run_job(loop.defs, loop.instance, "monitor_job", "batch_005")
+    loop.runs["retrain"] = run_job(loop.defs, loop.instance, "retrain_job", "batch_005")
+    yield loop
+    loop.instance.dispose()
+
+
+def test_the_concept_drift_batch_promotes_its_challenger(promoted_loop):
+    loop = promoted_loop
+    decision = materialized(loop.runs["monitor"])["retrain_decision"].metadata
+    assert decision["retrain"].value is True and "performance" in decision["triggers"].value
+    assert loop.runs["retrain"].success
+    champion = materialized(loop.runs["retrain"])["champion_model"].metadata
+    assert champion["promoted"].value is True
+    registry = MlflowRegistry.from_config(loop.config)
+    assert registry.champion() == champion["challenger_version"].value == 2
+    assert [e["action"] for e in registry.history()] == ["bootstrap", "promotion"]
+
+
+def test_rollback_to_an_unknown_version_fails_and_changes_nothing(promoted_loop):
+    loop = promoted_loop
+    registry = MlflowRegistry.from_config(loop.config)
+    champion, history = registry.champion(), registry.history()
+    result = run_job(
+        loop.defs, loop.instance, "rollback_job", run_config=rollback_config("999", "test")
+    )
+    assert not result.success
+    error = result.failure_data_for_node("rollback_champion").error
+    assert error.cause.cls_name == "RegistryError"
+    assert "'churn-model' has no version 999; known versions: [1, 2]" in error.cause.message
+    assert registry.champion() == champion
+    assert registry.history() == history
+    observations = loop.instance.fetch_observations(dg.AssetKey("champion_model"), limit=10).records
+    assert not [o for o in observations if o.run_id == result.run_id]
+
+
+def test_rollback_without_a_reason_is_refused_by_the_config_schema(promoted_loop):
+    loop = promoted_loop
+    with pytest.raises(dg.DagsterInvalidConfigError, match="reason"):
+        loop.defs.resolve_job_def("rollback_job").execute_in_process(
+            instance=loop.instance, run_config={"ops": {"rollback_champion": {"config": {}}}}
+        )
+
+
+def test_rollback_to_previous_moves_the_champion_back(promoted_loop):
+    loop = promoted_loop
+    registry = MlflowRegistry.from_config(loop.config)
+    assert registry.champion() == 2
+    result = loop.defs.resolve_job_def("rollback_job").execute_in_process(
+        instance=loop.instance, run_config=rollback_config("previous", "test")
+    )
+    assert result.success
+    assert result.output_for_node("rollback_champion") == 1
+    assert registry.champion() == 1
+    last = registry.history()[-1]
+    assert (last["action"], last["from_version"], last["to_version"]) == ("rollback", 2, 1)
+    assert last["reason"] == "test"
+    assert result.run_id[:8] in last["triggered_by"]
+    assert "rollback_job" in last["triggered_by"]
+    # The version now serving carries who put it back and why.
+    tags = registry.version(1).tags
+    assert tags["mlops_loop.champion_action"] == "rollback"
+    assert tags["mlops_loop.champion_reason"] == "test"
+    # The rollback is visible on the champion_model asset in Dagster.
+    observations = loop.instance.fetch_observations(dg.AssetKey("champion_model"), limit=10).records
+    [observation] = [o for o in observations if o.run_id == result.run_id]
+    meta = observation.asset_observation.metadata
+    assert meta["to_version"].value == 1
+    assert meta["from_version"].value == 2
+    assert meta["reason"].value == "test"
+    # Rolling back to the same version again is refused: it already is the champion.
+    again = run_job(loop.defs, loop.instance, "rollback_job", run_config=rollback_config("1", "x"))
+    assert not again.success
+    assert registry.champion() == 1
