@@ -128,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("rollback", help="move the champion back to a version or 'previous'")
-    p.add_argument("--to", required=True, help="version number, or 'previous'")
+    p.add_argument(
+        "--to",
+        required=True,
+        help="version number, or 'previous' (the champion before the current one; a second 'previous' undoes the first)",
+    )
     p.add_argument("--reason", required=True, help="why (kept in the audit history)")
     p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_rollback)
