@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to",
         required=True,
-        help="version number, or 'previous' (the champion before the current one; a second 'previous' undoes the first)",
+        help="version number, or 'previous': the champion before the current one "
+        "(a second 'previous' undoes the first)",
     )
     p.add_argument("--reason", required=True, help="why (kept in the audit history)")
     p.add_argument("--config", help=config_help)
