@@ -215,3 +215,66 @@ def test_unusable_input_raises_data_error(suite: dict) -> None:
         validate_batch(None, make_frame(10, seed=1))
     with pytest.raises(DataError, match="schema_version"):
         validate_batch(None, make_frame(10, seed=1), suite={"expectations": []})
+
+
+def test_replayed_rows_are_a_blocking_incident(reference: pd.DataFrame, suite: dict) -> None:
+    batch = make_frame(1000, seed=5)
+    replayed = pd.concat([batch, batch.iloc[:200]], ignore_index=True)
+    result = check(replayed, suite)
+    assert not result.success
+    dup = [i for i in result.incidents if i.kind == "duplicate_rows" and i.column is None]
+    assert len(dup) == 1 and dup[0].severity == "error"
+    assert dup[0].observed["rows"] == 400  # both copies of each of the 200 repeated rows
+    assert "repeat another row entirely" in dup[0].message
+    # A handful of repeats stays within the default 5% tolerance.
+    few = pd.concat([batch, batch.iloc[:5]], ignore_index=True)
+    assert not [i for i in check(few, suite).incidents if i.column is None]
+
+
+def test_row_count_upper_bound(reference: pd.DataFrame) -> None:
+    suite = build_suite(reference, COLUMNS, QualityPolicy(max_rows=500))
+    result = check(make_frame(800, seed=6), suite)
+    [incident] = result.incidents
+    assert (incident.kind, incident.observed) == ("row_count", 800)
+    assert "between 1 and 500" in incident.message
+
+
+def test_user_declared_expectations(reference: pd.DataFrame) -> None:
+    policy = QualityPolicy.model_validate(
+        {
+            "expectations": [
+                {
+                    "type": "ExpectColumnValuesToBeBetween",
+                    "kwargs": {"column": "age", "min_value": 18, "max_value": 100},
+                },
+                {
+                    "type": "ExpectColumnValuesToMatchRegex",
+                    "kwargs": {"column": "plan", "regex": "^(basic|plus)$"},
+                    "severity": "warn",
+                },
+            ]
+        }
+    )
+    suite = build_suite(reference, COLUMNS, policy)
+    batch = make_frame(1000, seed=7)
+    batch.loc[:9, "age"] = 12.0
+    result = check(batch, suite)
+    custom = {(i.column, i.severity) for i in result.incidents if i.kind == "custom"}
+    assert custom == {("age", "error"), ("plan", "warn")}
+    assert not result.success
+    [age] = [i for i in result.incidents if i.kind == "custom" and i.column == "age"]
+    assert "ExpectColumnValuesToBeBetween on 'age' failed" in age.message
+
+
+def test_unknown_user_expectation_is_named(reference: pd.DataFrame) -> None:
+    policy = QualityPolicy.model_validate(
+        {"expectations": [{"type": "ExpectMagic", "kwargs": {"column": "age"}}]}
+    )
+    with pytest.raises(DataError, match="ExpectMagic"):
+        check(make_frame(100, seed=8), build_suite(reference, COLUMNS, policy))
+
+
+@pytest.mark.slow
+def test_clean_million_row_batch_passes(suite: dict) -> None:
+    result = check(make_frame(1_000_000, seed=9), suite)
+    assert result.success, result.to_markdown()

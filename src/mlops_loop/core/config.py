@@ -101,6 +101,19 @@ class ModelSpec(_Model):
         return self
 
 
+class CustomExpectation(_Model):
+    """A Great Expectations expectation declared by the user, by class name and arguments."""
+
+    type: str = Field(
+        pattern=r"^Expect[A-Za-z0-9]+$",
+        description="GX expectation class, e.g. ExpectColumnValuesToMatchRegex.",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Its arguments.")
+    severity: Literal["error", "warn"] = Field(
+        default="error", description="'error' blocks the batch; 'warn' only reports."
+    )
+
+
 class QualityPolicy(_Model):
     """Tolerances of the quality gate learnt from the reference."""
 
@@ -116,6 +129,16 @@ class QualityPolicy(_Model):
         default=0.01, ge=0, le=1, description="Allowed share of categories unseen in the reference."
     )
     min_rows: int = Field(default=1, ge=0, description="Fewest rows a batch may have.")
+    max_rows: int | None = Field(default=None, ge=1, description="Most rows a batch may have.")
+    duplicate_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Largest share of rows that may repeat another row entirely.",
+    )
+    expectations: list[CustomExpectation] = Field(
+        default_factory=list, description="Expectations of your own, checked on every batch."
+    )
 
 
 class DriftPolicy(_Model):

@@ -273,13 +273,15 @@ def build_suite(
         categorical = {c for c in names if families[c] not in ("numeric", "datetime", "timedelta")}
     entries: list[dict] = []
 
-    def add(kind: str, column: str | None, type_: str, **kwargs: Any) -> None:
+    def add(
+        kind: str, column: str | None, type_: str, severity: str | None = None, **kwargs: Any
+    ) -> None:
         kwargs = {"column": column, **kwargs} if column is not None else kwargs
         entries.append(
             {
                 "kind": kind,
                 "column": column,
-                "severity": "warn" if kind in _WARN_KINDS else "error",
+                "severity": severity or ("warn" if kind in _WARN_KINDS else "error"),
                 "type": type_,
                 "kwargs": _jsonable(kwargs),
             }
@@ -295,7 +297,22 @@ def build_suite(
         exact_match=True,
     )
     # An empty batch can be judged on nothing, so it never passes, even with min_rows=0.
-    add("row_count", None, "ExpectTableRowCountToBeBetween", min_value=max(policy.min_rows, 1))
+    add(
+        "row_count",
+        None,
+        "ExpectTableRowCountToBeBetween",
+        min_value=max(policy.min_rows, 1),
+        max_value=policy.max_rows,
+    )
+    # A replayed export repeats whole rows; a few repeats happen in real data.
+    add(
+        "duplicate_rows",
+        None,
+        "ExpectCompoundColumnsToBeUnique",
+        severity="error",
+        column_list=names,
+        mostly=round(1 - policy.duplicate_share, 6),
+    )
     for c in names:
         s, family = reference[c], families[c]
         if family is not None:
@@ -338,6 +355,9 @@ def build_suite(
                 )
         if c == id_column and s.notna().all() and s.is_unique:
             add("duplicate_rows", c, "ExpectColumnValuesToBeUnique")
+    for custom in policy.expectations:
+        others = {k: v for k, v in custom.kwargs.items() if k != "column"}
+        add("custom", custom.kwargs.get("column"), custom.type, severity=custom.severity, **others)
     return {"schema_version": SCHEMA_VERSION, "expectations": entries}
 
 
@@ -423,7 +443,9 @@ def _incidents(e: dict, result: Any) -> list[Incident]:
         return [one({"error": error}, kw, f"Check {e['type']} on {name} could not run: {error}.")]
     tolerated = round(1 - kw.get("mostly", 1.0), 6)
     share = round((res.get("unexpected_percent_nonmissing") or 0) / 100, 4)
-    examples = list(dict.fromkeys(_jsonable(res.get("partial_unexpected_list", []))))[:5]
+    # Examples may be rows (dicts) for multi-column checks: dedupe on their JSON text.
+    raw = _jsonable(res.get("partial_unexpected_list", []))
+    examples = list({json.dumps(v, sort_keys=True): v for v in raw}.values())[:5]
     seen = f"{share:.1%} of values" + (
         f" (e.g. {', '.join(map(_fmt, examples[:3]))})" if examples else ""
     )
@@ -479,6 +501,16 @@ def _incidents(e: dict, result: Any) -> list[Incident]:
                 {"max_share": tolerated, "known_values": len(kw.get("value_set", []))},
                 f"Column {col!r} has {seen} unseen in the reference; expected at most "
                 f"{tolerated:.1%}.",
+            )
+        ]
+    if kind == "duplicate_rows" and col is None:
+        share = round((res.get("unexpected_percent") or 0) / 100, 4)
+        return [
+            one(
+                {"share": share, "rows": res.get("unexpected_count")},
+                {"max_share": tolerated},
+                f"{share:.1%} of the batch's rows repeat another row entirely; expected at "
+                f"most {tolerated:.1%}.",
             )
         ]
     if kind == "duplicate_rows":
@@ -542,6 +574,9 @@ def validate_batch(
         n: e
         for n, e in enumerate(entries)
         if e["type"] != TYPE_CHECK
+        # A check over several columns needs them all (a missing one is reported already).
+        and set(e["kwargs"].get("column_list", [])) <= present
+        and not (empty and "column_list" in e["kwargs"])
         and (
             e["column"] is None
             or e["type"] == "ExpectColumnToExist"

@@ -12,6 +12,11 @@ from mlops_loop.defs.resources import LoopResource
 
 MONITORING = "monitoring"
 MODELS = "models"
+# For runs launched by hand or by the automation daemon: a monitoring step follows its batch
+# only once the batch passed the quality gate (eager() alone ignores blocking checks).
+AFTER_GATE = (
+    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+)
 
 
 @dg.asset(group_name=MONITORING, kinds={"parquet", "great_expectations"})
@@ -81,6 +86,7 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
 
 
 @dg.asset(
+    automation_condition=AFTER_GATE,
     group_name=MONITORING,
     partitions_def=batches,
     deps=[monitored_batch, reference_snapshot],
@@ -96,6 +102,7 @@ def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
 
 
 @dg.asset(
+    automation_condition=AFTER_GATE,
     group_name=MONITORING,
     partitions_def=batches,
     deps=[monitored_batch, baseline_model],
@@ -109,7 +116,12 @@ def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
     )
 
 
-@dg.asset(group_name=MONITORING, partitions_def=batches, deps=[scored_batch])
+@dg.asset(
+    automation_condition=AFTER_GATE,
+    group_name=MONITORING,
+    partitions_def=batches,
+    deps=[scored_batch],
+)
 def model_performance(
     context: dg.AssetExecutionContext, loop: LoopResource
 ) -> dg.MaterializeResult:
@@ -128,7 +140,12 @@ def model_performance(
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(group_name=MODELS, partitions_def=batches, deps=[drift_report, model_performance])
+@dg.asset(
+    automation_condition=AFTER_GATE,
+    group_name=MODELS,
+    partitions_def=batches,
+    deps=[drift_report, model_performance],
+)
 def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """Whether this batch calls for a challenger; the retrain sensor acts on it."""
     decision = core.decide_batch_retrain(loop.load(), context.partition_key)
