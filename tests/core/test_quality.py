@@ -278,3 +278,14 @@ def test_unknown_user_expectation_is_named(reference: pd.DataFrame) -> None:
 def test_clean_million_row_batch_passes(suite: dict) -> None:
     result = check(make_frame(1_000_000, seed=9), suite)
     assert result.success, result.to_markdown()
+
+
+def test_data_docs_page_of_a_validation(reference: pd.DataFrame, suite: dict) -> None:
+    batch = make_frame(500, seed=10)
+    batch["income"] = batch["income"] * 1000
+    result = check(batch, suite)
+    page = result.data_docs_html()
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    assert "Expectation Validation Result" in page and "quality_gate" in page
+    assert "income" in page
+    assert "gx_result" not in json.dumps(result.to_dict())

@@ -125,11 +125,14 @@ def test_clean_batch_mlflow_run_carries_the_dagster_run(monitored_loop):
     assert run.data.tags["mlops_loop.partition"] == "batch_001"
     assert run.data.metrics["quality_success"] == 1.0
     assert "drift_share" in run.data.metrics and "roc_auc" in run.data.metrics
+    assert run.data.params["drift.fdr"] == "0.05" and "quality.range_margin" in run.data.params
     run_id = run.info.run_id
-    files = {a.path for d in ("quality", "drift") for a in client.list_artifacts(run_id, d)}
+    folders = ("quality", "quality/data_docs", "drift")
+    files = {a.path for d in folders for a in client.list_artifacts(run_id, d)}
     assert {
         "quality/batch_001.json",
         "quality/batch_001.html",
+        "quality/data_docs/batch_001.html",
         "drift/batch_001.json",
         "drift/batch_001.html",
     } <= files

@@ -271,6 +271,9 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     with _run(config, ctx, "quality", key):
         log_json(result.to_dict(), f"quality/{key}.json")
         log_text(result.to_html(), f"quality/{key}.html")
+        docs = result.data_docs_html()
+        if docs:
+            log_text(docs, f"quality/data_docs/{key}.html")
         log_params(
             {"loop": config.name, "batch.rows": len(batch), **config_params(config, "quality")}
         )

@@ -16,7 +16,7 @@ import html
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,21 @@ class QualityResult:
     incidents: list[Incident]
     statistics: dict
     schema_version: str = SCHEMA_VERSION
+    # The Great Expectations validation result, for its Data Docs page; not part of the JSON.
+    gx_result: Any = field(default=None, repr=False, compare=False)
+
+    def data_docs_html(self) -> str | None:
+        """The GX Data Docs page of this validation (None if GX ran no expectation).
+
+        Data Docs pages load their styles from public CDNs, as GX's own sites do; `to_html()`
+        is the self-contained report.
+        """
+        if self.gx_result is None:
+            return None
+        from great_expectations.render.renderer import ValidationResultsPageRenderer
+        from great_expectations.render.view import DefaultJinjaPageView
+
+        return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(self.gx_result))
 
     def to_dict(self) -> dict:
         """`{"schema_version", "success", "incidents", "statistics"}`, JSON-serialisable."""
@@ -382,8 +397,9 @@ def _entries(suite: Any) -> list[dict]:
     return suite["expectations"]
 
 
-def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> dict[int, Any]:
-    """Validate `frame` against the given entries; GX results keyed by entry index."""
+def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> tuple[dict[int, Any], Any]:
+    """Validate `frame` against the given entries: GX results keyed by entry index, and the
+    whole GX validation result."""
     import great_expectations as gx  # lazy: the import takes seconds
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -406,11 +422,12 @@ def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> dict[int, Any]:
         except (TypeError, ValueError) as err:
             raise DataError(f"suite entry {n} ({e['type']}) has invalid kwargs: {err}") from err
     result = batch.validate(suite, result_format="SUMMARY")
-    return {
+    by_entry = {
         r.expectation_config.meta["spec_index"]: r
         for r in result.results
         if r.expectation_config is not None and r.expectation_config.meta is not None
     }
+    return by_entry, result
 
 
 def _gx_error(info: dict) -> str | None:
@@ -583,7 +600,8 @@ def validate_batch(
             or (e["column"] in present and e["column"] not in wrong_type and not empty)
         )
     }
-    for n, result in (_run_gx(current, to_gx) if to_gx else {}).items():
+    by_entry, gx_result = _run_gx(current, to_gx) if to_gx else ({}, None)
+    for n, result in by_entry.items():
         if not result.success:
             found[n] = _incidents(entries[n], result)
     # Blocking incidents first, each group in suite order, so summaries lead with what matters.
@@ -603,4 +621,5 @@ def validate_batch(
         success=not any(i.severity == "error" for i in incidents),
         incidents=incidents,
         statistics=statistics,
+        gx_result=gx_result,
     )
