@@ -67,3 +67,21 @@ def test_bad_config_is_named(tmp_path):
     out = run("status", "--config", str(tmp_path / "loop.yaml"))
     assert out.returncode == 2
     assert "promotion.metric" in out.stderr and "'precision'" in out.stderr
+
+
+def test_validate_json_is_exactly_the_python_result(tmp_path):
+    from mlops_loop import validate_batch
+
+    ref, cur = _frames(tmp_path)
+    broken = pd.read_parquet(cur)
+    broken["x"] = broken["x"] * 1000
+    broken.to_parquet(tmp_path / "broken.parquet", index=False)
+    out = run("validate", str(ref), str(tmp_path / "broken.parquet"))
+    assert out.returncode == 0, out.stderr  # a failed batch is a verdict, not an error
+    cli = json.loads(out.stdout)
+    py = validate_batch(pd.read_csv(ref), broken).to_dict()
+    for result in (cli, py):
+        result["statistics"].pop("seconds")  # wall time differs run to run
+    assert cli == py
+    assert cli["success"] is False
+    assert [(i["kind"], i["column"]) for i in cli["incidents"]] == [("out_of_range", "x")]

@@ -20,3 +20,14 @@ def test_cli_help_is_fast_and_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, f"the CLI imports heavy modules up front: {out.stdout}"
+
+
+def test_great_expectations_is_imported_only_where_validation_runs():
+    code = (
+        "import sys, mlops_loop, mlops_loop.core.quality, mlops_loop.core.loop, "
+        "mlops_loop.defs.factory; "
+        "print('great_expectations' in sys.modules); "
+        "sys.exit(1 if 'great_expectations' in sys.modules else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, f"great_expectations imported at import time: {out.stderr}"
