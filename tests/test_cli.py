@@ -62,11 +62,11 @@ def test_unusable_input_exits_nonzero_naming_the_problem(tmp_path):
 def test_bad_config_is_named(tmp_path):
     (tmp_path / "loop.yaml").write_text(
         "columns: {numerical: [x], target: y}\nsources: {reference: r.csv, landing: l}\n"
-        "promotion: {metric: precision}\n"
+        "promotion: {metric: specificity}\n"
     )
     out = run("status", "--config", str(tmp_path / "loop.yaml"))
     assert out.returncode == 2
-    assert "promotion.metric" in out.stderr and "'precision'" in out.stderr
+    assert "promotion.metric" in out.stderr and "'specificity'" in out.stderr
 
 
 def test_validate_json_is_exactly_the_python_result(tmp_path):

@@ -25,8 +25,8 @@ def test_unknown_field_is_named():
 
 
 def test_bad_value_names_field_and_value():
-    doc = {**BASE, "promotion": {"metric": "precision"}}
-    with pytest.raises(InvalidConfigError, match=r"promotion\.metric.*'precision'"):
+    doc = {**BASE, "promotion": {"metric": "specificity"}}
+    with pytest.raises(InvalidConfigError, match=r"promotion\.metric.*'specificity'"):
         parse_config(doc)
 
 
@@ -58,3 +58,10 @@ def test_demo_config_loads():
     config = load_config(path)
     assert config.columns.target == "churned"
     assert config.sources.landing == path.parent / "landing"
+
+
+def test_sliding_window_needs_a_bound():
+    doc = {**BASE, "training": {"window": "sliding"}}
+    with pytest.raises(InvalidConfigError, match="needs max_rows or max_age_days"):
+        parse_config(doc)
+    assert parse_config({**BASE, "training": {"window": "sliding", "max_rows": 5000}})

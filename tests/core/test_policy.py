@@ -99,3 +99,46 @@ def test_metric_floor_triggers_even_when_baseline_is_low():
     assert not decide_retrain(
         policy=policy, dataset_drift=False, metric=0.80, baseline_metric=0.82, labelled_rows=1000
     ).retrain
+
+
+def test_a_worse_guard_metric_blocks_promotion():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 2000)
+    champ = _scores(rng, y, 0.5)
+    # Same ranking made sharper but shifted up: AUC gains, calibration (Brier) collapses.
+    chal = np.clip(_scores(rng, y, 0.3) * 0.4 + 0.6, 0, 1)
+    policy = PromotionPolicy(guards={"brier": 0.01})
+    d = decide_promotion(y, chal, champ, policy)
+    assert d.delta > 0 and d.ci_low > 0
+    assert not d.promote
+    [guard] = d.guards
+    assert guard["metric"] == "brier" and guard["ok"] is False
+    assert any(r.startswith("guard brier is worse") for r in d.reasons)
+
+
+def test_a_worse_segment_blocks_promotion():
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    region = rng.choice(["north", "south", "west"], n)
+    champ = _scores(rng, y, 0.55)
+    chal = _scores(rng, y, 0.2)
+    west = region == "west"
+    chal[west] = rng.random(west.sum())  # the challenger is useless in the west
+    policy = PromotionPolicy(guards={})
+    d = decide_promotion(y, chal, champ, policy, segments={"region": region})
+    assert not d.promote
+    bad = [s for s in d.segments if not s["ok"]]
+    assert [s["where"] for s in bad] == ["region=west"]
+    assert any("segment region=west" in r for r in d.reasons)
+    # Without the segment check the same challenger would have been promoted overall.
+    assert decide_promotion(y, chal, champ, policy).promote
+
+
+def test_small_segments_are_not_judged():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 1000)
+    region = np.array(["big"] * 980 + ["tiny"] * 20)
+    champ, chal = _scores(rng, y, 0.6), _scores(rng, y, 0.2)
+    d = decide_promotion(y, chal, champ, PromotionPolicy(guards={}), segments={"region": region})
+    assert [s["where"] for s in d.segments] == ["region=big"]

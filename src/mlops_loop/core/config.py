@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlops_loop.core.errors import InvalidConfigError
 
-METRICS = ("roc_auc", "accuracy", "f1", "brier", "log_loss")
-Metric = Literal["roc_auc", "accuracy", "f1", "brier", "log_loss"]
+METRICS = ("roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss")
+Metric = Literal["roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss"]
 #: Metrics where a smaller value is better.
 LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
 
@@ -187,10 +187,20 @@ class RetrainPolicy(_Model):
 class TrainingPolicy(_Model):
     """Which data trains a challenger, and which judges it."""
 
-    window: Literal["all", "recent"] = Field(
+    window: Literal["all", "recent", "sliding"] = Field(
         default="all",
         description="'all': reference plus every accepted batch; 'recent': the "
-        "last `recent_batches` accepted batches (plus the reference if `include_reference`).",
+        "last `recent_batches` accepted batches (plus the reference if `include_reference`); "
+        "'sliding': the latest `max_rows` rows and/or the last `max_age_days` days of "
+        "accepted data (plus the reference if `include_reference`).",
+    )
+    max_rows: int | None = Field(
+        default=None, ge=100, description="Rows in a 'sliding' window (newest kept)."
+    )
+    max_age_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Age limit of a 'sliding' window, by the timestamp column.",
     )
     recent_batches: int = Field(default=3, ge=1, description="Batches in a 'recent' window.")
     include_reference: bool = Field(default=True, description="Train on the reference too.")
@@ -202,6 +212,15 @@ class TrainingPolicy(_Model):
         "training to compare challenger and champion.",
     )
     random_state: int = Field(default=0, description="Seed for training and bootstraps.")
+
+    @model_validator(mode="after")
+    def _sliding_has_a_bound(self) -> TrainingPolicy:
+        if self.window == "sliding" and self.max_rows is None and self.max_age_days is None:
+            raise ValueError("a 'sliding' window needs max_rows or max_age_days")
+        return self
+
+
+_DEFAULT_GUARDS: dict[Metric, float] = {"brier": 0.02, "recall": 0.05}
 
 
 class PromotionPolicy(_Model):
@@ -219,6 +238,19 @@ class PromotionPolicy(_Model):
     )
     bootstrap_rounds: int = Field(
         default=500, ge=50, le=100_000, description="Paired bootstrap resamples."
+    )
+    guards: dict[Metric, float] = Field(
+        default_factory=lambda: dict(_DEFAULT_GUARDS),
+        description="Guard metrics and how much worse than the champion's each may be.",
+    )
+    segment_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        description="How much worse than the champion the primary metric may be in any "
+        "segment (values of the `columns.segments` columns).",
+    )
+    min_segment_rows: int = Field(
+        default=50, ge=1, description="Segments with fewer held-out rows are not judged."
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.config import METRICS, LoopConfig
 from mlops_loop.core.data import frame_digest, read_table, require_columns
 from mlops_loop.core.errors import DataError, RegistryError
 from mlops_loop.core.performance import compute_metrics, metric_value
@@ -444,9 +444,40 @@ def training_window(config: LoopConfig, key: str) -> tuple[pd.DataFrame, list[st
     train_part, holdout = split_holdout(store.batch(key), config)
     parts.append(train_part)
     names.append(f"{key} (first {1 - config.training.holdout_fraction:.0%})")
-    cols = [*config.columns.features, config.columns.target]
-    frame = pd.concat([p[[c for c in cols if c in p.columns]] for p in parts], ignore_index=True)
-    return labelled_rows(frame, config.columns), names, holdout
+    ts = config.columns.timestamp
+    cols = [*config.columns.features, config.columns.target, *([ts] if ts else [])]
+    frame = pd.concat(
+        [
+            p[[c for c in cols if c in p.columns]].assign(_part=name)
+            for p, name in zip(parts, names, strict=True)
+        ],
+        ignore_index=True,
+    )
+    frame = labelled_rows(frame, config.columns)
+    if config.training.window == "sliding":
+        frame = _slide(frame, config)
+        names = [n for n in names if n in set(frame["_part"])]
+    return frame.drop(columns=["_part"]), names, holdout
+
+
+def _slide(frame: pd.DataFrame, config: LoopConfig) -> pd.DataFrame:
+    """Keep the newest rows: within `max_age_days` of the latest timestamp, at most `max_rows`."""
+    policy, ts = config.training, config.columns.timestamp
+    if ts and ts in frame.columns:
+        stamps = pd.to_datetime(frame[ts], errors="coerce")
+        frame = frame.assign(_ts=stamps).sort_values("_ts", kind="stable")
+        if policy.max_age_days is not None:
+            cutoff = frame["_ts"].max() - pd.Timedelta(days=policy.max_age_days)
+            frame = frame[frame["_ts"] >= cutoff]
+        frame = frame.drop(columns=["_ts"])
+    elif policy.max_age_days is not None:
+        raise DataError(
+            "training.max_age_days needs a timestamp column (columns.timestamp is not set "
+            "or not in the data)"
+        )
+    if policy.max_rows is not None:
+        frame = frame.iloc[-policy.max_rows :]
+    return frame
 
 
 def train_challenger(
@@ -533,8 +564,14 @@ def promote_challenger(
         if champion is not None
         else None
     )
+    segments = {c: holdout[c].to_numpy() for c in config.columns.segments if c in holdout}
     decision = decide_promotion(
-        y, chal_scores, champ_scores, config.promotion, seed=config.training.random_state
+        y,
+        chal_scores,
+        champ_scores,
+        config.promotion,
+        seed=config.training.random_state,
+        segments=segments,
     )
     table = _comparison_table(config, y, chal_scores, champ_scores)
     with _run(config, ctx, "promotion", key):
@@ -589,7 +626,7 @@ def _comparison_table(
     config: LoopConfig, y: np.ndarray, chal: np.ndarray, champ: np.ndarray | None
 ) -> list[dict[str, Any]]:
     rows = []
-    for name in ("roc_auc", "accuracy", "f1", "brier", "log_loss"):
+    for name in METRICS:
         c = metric_value(name, y, chal) if len(y) else float("nan")
         d = metric_value(name, y, champ) if champ is not None and len(y) else None
         rows.append(

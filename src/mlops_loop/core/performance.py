@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from mlops_loop.core.config import LOWER_IS_BETTER
+from mlops_loop.core.config import LOWER_IS_BETTER, METRICS
 
 
 def metric_value(
@@ -27,6 +27,10 @@ def metric_value(
         return float(np.mean((scores >= threshold) == y_true))
     if name == "f1":
         return float(metrics.f1_score(y_true, scores >= threshold, zero_division=0.0))
+    if name == "recall":
+        return float(metrics.recall_score(y_true, scores >= threshold, zero_division=0.0))
+    if name == "precision":
+        return float(metrics.precision_score(y_true, scores >= threshold, zero_division=0.0))
     if name == "brier":
         return float(np.mean((scores - y_true) ** 2))
     if name == "log_loss":
@@ -39,7 +43,7 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float |
     out: dict[str, float | int | None] = {"n": int(len(y_true))}
     if len(y_true) == 0:
         return out
-    for name in ("roc_auc", "accuracy", "f1", "brier", "log_loss"):
+    for name in METRICS:
         value = metric_value(name, y_true, scores)
         out[name] = None if math.isnan(value) else round(value, 6)
     out["positive_rate"] = round(float(np.mean(y_true)), 6)

@@ -111,6 +111,8 @@ class PromotionDecision:
     ci_low: float | None
     ci_high: float | None
     n: int
+    guards: list[dict] = field(default_factory=list)
+    segments: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,18 +143,48 @@ def paired_bootstrap(
     return float(np.quantile(deltas, tail)), float(np.quantile(deltas, 1 - tail))
 
 
+def _compare(
+    name: str, y: np.ndarray, chal: np.ndarray, champ: np.ndarray, tolerance: float, label: str
+) -> dict | None:
+    """One guard or segment comparison; None where the metric is undefined on these rows."""
+    c, d = metric_value(name, y, chal), metric_value(name, y, champ)
+    if math.isnan(c) or math.isnan(d):
+        return None
+    change = improvement(name, c, d)
+    return {
+        "where": label,
+        "metric": name,
+        "challenger": round(c, 6),
+        "champion": round(d, 6),
+        "change": round(change, 6),
+        "tolerance": tolerance,
+        "n": int(len(y)),
+        "ok": change >= -tolerance,
+    }
+
+
 def decide_promotion(
     y_true: np.ndarray,
     challenger_scores: np.ndarray,
     champion_scores: np.ndarray | None,
     policy: PromotionPolicy,
     seed: int = 0,
+    segments: dict[str, np.ndarray] | None = None,
 ) -> PromotionDecision:
     """Compare challenger and champion on the same labelled rows.
 
-    Promotes only when the improvement of the primary metric is at least `min_delta` and the
-    paired-bootstrap lower bound of the improvement lies above zero. Without a champion the
-    challenger is promoted.
+    Promotes only when the improvement of the primary metric is at least `min_delta`, its
+    paired-bootstrap lower bound lies above zero, no guard metric is worse than its tolerance,
+    and no segment (a value of a segment column with enough rows) is worse than
+    `segment_tolerance`. Without a champion the challenger is promoted.
+
+    Args:
+        y_true: labels of the held-out rows.
+        challenger_scores: the challenger's scores on them.
+        champion_scores: the champion's scores on them (None: there is no champion).
+        policy: the promotion policy.
+        seed: seed of the bootstrap.
+        segments: segment column name -> its values on the held-out rows.
     """
     name = policy.metric
     y = np.asarray(y_true)
@@ -209,9 +241,49 @@ def decide_promotion(
         reasons.append(
             f"the lower confidence bound {low:+.4f} is not above zero: the gain may be luck"
         )
+    guards = [
+        g
+        for metric, tol in policy.guards.items()
+        if (g := _compare(metric, y, challenger_scores, champion_scores, tol, "all"))
+    ]
+    for g in guards:
+        if not g["ok"]:
+            promote = False
+            reasons.append(
+                f"guard {g['metric']} is worse: {g['challenger']:.4f} vs champion "
+                f"{g['champion']:.4f} (tolerance {g['tolerance']})"
+            )
+    checked = []
+    for column, values in (segments or {}).items():
+        values = np.asarray(values, dtype=object)
+        for value in sorted({str(v) for v in values}):
+            mask = np.array([str(v) == value for v in values])
+            if mask.sum() < policy.min_segment_rows:
+                continue
+            seg = _compare(
+                name,
+                y[mask],
+                challenger_scores[mask],
+                champion_scores[mask],
+                policy.segment_tolerance,
+                f"{column}={value}",
+            )
+            if seg:
+                checked.append(seg)
+                if not seg["ok"]:
+                    promote = False
+                    reasons.append(
+                        f"segment {seg['where']}: {name} {seg['challenger']:.4f} vs champion "
+                        f"{seg['champion']:.4f} on {seg['n']} rows "
+                        f"(tolerance {policy.segment_tolerance})"
+                    )
     if promote:
-        reasons.append("challenger is better with confidence: promote")
-    return PromotionDecision(promote, reasons, name, chal, champ, delta, low, high, n)
+        reasons.append(
+            "challenger is better with confidence, and no guard or segment is worse: promote"
+        )
+    return PromotionDecision(
+        promote, reasons, name, chal, champ, delta, low, high, n, guards, checked
+    )
 
 
 def _clean(x: float) -> float | None:
