@@ -35,11 +35,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(status, indent=2, default=str))
         return 0
+    name = status["metric_name"]
     print(f"model {status['model']}  (tracking {status['tracking_uri']})")
     print(
-        f"  champion   : v{status['champion']}  {status['metric_name']}={status['champion_metric']}"
+        f"  champion   : v{status['champion']}  {name}={status['champion_metric']}  "
+        f"since {status['champion_since']}"
     )
-    print(f"  challenger : v{status['challenger']}")
+    print(
+        f"  challenger : v{status['challenger']}  {name}={status['challenger_metric']}  "
+        f"({status['challenger_decision'] or 'undecided'})"
+    )
     print("history (newest last):")
     for e in status["history"][-10:]:
         print(
@@ -70,6 +75,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     print(
         f"champion moved from v{change.from_version} to v{change.to_version} "
         f"at {change.at} by {change.triggered_by}: {change.reason}"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mlops_loop.core.data import read_table
+    from mlops_loop.core.loop import predict_frame
+
+    config = _config(args.config)
+    frame = read_table(args.input)
+    who = f"cli predict ({os.environ.get('USER', 'unknown')})"
+    scored, version = predict_frame(config, frame, who)
+    if args.output:
+        out = Path(args.output)
+        if out.suffix.lower() in (".parquet", ".pq"):
+            scored.to_parquet(out, index=False)
+        else:
+            scored.to_csv(out, index=False)
+    else:
+        scored.to_csv(sys.stdout, index=False)
+    print(
+        f"scored {len(scored)} rows with {config.mlflow.registered_model}@champion = v{version}"
+        + (f"; wrote {args.output}" if args.output else ""),
+        file=sys.stderr,
     )
     return 0
 
@@ -137,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (kept in the audit history)")
     p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("predict", help="score a file with the model `champion` points at now")
+    p.add_argument("input", help="rows to score (parquet or CSV)")
+    p.add_argument("--output", help="write here (.parquet or .csv) instead of CSV on stdout")
+    p.add_argument("--config", help=config_help)
+    p.set_defaults(func=cmd_predict)
 
     for name, func, what in (
         ("drift", cmd_drift, "drift report of CURRENT against REFERENCE"),

@@ -20,7 +20,10 @@ def registry_with_versions(loop_config, demo_frames):
     for i in range(3):
         with tracked_run(cfg, run_name=f"v{i}"):
             _log_and_register(cfg, model, reference.head(50))
-    return MlflowRegistry.from_config(cfg)
+    registry = MlflowRegistry.from_config(cfg)
+    for v in registry.versions():
+        registry.tag_version(v, {"mlops_loop.metric.roc_auc": 0.8})  # validated by the loop
+    return registry
 
 
 def test_promote_rollback_and_history(registry_with_versions):
@@ -91,3 +94,17 @@ def test_alias_moved_outside_the_loop_is_recorded(registry_with_versions):
     assert (change.action, change.from_version, change.to_version) == ("external", 1, 3)
     assert reg.reconcile("next run") is None
     assert reg.previous_champion() == 1
+
+
+def test_rollback_refuses_a_never_validated_version(registry_with_versions):
+    reg = registry_with_versions
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="t")
+    reg.client.delete_model_version_tag(reg.model_name, "3", "mlops_loop.metric.roc_auc")
+    with pytest.raises(RegistryError, match="version 3 .* was never validated by the loop"):
+        reg.rollback(3, reason="try an unvalidated one", triggered_by="t")
+    reg.client.delete_model_version(reg.model_name, "2")
+    with pytest.raises(RegistryError, match=r"has no version 2; known versions: \[1, 3\]"):
+        reg.rollback(2, reason="deleted", triggered_by="t")
+    assert reg.champion() == 1
+    assert "| rollback |" not in reg.history_table()
+    assert "| promotion | None | 1 | t (" in reg.history_table()

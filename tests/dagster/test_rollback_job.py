@@ -91,3 +91,29 @@ def test_rollback_to_previous_moves_the_champion_back(promoted_loop):
     again = run_job(loop.defs, loop.instance, "rollback_job", run_config=rollback_config("1", "x"))
     assert not again.success
     assert registry.champion() == 1
+
+
+def test_an_alias_moved_in_the_mlflow_ui_is_served_and_recorded_on_the_next_run(
+    tmp_path, demo_frames
+):
+    """What an edit of the alias in the MLflow UI does: the next monitoring run scores with the
+    version it points at, and the history records the change."""
+    loop = new_loop(tmp_path, demo_frames, ["batch_005", "batch_006"])
+    try:
+        assert run_job(loop.defs, loop.instance, "bootstrap_job").success
+        loop.instance.add_dynamic_partitions("batches", ["batch_005", "batch_006"])
+        assert run_job(loop.defs, loop.instance, "monitor_job", "batch_005").success
+        assert run_job(loop.defs, loop.instance, "retrain_job", "batch_005").success
+        registry = MlflowRegistry.from_config(loop.config)
+        assert registry.champion() == 2
+        registry.client.set_registered_model_alias(registry.model_name, "champion", "1")
+
+        result = run_job(loop.defs, loop.instance, "monitor_job", "batch_006")
+        assert result.success
+        scored = materialized(result)["scored_batch"].metadata
+        assert scored["champion_version"].value == 1
+        last = registry.history()[-1]
+        assert (last["action"], last["from_version"], last["to_version"]) == ("external", 2, 1)
+        assert result.run_id[:8] in last["triggered_by"]
+    finally:
+        loop.instance.dispose()

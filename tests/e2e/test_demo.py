@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
@@ -88,6 +89,12 @@ def test_cli_status_and_rollback_on_the_demo(demo):
     assert f"champion   : v{status['champion']}" in out.stdout
     assert "batch_003: quality QUARANTINED" in out.stdout
 
+    assert "since 20" in out.stdout  # when the champion was promoted
+    rows = root / ".demo" / "incoming" / "batch_007.parquet"
+    before = cli(root, "predict", str(rows), "--output", str(root / "before.parquet"))
+    assert before.returncode == 0, before.stderr
+    assert f"churn-model@champion = v{status['champion']}" in before.stderr
+
     bad = cli(root, "rollback", "--to", "999", "--reason", "typo")
     assert bad.returncode == 2
     assert "has no version 999" in bad.stderr
@@ -103,6 +110,12 @@ def test_cli_status_and_rollback_on_the_demo(demo):
     assert last["triggered_by"].startswith("cli")
     js = json.loads(cli(root, "status", "--format", "json").stdout)
     assert js["champion"] == last["to_version"]
+    # Serving follows the alias: the next prediction uses the rolled-back version, no redeploy.
+    after = cli(root, "predict", str(rows), "--output", str(root / "after.parquet"))
+    assert f"churn-model@champion = v{last['to_version']}" in after.stderr
+    a = pd.read_parquet(root / "before.parquet")["churn_score"]
+    b = pd.read_parquet(root / "after.parquet")["churn_score"]
+    assert not a.equals(b)
 
 
 def test_second_demo_starts_over_and_succeeds(demo):

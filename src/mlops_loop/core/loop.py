@@ -7,7 +7,6 @@ from the `LoopStore`, writes its verdict back there, and logs to MLflow.
 from __future__ import annotations
 
 import html
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from mlops_loop.core.policy import (
     decide_promotion,
     decide_retrain,
 )
-from mlops_loop.core.registry import AliasChange, MlflowRegistry
+from mlops_loop.core.registry import METRIC_TAG, AliasChange, MlflowRegistry
 from mlops_loop.core.store import LoopStore, file_stamp
 from mlops_loop.core.tracking import (
     TAG_PARTITION,
@@ -45,8 +44,6 @@ from mlops_loop.core.training import (
     predict_scores,
     train_model,
 )
-
-METRIC_TAG = "mlops_loop.metric."
 
 
 @dataclass(frozen=True)
@@ -317,21 +314,38 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
     return report
 
 
-def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
-    """Score a batch with the model the `champion` alias points at right now."""
-    ctx = ctx or StepContext()
-    store = LoopStore(config.state_dir)
+def predict_frame(
+    config: LoopConfig, frame: pd.DataFrame, triggered_by: str = "predict"
+) -> tuple[pd.DataFrame, int]:
+    """Score `frame` with the model `champion` points at now: (scored copy, version used).
+
+    The alias is resolved at call time, so a rollback takes effect on the next call without
+    any redeploy. An alias moved outside the loop is recorded in the history first.
+
+    Raises:
+        RegistryError: the model has no champion.
+        DataError: a feature column is missing or malformed.
+    """
     registry = MlflowRegistry.from_config(config)
+    registry.reconcile(triggered_by)
     version = registry.champion()
     if version is None:
         raise RegistryError(
             f"model {config.mlflow.registered_model!r} has no champion; "
             "materialize baseline_model first"
         )
-    model = registry.load(version)
-    batch = store.batch(key)
-    scored = batch.copy()
-    scored[config.columns.prediction] = predict_scores(model, batch, config.columns)
+    scored = frame.copy()
+    scored[config.columns.prediction] = predict_scores(
+        registry.load(version), frame, config.columns
+    )
+    return scored, version
+
+
+def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Score a batch with the model the `champion` alias points at right now."""
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    scored, version = predict_frame(config, store.batch(key), ctx.triggered_by)
     store.write_frame(store.batch_dir(key) / "scored.parquet", scored)
     info = {"champion_version": version, "rows": len(scored)}
     store.write_batch_json(key, "scored", info)
@@ -590,6 +604,10 @@ def promote_challenger(
             {f"champion_{r['metric']}": r["champion"] for r in table if r["champion"] is not None}
         )
         log_metrics({"promoted": int(decision.promote), "challenger_version": version})
+        log_json(
+            decision.to_dict()["guards"] + decision.to_dict()["segments"],
+            f"promotion/{key}.guards_and_segments.json",
+        )
         log_params(config_params(config, "promotion"))
     change: AliasChange | None = None
     if decision.promote:
@@ -601,6 +619,8 @@ def promote_challenger(
             metrics={r["metric"]: r["challenger"] for r in table},
         )
         registry.tag_version(version, {"mlops_loop.decision": "promoted"})
+        with _run(config, ctx, "promotion", key):
+            _log_history(registry)
     else:
         registry.tag_version(
             version,
@@ -617,6 +637,7 @@ def promote_challenger(
         "decision": decision.to_dict(),
         "comparison": table,
         "change": change.to_dict() if change else None,
+        "history_table": registry.history_table(),
     }
     store.write_batch_json(key, "promotion", result)
     return result
@@ -657,6 +678,12 @@ def _comparison_html(
     )
 
 
+def _log_history(registry: MlflowRegistry) -> None:
+    """The append-only champion history, as JSON and as a table, in the active run."""
+    log_json(registry.history(), "registry/history.json")
+    log_text(registry.history_table(), "registry/history.md")
+
+
 # -- rollback and status ---------------------------------------------------------------------------
 def rollback(
     config: LoopConfig, to: int | str, reason: str, ctx: StepContext | None = None
@@ -672,6 +699,7 @@ def rollback(
     change = registry.rollback(to, reason=reason, triggered_by=ctx.triggered_by)
     with _run(config, ctx, "rollback"):
         log_json(change.to_dict(), "registry/rollback.json")
+        _log_history(registry)
         log_params(
             {
                 "rollback.from": change.from_version,
@@ -682,6 +710,11 @@ def rollback(
         )
         log_metrics({"champion_version": change.to_version})
     return change
+
+
+def champion_history_table(config: LoopConfig, last: int = 20) -> str:
+    """The latest changes of the champion, newest first, as a markdown table."""
+    return MlflowRegistry.from_config(config).history_table(last)
 
 
 def loop_status(config: LoopConfig) -> dict[str, Any]:
@@ -713,20 +746,25 @@ def loop_status(config: LoopConfig) -> dict[str, Any]:
                 "promoted": None if promotion is None else promotion["promoted"],
             }
         )
-    champion = registry.champion()
+    champion, challenger = registry.champion(), registry.challenger()
+    champion_tags = registry.version(champion).tags or {} if champion is not None else {}
+    challenger_tags = registry.version(challenger).tags or {} if challenger is not None else {}
     return {
         "model": config.mlflow.registered_model,
         "tracking_uri": config.tracking_uri,
         "champion": champion,
-        "challenger": registry.challenger(),
+        "champion_since": champion_tags.get("mlops_loop.champion_since"),
+        "champion_metrics": {
+            k.removeprefix(METRIC_TAG): v
+            for k, v in champion_tags.items()
+            if k.startswith(METRIC_TAG)
+        },
+        "challenger": challenger,
+        "challenger_decision": challenger_tags.get("mlops_loop.decision"),
+        "challenger_metric": _version_metric(registry, challenger, config.promotion.metric),
         "champion_metric": _version_metric(registry, champion, config.promotion.metric),
         "metric_name": config.promotion.metric,
         "history": registry.history(),
         "batches": batches,
         "quarantined": store.quarantined_keys(),
     }
-
-
-def reset_state(config: LoopConfig) -> None:
-    """Delete the loop's store and the local MLflow database and artifacts it created."""
-    shutil.rmtree(config.state_dir, ignore_errors=True)

@@ -18,6 +18,8 @@ from mlops_loop.core.errors import ConcurrentPromotionError, RegistryError
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "mlops_loop.history."
+#: Tags of a version's metrics on its hold-out: a version without them was never validated.
+METRIC_TAG = "mlops_loop.metric."
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,17 @@ class MlflowRegistry:
         with mlflow_uri(self.tracking_uri):
             return mlflow.sklearn.load_model(self.model_uri(alias_or_version))
 
+    def history_table(self, last: int = 20) -> str:
+        """The latest changes of the champion as a markdown table, newest first."""
+        rows = ["| when | action | from | to | by | reason |", "|---|---|---|---|---|---|"]
+        for e in reversed(self.history()[-last:]):
+            reason = str(e.get("reason", "")).replace("|", "/")[:160]
+            rows.append(
+                f"| {e['at']} | {e['action']} | {e.get('from_version')} | {e['to_version']} | "
+                f"{e['triggered_by']} ({e.get('user')}) | {reason} |"
+            )
+        return "\n".join(rows)
+
     def history(self) -> list[dict[str, Any]]:
         """Every recorded change of the champion, oldest first."""
         registered = self._registered()
@@ -227,7 +240,12 @@ class MlflowRegistry:
                 raise RegistryError(
                     f"rollback target {to!r} is neither a version number nor 'previous'"
                 ) from e
-        self.version(target)
+        tags = self.version(target).tags or {}
+        if not any(k.startswith(METRIC_TAG) for k in tags):
+            raise RegistryError(
+                f"version {target} of {self.model_name!r} was never validated by the loop (it "
+                f"has no {METRIC_TAG}* tags): it cannot become champion by rollback"
+            )
         if target == current:
             raise RegistryError(f"version {target} is already the champion of {self.model_name!r}")
         change = AliasChange("rollback", current, target, reason.strip(), triggered_by)

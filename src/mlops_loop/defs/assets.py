@@ -214,6 +214,11 @@ def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
             "delta": decision["delta"] if decision["delta"] is not None else 0.0,
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"])),
             "comparison": md.table(result["comparison"], ["metric", "challenger", "champion"]),
+            "guards_and_segments": md.table(
+                decision["guards"] + decision["segments"],
+                ["where", "metric", "challenger", "champion", "change", "tolerance", "ok"],
+            ),
+            "champion_history": dg.MetadataValue.md(result["history_table"]),
         }
     )
 

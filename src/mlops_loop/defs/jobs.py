@@ -53,7 +53,8 @@ class RollbackConfig(dg.Config):
 
 @dg.op(description="Move the champion alias back and record who, when and why.")
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, loop: LoopResource):
-    change = core.rollback(loop.load(), config.to, config.reason, step_context(context))
+    cfg = loop.load()
+    change = core.rollback(cfg, config.to, config.reason, step_context(context))
     meta: dict[str, Any] = {
         "from_version": change.from_version if change.from_version is not None else -1,
         "to_version": change.to_version,
@@ -61,6 +62,7 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lo
         "triggered_by": change.triggered_by,
         "user": change.user,
         "at": change.at,
+        "champion_history": dg.MetadataValue.md(core.champion_history_table(cfg)),
     }
     context.log_event(dg.AssetObservation(asset_key="champion_model", metadata=meta))
     context.log.info(
