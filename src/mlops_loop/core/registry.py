@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mlops_loop.core.errors import ConcurrentPromotionError, RegistryError
@@ -49,14 +52,37 @@ def _user() -> str:
 class MlflowRegistry:
     """Aliases and history of one registered model, through an explicit `MlflowClient`."""
 
-    def __init__(self, tracking_uri: str, model_name: str) -> None:
+    def __init__(self, tracking_uri: str, model_name: str, lock_path: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
+        self.lock_path = lock_path
         self._client: Any = None
 
     @classmethod
     def from_config(cls, config: Any) -> MlflowRegistry:
-        return cls(config.tracking_uri, config.mlflow.registered_model)
+        lock = Path(config.state_dir) / f"registry-{config.mlflow.registered_model}.lock"
+        return cls(config.tracking_uri, config.mlflow.registered_model, lock)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialize changes of the champion across threads and processes on this machine.
+
+        Without it, two promotions can both read the same champion before either moves it
+        (check-then-act), and both win. Across machines, the Dagster concurrency pool on
+        `champion_model` serializes the promotion steps.
+        """
+        if self.lock_path is None:
+            yield
+            return
+        import fcntl
+
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @property
     def client(self) -> Any:
@@ -198,21 +224,24 @@ class MlflowRegistry:
             ConcurrentPromotionError: the champion moved since the comparison was made.
         """
         self.version(version)
-        current = self.champion()
-        if current != expected_champion:
-            raise ConcurrentPromotionError(
-                f"champion of {self.model_name!r} is version {current}, but this promotion was "
-                f"decided against version {expected_champion}; decide again"
+        with self._exclusive():
+            current = self.champion()
+            if current != expected_champion:
+                raise ConcurrentPromotionError(
+                    f"champion of {self.model_name!r} is version {current}, but this promotion was "
+                    f"decided against version {expected_champion}; decide again"
+                )
+            change = AliasChange(
+                action, current, int(version), reason, triggered_by, metrics=metrics or {}
             )
-        change = AliasChange(
-            action, current, int(version), reason, triggered_by, metrics=metrics or {}
-        )
-        return self._move_champion(change)
+            return self._move_champion(change)
 
     def previous_champion(self) -> int | None:
         """The champion before the current one, from the recorded history."""
         current = self.champion()
         for event in reversed(self.history()):
+            if event["action"] == "aborted":
+                continue  # records a change that never happened
             if event["to_version"] == current and event.get("from_version") is not None:
                 return int(event["from_version"])
         return None
@@ -223,6 +252,11 @@ class MlflowRegistry:
         Raises:
             RegistryError: unknown version, no previous champion, or `to` is already champion.
         """
+        with self._exclusive():
+            return self._rollback(to, reason=reason, triggered_by=triggered_by)
+
+    def _rollback(self, to: int | str, *, reason: str, triggered_by: str) -> AliasChange:
+        """The body of `rollback`, under the lock."""
         if not reason or not reason.strip():
             raise RegistryError("a rollback needs a reason (who asked and why)")
         current = self.champion()
@@ -252,21 +286,39 @@ class MlflowRegistry:
         return self._move_champion(change)
 
     def reconcile(self, triggered_by: str) -> AliasChange | None:
-        """Record a champion change made outside the loop (e.g. an alias edited in the MLflow UI).
+        """Bring the history in line with the alias, so its last entry names the champion.
 
-        Returns the recorded change, or None if the history already agrees with the alias.
+        Two things leave them apart: a change recorded whose alias move never happened (the
+        process died in between: recorded as "aborted"), and an alias moved outside the loop,
+        e.g. in the MLflow UI (recorded as "external"). Returns the recorded change, or None if
+        the history already agrees with the alias.
         """
+        with self._exclusive():
+            return self._reconcile(triggered_by)
+
+    def _reconcile(self, triggered_by: str) -> AliasChange | None:
+        """The body of `reconcile`, under the lock."""
         current = self.champion()
         history = self.history()
-        last = history[-1]["to_version"] if history else None
-        if current is None or current == last:
+        if current is None or (history and history[-1]["to_version"] == current):
             return None
-        change = AliasChange(
-            "external",
-            last,
-            current,
-            "champion alias changed outside the loop (e.g. in the MLflow UI)",
-            triggered_by,
-        )
+        last = history[-1] if history else None
+        if last is not None and last.get("from_version") == current:
+            change = AliasChange(
+                "aborted",
+                last["to_version"],
+                current,
+                f"the {last['action']} to v{last['to_version']} recorded at {last['at']} never "
+                f"moved the alias (interrupted); v{current} stayed champion",
+                triggered_by,
+            )
+        else:
+            change = AliasChange(
+                "external",
+                last["to_version"] if last else None,
+                current,
+                "champion alias changed outside the loop (e.g. in the MLflow UI)",
+                triggered_by,
+            )
         self._append_history(change)
         return change
