@@ -41,6 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+DEMO_TIMEOUT = 180.0  # seconds for the scripted demo (about 45 s)
 SERVER_START_TIMEOUT = 90.0  # seconds until the webserver answers with its code location loaded
 BIN = Path(sys.executable).parent  # dagster-webserver and dagster-daemon of this venv
 LOCATION = "mlops_loop.definitions"  # the code location's name for `-m mlops_loop.definitions`
@@ -168,19 +169,30 @@ def wait_until_loaded(ui: DagsterUI, processes: list[subprocess.Popen]) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass  # not listening yet
         time.sleep(1)
-    pytest.fail(f"the Dagster webserver was not ready in {SERVER_START_TIMEOUT} s\n{ui.log_tails()}")
+    pytest.fail(
+        f"the Dagster webserver was not ready in {SERVER_START_TIMEOUT} s\n{ui.log_tails()}"
+    )
 
 
 @pytest.fixture
 def dagster_ui(browser: Browser, tmp_path: Path) -> Iterator[DagsterUI]:
     """The scripted demo (champion v4, previous champion v3), then the real Dagster webserver and
-    daemon on its instance. The daemon is needed: runs launched from the UI are queued."""
-    from mlops_loop.demo.runner import run_demo
+    daemon on its instance. The daemon is needed: runs launched from the UI are queued.
 
+    It asks for the browser first, so that a machine without one skips before the demo is built.
+    """
     workdir, dagster_home = tmp_path / "demo", tmp_path / "dagster_home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAGSTER_HOME", str(dagster_home))  # run_demo sets it; restore it afterwards
-        run_demo(workdir, dagster_home, echo=lambda _: None)
+    # `mlops-loop demo` (run_demo) in a process of its own: its in-process Dagster runs must not
+    # share this thread with Playwright's event loop, nor leave DAGSTER_HOME set in this process.
+    demo = subprocess.run(
+        [sys.executable, "-m", "mlops_loop.cli", "demo"]
+        + ["--workdir", str(workdir), "--dagster-home", str(dagster_home)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
 
     config_path = workdir / "loop.yaml"
     env = {

@@ -117,3 +117,29 @@ def test_an_alias_moved_in_the_mlflow_ui_is_served_and_recorded_on_the_next_run(
         assert result.run_id[:8] in last["triggered_by"]
     finally:
         loop.instance.dispose()
+
+
+def test_the_promotion_is_logged_with_its_evidence(promoted_loop):
+    from mlflow import MlflowClient
+
+    loop = promoted_loop
+    client = MlflowClient(
+        tracking_uri=loop.config.tracking_uri, registry_uri=loop.config.tracking_uri
+    )
+    exp = client.get_experiment_by_name(loop.config.mlflow.experiment)
+    run_id = loop.runs["retrain"].run_id
+    [run] = client.search_runs([exp.experiment_id], f"tags.`dagster.run_id` = '{run_id}'")
+    files = {
+        a.path for d in ("promotion", "registry") for a in client.list_artifacts(run.info.run_id, d)
+    }
+    assert {
+        "promotion/batch_005.json",
+        "promotion/batch_005.html",
+        "promotion/batch_005.svg",
+        "registry/history.json",
+        "registry/history.md",
+    } <= files
+    svg = client.download_artifacts(run.info.run_id, "promotion/batch_005.svg")
+    assert open(svg).read().startswith("<svg") and "challenger v2" in open(svg).read()
+    assert run.data.metrics["challenger_roc_auc"] > run.data.metrics["champion_roc_auc"]
+    assert run.data.params["promotion.metric"] == "roc_auc"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from mlops_loop.core.config import METRICS
 from mlops_loop.core.registry import MlflowRegistry
 from mlops_loop.core.store import LoopStore
 from mlops_loop.defs.factory import build_definitions
@@ -150,13 +151,10 @@ def test_retrain_job_on_the_drifted_batch_trains_and_judges_a_challenger(monitor
     assert "roc_auc" in champion["reasons"].value
     expected = version if champion["promoted"].value else champion_before
     assert champion["champion_version"].value == expected == registry.champion()
-    assert [r.data["metric"] for r in champion["comparison"].value.records] == [
-        "roc_auc",
-        "accuracy",
-        "f1",
-        "brier",
-        "log_loss",
-    ]
+    assert [r.data["metric"] for r in champion["comparison"].value.records] == list(METRICS)
+    assert "| promotion |" in champion["champion_history"].value or not champion["promoted"].value
+    guards = {r.data["metric"] for r in champion["guards_and_segments"].value.records}
+    assert {"brier", "recall"} <= guards
     promotion = LoopStore(loop.config.state_dir).batch_json("batch_004", "promotion")
     assert promotion["promoted"] is champion["promoted"].value
 

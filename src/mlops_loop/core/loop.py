@@ -18,6 +18,7 @@ from mlops_loop.core.config import METRICS, LoopConfig
 from mlops_loop.core.data import frame_digest, read_table, require_columns
 from mlops_loop.core.errors import DataError, RegistryError
 from mlops_loop.core.performance import compute_metrics, metric_value
+from mlops_loop.core.plots import paired_bars_svg
 from mlops_loop.core.policy import (
     PromotionDecision,
     RetrainDecision,
@@ -599,6 +600,7 @@ def promote_challenger(
             f"promotion/{key}.json",
         )
         log_text(_comparison_html(decision, version, champion, table), f"promotion/{key}.html")
+        log_text(_comparison_svg(version, champion, table), f"promotion/{key}.svg")
         log_metrics({f"challenger_{r['metric']}": r["challenger"] for r in table})
         log_metrics(
             {f"champion_{r['metric']}": r["champion"] for r in table if r["champion"] is not None}
@@ -660,6 +662,13 @@ def _comparison_table(
     return rows
 
 
+def _comparison_svg(chal: int, champ: int | None, table: list[dict[str, Any]]) -> str:
+    rows = [(r["metric"], r["challenger"], r["champion"]) for r in table]
+    return paired_bars_svg(
+        rows, f"challenger v{chal}", f"champion v{champ}", "Same held-out rows, both models"
+    )
+
+
 def _comparison_html(
     decision: PromotionDecision, chal: int, champ: int | None, table: list[dict[str, Any]]
 ) -> str:
@@ -668,13 +677,21 @@ def _comparison_html(
         f"<tr><td>{r['metric']}</td><td>{r['challenger']}</td><td>{r['champion']}</td></tr>"
         for r in table
     )
+    checks = "".join(
+        f"<tr><td>{html.escape(g['where'])}</td><td>{g['metric']}</td><td>{g['challenger']}"
+        f"</td><td>{g['champion']}</td><td>{g['tolerance']}</td><td>"
+        f"{'ok' if g['ok'] else 'WORSE'}</td></tr>"
+        for g in [*decision.guards, *decision.segments]
+    )
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons)
     return (
         f"<!doctype html><meta charset=utf-8><title>Challenger v{chal} vs champion v{champ}"
         f"</title><style>body{{font:14px sans-serif;margin:2em}}td,th{{padding:4px 12px;"
         f"border-bottom:1px solid #ddd}}</style><h1>Challenger v{chal} vs champion v{champ}: "
         f"{verdict}</h1><ul>{reasons}</ul><table><tr><th>metric</th><th>challenger</th>"
-        f"<th>champion</th></tr>{rows}</table>"
+        f"<th>champion</th></tr>{rows}</table><p>{_comparison_svg(chal, champ, table)}</p>"
+        f"<h2>Guards and segments</h2><table><tr><th>where</th><th>metric</th>"
+        f"<th>challenger</th><th>champion</th><th>tolerance</th><th></th></tr>{checks}</table>"
     )
 
 

@@ -23,6 +23,7 @@ CHALLENGER = "challenger"
 HISTORY_PREFIX = "mlops_loop.history."
 #: Tags of a version's metrics on its hold-out: a version without them was never validated.
 METRIC_TAG = "mlops_loop.metric."
+MOVED_TAG = "mlops_loop.alias_moved_at"
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,9 @@ class MlflowRegistry:
         )
         self._append_history(change)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, str(change.to_version))
+        # Proof that this change took effect: reconcile tells a change that never happened
+        # from one undone later by hand.
+        self.tag_version(change.to_version, {MOVED_TAG: change.at})
         return change
 
     def promote(
@@ -303,7 +307,10 @@ class MlflowRegistry:
         if current is None or (history and history[-1]["to_version"] == current):
             return None
         last = history[-1] if history else None
-        if last is not None and last.get("from_version") == current:
+        took_effect = last is not None and (
+            (self.version(last["to_version"]).tags or {}).get(MOVED_TAG) == last["at"]
+        )
+        if last is not None and not took_effect and last.get("from_version") == current:
             change = AliasChange(
                 "aborted",
                 last["to_version"],

@@ -1,0 +1,105 @@
+"""Roll the champion back from the Dagster UI, as an operator would: open rollback_job's
+Launchpad in a real browser, type the run config, click Launch Run, watch the run succeed.
+
+Screenshots go to the test's tmp_path/screenshots; their paths are printed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from mlops_loop.core.config import load_config
+from mlops_loop.core.registry import MlflowRegistry
+from tests.browser.conftest import LOCATION, DagsterUI
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.browser
+
+RUN_TIMEOUT = 120.0  # seconds from Launch Run to a finished run
+REASON = "v4 misbehaves in region west (rolled back from the Launchpad)"
+RUN_CONFIG = f"""\
+ops:
+  rollback_champion:
+    config:
+      to: previous
+      reason: "{REASON}"
+"""
+RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
+
+
+def wait_for_run(ui: DagsterUI, run_id: str) -> str:
+    """The run's final status, polled from the webserver's GraphQL API."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    status = "unknown"
+    while time.monotonic() < deadline:
+        run = ui.graphql(RUN_STATUS, id=run_id)["runOrError"]
+        status = run.get("status", run["__typename"])
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        time.sleep(1)
+    pytest.fail(f"run {run_id} still {status} after {RUN_TIMEOUT} s\n{ui.log_tails()}")
+
+
+def test_rollback_launched_from_the_launchpad_moves_the_champion_back(
+    dagster_ui: DagsterUI, page: Page, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from playwright.sync_api import expect
+
+    registry = MlflowRegistry.from_config(load_config(dagster_ui.config_path))
+    champion, previous = registry.champion(), registry.previous_champion()
+    history = registry.history()
+    assert previous is not None and previous != champion, (champion, previous)
+    shots = tmp_path / "screenshots"
+    saved: list[Path] = []
+
+    def screenshot(name: str) -> None:
+        saved.append(shots / f"{name}.png")
+        page.screenshot(path=saved[-1])
+
+    # The job's Launchpad, its editor prefilled with the default config (no reason yet).
+    page.goto(f"{dagster_ui.url}/locations/{LOCATION}/jobs/rollback_job/playground")
+    editor = page.locator(".CodeMirror").first
+    expect(editor).to_contain_text("rollback_champion")
+    expect(page.get_by_text('Missing required config entry "reason"')).to_be_visible()
+
+    # Replace the config with ours. insert_text types it like a paste: the editor's
+    # auto-indent would otherwise add to the indentation of each new line.
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(RUN_CONFIG)
+    typed = page.evaluate("document.querySelector('.CodeMirror').CodeMirror.getValue()")
+    assert typed.strip() == RUN_CONFIG.strip()
+    expect(page.get_by_text("No errors", exact=True)).to_be_visible()
+    expect(editor).to_contain_text(REASON)
+    screenshot("1-launchpad-config-filled")
+
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    assert wait_for_run(dagster_ui, run_id) == "SUCCESS", dagster_ui.log_tails()
+
+    # The run page catches up with the run: Success in its header, RUN_SUCCESS in its log.
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+    expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
+    screenshot("2-run-success")
+    with capsys.disabled():
+        print("\nscreenshots:", *(f"  {p}" for p in saved), sep="\n")
+
+    # MLflow: the alias is back on the previous champion, and the history says who and why.
+    assert registry.champion() == previous
+    new = registry.history()[len(history) :]
+    assert len(new) == 1, new
+    change = new[0]
+    assert change["action"] == "rollback"
+    assert (change["from_version"], change["to_version"]) == (champion, previous)
+    assert change["reason"] == REASON
+    assert f"dagster run {run_id[:8]}" in change["triggered_by"]
+    assert "rollback_job" in change["triggered_by"]
