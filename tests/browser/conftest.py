@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEMO_TIMEOUT = 180.0  # seconds for the scripted demo (about 45 s)
+DEMO_TIMEOUT = 150.0  # seconds for the scripted demo (about 45 s here)
 SERVER_START_TIMEOUT = 90.0  # seconds until the webserver answers with its code location loaded
 BIN = Path(sys.executable).parent  # dagster-webserver and dagster-daemon of this venv
 LOCATION = "mlops_loop.definitions"  # the code location's name for `-m mlops_loop.definitions`
@@ -78,13 +78,15 @@ def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> It
         page.get_by_text("Join the Dagster community"),
         lambda _: page.get_by_role("button", name="Skip").click(),
     )
-    yield page
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        path = tmp_path / "screenshots" / "failure.png"
-        page.screenshot(path=path, full_page=True)
-        print(f"screenshot of the page at the failure: {path}")
-    context.close()
+    try:
+        yield page
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            path = tmp_path / "screenshots" / "failure.png"
+            page.screenshot(path=path, full_page=True)
+            print(f"screenshot of the page at the failure: {path}")
+    finally:
+        context.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

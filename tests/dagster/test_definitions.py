@@ -112,3 +112,14 @@ def test_demo_definitions_load_the_configured_loop(config_path, monkeypatch):
     assert isinstance(defs, dg.Definitions)
     assert {j.name for j in defs.resolve_all_job_defs()} >= JOBS
     assert asset_names(defs) == ASSETS
+
+
+def test_the_committed_dagster_yaml_matches_the_demo_default():
+    from pathlib import Path
+
+    import yaml
+
+    from mlops_loop.demo.runner import DAGSTER_YAML
+
+    committed = Path(__file__).parents[2] / "dagster_home" / "dagster.yaml"
+    assert yaml.safe_load(committed.read_text()) == DAGSTER_YAML
