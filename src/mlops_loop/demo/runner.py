@@ -20,6 +20,11 @@ import yaml
 from mlops_loop.demo.data import SCENARIO, generate
 
 
+#: What `dagster_home/dagster.yaml` holds: SQLite storage (the default), no telemetry, and one
+#: promotion at a time (the `champion_model` step runs in a concurrency pool).
+DAGSTER_YAML = {"telemetry": {"enabled": False}, "concurrency": {"pools": {"default_limit": 1}}}
+
+
 def reset_dagster_home(dagster_home: Path) -> None:
     """Delete run storage under `dagster_home`, keeping its `dagster.yaml`."""
     if not dagster_home.exists():
@@ -133,9 +138,7 @@ def run_demo(
         reset_dagster_home(dagster_home)
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
-        (dagster_home / "dagster.yaml").write_text(
-            yaml.safe_dump({"telemetry": {"enabled": False}})
-        )
+        (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(DAGSTER_YAML))
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     _quiet_libraries()
     started = time.monotonic()
