@@ -19,7 +19,6 @@ import yaml
 
 from mlops_loop.demo.data import SCENARIO, generate
 
-
 #: What `dagster_home/dagster.yaml` holds: SQLite storage (the default), no telemetry, and one
 #: promotion at a time (the `champion_model` step runs in a concurrency pool).
 DAGSTER_YAML = {"telemetry": {"enabled": False}, "concurrency": {"pools": {"default_limit": 1}}}
