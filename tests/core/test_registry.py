@@ -47,6 +47,7 @@ def test_promote_rollback_and_history(registry_with_versions):
         ("rollback", 2, 1),
     ]
     assert history[-1]["reason"] == "v2 misbehaves" and history[-1]["triggered_by"] == "oncall"
+    assert history[-1]["metrics"] == {"roc_auc": "0.8"}  # v1's validation metrics
     assert history[1]["metrics"] == {"roc_auc": 0.9}
     tags = reg.version(1).tags
     assert tags["mlops_loop.champion_action"] == "rollback"

@@ -286,7 +286,13 @@ class MlflowRegistry:
             )
         if target == current:
             raise RegistryError(f"version {target} is already the champion of {self.model_name!r}")
-        change = AliasChange("rollback", current, target, reason.strip(), triggered_by)
+        # The target's metrics when it was validated: what the loop knew of it at this moment.
+        metrics = {
+            k.removeprefix(METRIC_TAG): v for k, v in tags.items() if k.startswith(METRIC_TAG)
+        }
+        change = AliasChange(
+            "rollback", current, target, reason.strip(), triggered_by, metrics=metrics
+        )
         return self._move_champion(change)
 
     def reconcile(self, triggered_by: str) -> AliasChange | None:
