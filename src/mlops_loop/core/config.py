@@ -159,6 +159,36 @@ class DriftPolicy(_Model):
     min_drifted_features: int = Field(
         default=1, ge=1, description="Drifted features that make dataset drift."
     )
+    methods: dict[
+        str,
+        Literal["ks", "chi_square", "cramer_von_mises", "psi", "jensen_shannon", "wasserstein"],
+    ] = Field(
+        default_factory=dict,
+        description="Per-column decision method (column name -> method), replacing the "
+        "automatic choice (ks for numbers, chi_square for categories). ks, cramer_von_mises "
+        "and wasserstein apply to numerical columns, chi_square to categorical ones, psi and "
+        "jensen_shannon to both. Methods with a p-value join the Benjamini-Hochberg family and "
+        "need the effect threshold too; psi, jensen_shannon and wasserstein decide alone, by "
+        "their own threshold, and stay out of the FDR family.",
+    )
+    psi_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        description="Population stability index at which a column decided by psi drifts.",
+    )
+    jensen_shannon_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Jensen-Shannon distance (base 2) at which a column decided by "
+        "jensen_shannon drifts.",
+    )
+    wasserstein_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        description="Wasserstein-1 distance over the reference's standard deviation at which "
+        "a column decided by wasserstein drifts.",
+    )
 
 
 class RetrainPolicy(_Model):

@@ -1,0 +1,363 @@
+"""Drift between a reference table and a batch: per-column tests calibrated across features.
+
+A feature counts as drifted only when its change is both significant after Benjamini-Hochberg
+false-discovery control across all features and large enough to matter (Kolmogorov-Smirnov
+distance for numbers, total-variation distance for categories). Large batches make every
+p-value tiny, so the effect threshold is what keeps trivial shifts quiet; many features make some
+p-value small by chance, so the FDR control is what keeps false alarms rare.
+
+Every entry also carries `statistics`: all the measures of its kind (normalised Wasserstein,
+PSI, Jensen-Shannon, Cramer-von Mises, ...), whichever decided. `DriftPolicy.methods` picks
+another deciding method per column; psi, jensen_shannon and wasserstein then decide by their own
+threshold, outside the FDR family. See docs/drift.md."""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mlops_loop.core.config import DriftPolicy, LoopConfig
+from mlops_loop.core.drift.measures import (
+    jensen_shannon,
+    numeric_measures,
+    psi,
+    sorted_finite,
+    sorted_quantiles,
+    total_variation,
+)
+from mlops_loop.core.drift.report import (
+    LEVELS,
+    SCHEMA_VERSION,
+    SUMMARY_CATEGORIES,
+    DriftReport,
+    FeatureDrift,
+)
+from mlops_loop.core.errors import DataError
+
+#: Most categories tested individually; the rest are pooled into one bucket.
+MAX_CATEGORIES = 1000
+#: Smallest expected count of a category in either frame for it to be tested on its own.
+MIN_EXPECTED = 5.0
+#: Label of missing values in categorical summaries.
+NULL_LABEL = "<null>"
+# Effects are sums of differences of fractions (i/n - j/m); without slack an effect of exactly
+# the threshold can land one ulp below it.
+_EFFECT_SLACK = 1e-12
+_ROLE_ORDER = {"feature": 0, "prediction": 1, "target": 2}
+
+
+class _Unusable(Exception):
+    """A column that cannot be tested; the message goes into the entry's `error`."""
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series)
+
+
+def _sorted_finite(series: pd.Series, side: str) -> np.ndarray:
+    # A fresh copy, so the sort can happen in place.
+    values = sorted_finite(series.to_numpy(dtype="float64", na_value=np.nan, copy=True))
+    if values.size == 0:
+        raise _Unusable(f"all values are null (or non-finite) in the {side}")
+    return values
+
+
+def _numeric_summary(values: np.ndarray) -> dict:
+    """Summary of sorted finite values."""
+    # Sums of huge values may overflow; `to_dict` turns the resulting infinities into None.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {
+            "count": int(values.size),
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            "min": float(values[0]),
+            "max": float(values[-1]),
+            "quantiles": [float(v) for v in sorted_quantiles(values, LEVELS)],
+        }
+
+
+@dataclass(frozen=True)
+class _Measured:
+    statistics: dict[str, float | None]
+    reference_summary: dict
+    current_summary: dict
+
+
+def _test_numerical(ref: pd.Series, cur: pd.Series) -> _Measured:
+    a, b = _sorted_finite(ref, "reference"), _sorted_finite(cur, "current batch")
+    m = numeric_measures(a, b)
+    statistics: dict[str, float | None] = {
+        "ks": m.ks,
+        "ks_p_value": m.ks_p_value,
+        "wasserstein_norm": m.wasserstein_norm,
+        "psi": m.psi,
+        "jensen_shannon": m.jensen_shannon,
+        "cramer_von_mises": m.cramer_von_mises,
+        "cramer_von_mises_p_value": m.cramer_von_mises_p_value,
+    }
+    return _Measured(statistics, _numeric_summary(a), _numeric_summary(b))
+
+
+def _category_counts(series: pd.Series, side: str) -> pd.Series:
+    if not series.notna().any():
+        raise _Unusable(f"all values are null in the {side}")
+    try:
+        counts = series.value_counts(dropna=False, sort=False)
+    except TypeError:  # unhashable cells (lists, dicts) in object columns
+        counts = series.map(str, na_action="ignore").value_counts(dropna=False, sort=False)
+    counts = counts[counts > 0]  # a categorical dtype also lists its unused categories
+    # Counting first and stringifying only the distinct values is much cheaper than casting
+    # every cell; mixed types that print alike (1 and "1") merge here, as in a CSV round trip.
+    labels = np.where(counts.index.isna(), NULL_LABEL, counts.index.astype(str))
+    return counts.groupby(labels, sort=False).sum()
+
+
+def _test_categorical(ref: pd.Series, cur: pd.Series) -> _Measured:
+    table = pd.concat(
+        [_category_counts(ref, "reference"), _category_counts(cur, "current batch")], axis=1
+    ).fillna(0)
+    counts = table.to_numpy(dtype="float64")
+    labels = table.index.to_numpy(dtype=object)
+    shares = counts / counts.sum(axis=0)
+    top = np.argsort(-shares.max(axis=1), kind="stable")[:SUMMARY_CATEGORIES]
+    summaries = [{str(labels[i]): float(shares[i, side]) for i in top} for side in (0, 1)]
+
+    # Pool rare categories into one bucket: Cochran's rule (expected count >= 5 in every cell)
+    # keeps the chi-square approximation honest, and the cap bounds the cost of id-like columns.
+    # Choosing by the pooled count keeps the test calibrated, since the homogeneity test
+    # conditions on those margins; choosing what the reference alone over-represents would look
+    # like drift by itself.
+    pooled = counts.sum(axis=1)
+    order = np.argsort(-pooled, kind="stable")
+    expected = pooled[order] * (counts.sum(axis=0).min() / pooled.sum())
+    kept = min(MAX_CATEGORIES, int((expected >= MIN_EXPECTED).sum()))
+    if kept < len(order) - 1:
+        counts = np.vstack([counts[order[:kept]], counts[order[kept:]].sum(axis=0)])
+    # On the pooled table too: over thousands of sparse categories sampling noise alone would
+    # add up to a large distance. PSI and Jensen-Shannon likewise.
+    chi2 = stats.chi2_contingency(counts.T)
+    statistics: dict[str, float | None] = {
+        "chi_square": float(chi2.statistic),
+        "chi_square_p_value": float(chi2.pvalue),
+        "total_variation": total_variation(counts[:, 0], counts[:, 1]),
+        "psi": psi(counts[:, 0], counts[:, 1]),
+        "jensen_shannon": jensen_shannon(counts[:, 0], counts[:, 1]),
+    }
+    return _Measured(statistics, summaries[0], summaries[1])
+
+
+@dataclass(frozen=True)
+class _Column:
+    key: Any  # the label in the frames, which need not be a string
+    kind: str | None  # None: infer from the reference column
+    role: str
+    error: str | None = None
+
+
+def _plan(
+    reference: pd.DataFrame, current: pd.DataFrame, config: LoopConfig | None
+) -> list[_Column]:
+    in_ref, in_cur = set(reference.columns), set(current.columns)
+    repeated = {
+        *reference.columns[reference.columns.duplicated()],
+        *current.columns[current.columns.duplicated()],
+    }
+
+    def missing(key: Any) -> str | None:
+        if key not in in_ref:
+            return "column is missing in the reference"
+        if key not in in_cur:
+            return "column is missing in the current batch"
+        if key in repeated:  # selecting it would give a frame, not a column
+            return "column name is not unique"
+        return None
+
+    if config is None:
+        keys = dict.fromkeys([*reference.columns, *current.columns])
+        return [_Column(k, None, "feature", missing(k)) for k in keys]
+    cols = config.columns
+    plan = [_Column(k, "numerical", "feature", missing(k)) for k in cols.numerical]
+    plan += [_Column(k, "categorical", "feature", missing(k)) for k in cols.categorical]
+    # Labels and scores are often absent from one side (unlabelled batch, unscored reference).
+    plan += [
+        _Column(k, None, role)
+        for role, k in (("prediction", cols.prediction), ("target", cols.target))
+        if k in in_ref and k in in_cur
+    ]
+    return plan
+
+
+@dataclass(frozen=True)
+class _Decision:
+    kind: str | None  # the kind of column it applies to; None: both
+    statistic: str  # keys into the measured statistics
+    p_value: str | None  # None: decided by the statistic's own threshold, outside the FDR family
+    effect: str
+    threshold: str  # the DriftPolicy field
+
+
+DECISIONS: dict[str, _Decision] = {
+    "ks": _Decision("numerical", "ks", "ks_p_value", "ks", "numerical_effect"),
+    "cramer_von_mises": _Decision(
+        "numerical", "cramer_von_mises", "cramer_von_mises_p_value", "ks", "numerical_effect"
+    ),
+    "wasserstein": _Decision(
+        "numerical", "wasserstein_norm", None, "wasserstein_norm", "wasserstein_threshold"
+    ),
+    "chi_square": _Decision(
+        "categorical", "chi_square", "chi_square_p_value", "total_variation", "categorical_effect"
+    ),
+    "psi": _Decision(None, "psi", None, "psi", "psi_threshold"),
+    "jensen_shannon": _Decision(
+        None, "jensen_shannon", None, "jensen_shannon", "jensen_shannon_threshold"
+    ),
+}
+
+
+def _evaluate_column(
+    col: _Column, reference: pd.DataFrame, current: pd.DataFrame, policy: DriftPolicy
+) -> FeatureDrift:
+    kind = col.kind
+    if kind is None:
+        frame = reference if col.key in reference.columns else current
+        column = frame.loc[:, col.key]
+        kind = "numerical" if column.ndim == 1 and _is_numeric(column) else "categorical"
+    numerical = kind == "numerical"
+    method = policy.methods.get(str(col.key)) or ("ks" if numerical else "chi_square")
+    decision = DECISIONS[method]
+    entry = FeatureDrift(
+        name=str(col.key),
+        kind=kind,
+        role=col.role,
+        method=method,
+        statistic=None,
+        p_value=None,
+        effect_size=None,
+        threshold=float(getattr(policy, decision.threshold)),
+        drifted=False,
+        error=col.error,
+        reference_summary={},
+        current_summary={},
+    )
+    if col.error:
+        return entry
+    if decision.kind not in (None, kind):
+        return replace(entry, error=f"method {method!r} does not apply to a {kind} column")
+    try:
+        test = _test_numerical if numerical else _test_categorical
+        measured = test(reference[col.key], current[col.key])
+    except Exception as e:  # one odd column must not sink the whole report
+        return replace(entry, error=str(e) or type(e).__name__)
+    statistic = measured.statistics[decision.statistic]
+    effect = measured.statistics[decision.effect]
+    p_value = measured.statistics[decision.p_value] if decision.p_value else None
+    if decision.p_value and (p_value is None or not math.isfinite(p_value)):
+        return replace(entry, error=f"the test gave no p-value (statistic {statistic})")
+    if statistic is None or math.isnan(statistic):
+        return replace(entry, error=f"the {method} statistic is undefined")
+    return replace(
+        entry,
+        statistic=statistic,
+        p_value=None if p_value is None else min(max(p_value, 0.0), 1.0),
+        effect_size=effect,
+        reference_summary=measured.reference_summary,
+        current_summary=measured.current_summary,
+        statistics=measured.statistics,
+    )
+
+
+def evaluate_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    config: LoopConfig | None = None,
+    policy: DriftPolicy | None = None,
+) -> DriftReport:
+    """Test every feature for drift between `reference` and `current` and give a verdict.
+
+    Args:
+        reference: The data the model was trained on.
+        current: The batch to judge.
+        config: Column roles and kinds; without it every common column is a feature whose kind
+            is inferred (bool and numeric dtypes are numerical, the rest categorical).
+        policy: Overrides `config.drift`; defaults to `DriftPolicy()`.
+
+    Returns:
+        The report; columns that could not be tested carry an `error` and never count as drifted.
+
+    Raises:
+        DataError: an input is not a DataFrame, or no feature column is in both frames.
+    """
+    for side, frame in (("reference", reference), ("current", current)):
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"{side} must be a pandas DataFrame, got {type(frame).__name__}")
+    policy = policy or (config.drift if config is not None else DriftPolicy())
+    plan = _plan(reference, current, config)
+    if not any(c.role == "feature" and c.error is None for c in plan):
+        raise DataError(
+            f"no feature column is in both frames; reference has "
+            f"{list(reference.columns)}, current has {list(current.columns)}"
+        )
+    # numpy's sorts and searches release the GIL, so the columns' tests overlap across cores;
+    # a few workers suffice and bound the memory of the temporary arrays.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        entries = list(pool.map(lambda c: _evaluate_column(c, reference, current, policy), plan))
+
+    # Features whose method has a p-value form the FDR family (BH-adjusted p-values);
+    # prediction and target are judged alone, and so are methods decided by a threshold only.
+    tested = [i for i, e in enumerate(entries) if e.role == "feature" and e.p_value is not None]
+    judged = [e.p_value for e in entries]
+    if tested:
+        adjusted = stats.false_discovery_control([judged[i] for i in tested])
+        for i, q in zip(tested, adjusted, strict=True):
+            judged[i] = float(q)
+    entries = [
+        e
+        if e.error is not None or e.effect_size is None
+        else replace(
+            e,
+            drifted=(q is None or q <= policy.fdr) and e.effect_size + _EFFECT_SLACK >= e.threshold,
+        )
+        for e, q in zip(entries, judged, strict=True)
+    ]
+
+    evaluated = [e for e in entries if e.role == "feature" and e.error is None]
+    n_drifted = sum(e.drifted for e in entries if e.role == "feature")
+    n_failed = sum(e.role == "feature" and e.error is not None for e in entries)
+    rule = (
+        f"{n_drifted} of {len(evaluated)} features drifted (BH FDR {policy.fdr:g} and effect >= "
+        f"threshold: KS {policy.numerical_effect:g}, TV {policy.categorical_effect:g}); "
+        f"dataset drift needs >= {policy.min_drifted_features}"
+    )
+    overridden = [
+        f"{e.name}: {e.method}"
+        + ("" if e.p_value is not None else f" >= {e.threshold:g} without FDR")
+        for e in entries
+        if e.error is None and e.method not in ("ks", "chi_square")
+    ]
+    if overridden:
+        rule += "; method overrides: " + ", ".join(overridden)
+    absent = sorted(set(policy.methods) - {str(c.key) for c in plan})
+    if absent:
+        rule += "; overrides for absent columns ignored: " + ", ".join(absent)
+    if n_failed:
+        rule += f"; {n_failed} feature(s) could not be evaluated"
+    # Stable sort: equal effects keep the column order of the config or frame.
+    entries.sort(
+        key=lambda e: (_ROLE_ORDER[e.role], e.effect_size is None, -(e.effect_size or 0.0))
+    )
+    return DriftReport(
+        schema_version=SCHEMA_VERSION,
+        dataset_drift=n_drifted >= policy.min_drifted_features,
+        drift_share=n_drifted / len(evaluated) if evaluated else 0.0,
+        rule=rule,
+        features=entries,
+        n_reference=len(reference),
+        n_current=len(current),
+    )
