@@ -31,6 +31,11 @@ class ColumnsConfig(_Model):
     id: str | None = Field(default=None, description="Row identifier column.")
     timestamp: str | None = Field(default=None, description="Event time column.")
     segments: list[str] = Field(default_factory=list, description="Columns to slice reports by.")
+    label_time: str | None = Field(
+        default=None,
+        description="Column of a late-label file holding when each label became known; "
+        "without it, the label file's modification time.",
+    )
 
     @property
     def features(self) -> list[str]:
@@ -68,6 +73,11 @@ class SourcesConfig(_Model):
     patterns: list[str] = Field(
         default_factory=lambda: ["*.parquet", "*.csv"],
         description="Glob patterns of batch files in the landing folder.",
+    )
+    labels: Path | None = Field(
+        default=None,
+        description="Folder where late label files (id and target columns, parquet or CSV) "
+        "arrive apart from their batches; needs columns.id.",
     )
 
 
@@ -319,6 +329,15 @@ class LoopConfig(_Model):
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
+    @model_validator(mode="after")
+    def _late_labels_need_an_id(self) -> LoopConfig:
+        if self.sources.labels is not None and self.columns.id is None:
+            raise ValueError(
+                "sources.labels is set but columns.id is not: late labels are joined to "
+                "their batches by the id column"
+            )
+        return self
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
@@ -336,7 +355,11 @@ class LoopConfig(_Model):
             return p if p.is_absolute() else (base / p).resolve()
 
         sources = self.sources.model_copy(
-            update={"reference": rel(self.sources.reference), "landing": rel(self.sources.landing)}
+            update={
+                "reference": rel(self.sources.reference),
+                "landing": rel(self.sources.landing),
+                "labels": None if self.sources.labels is None else rel(self.sources.labels),
+            }
         )
         return self.model_copy(update={"state_dir": rel(self.state_dir), "sources": sources})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pandas as pd
 from mlops_loop.core.config import METRICS, LoopConfig
 from mlops_loop.core.data import frame_digest, read_table, require_columns
 from mlops_loop.core.errors import DataError, RegistryError
+from mlops_loop.core.labels import attach_labels, ingest_labels, label_coverage, now_utc
 from mlops_loop.core.performance import compute_metrics, metric_value
 from mlops_loop.core.plots import paired_bars_svg
 from mlops_loop.core.policy import (
@@ -234,6 +236,10 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, An
     path = Path(path)
     stamp = file_stamp(path)
     frame = read_table(path)
+    target = config.columns.target
+    if target not in frame.columns:
+        # Labels often land later and apart (sources.labels): the batch is simply unlabelled.
+        frame[target] = np.nan
     store.write_frame(store.batch_dir(key) / "batch.parquet", frame)
     # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
     for stale in ("quality", "drift", "performance", "decision"):
@@ -363,6 +369,8 @@ def measure_performance(
     store = LoopStore(config.state_dir)
     scored = store.read_frame(store.batch_dir(key) / "scored.parquet", f"scored batch {key!r}")
     info = store.batch_json(key, "scored") or {}
+    as_of = now_utc()
+    scored = attach_labels(config, scored, as_of)
     known = labelled_rows(scored, config.columns)
     metrics = (
         compute_metrics(labels(known, config.columns), known[config.columns.prediction].to_numpy())
@@ -376,6 +384,7 @@ def measure_performance(
         "champion_version": version,
         "labelled_rows": len(known),
         "label_coverage": round(len(known) / max(len(scored), 1), 4),
+        "labels_as_of": as_of.isoformat(),
         "metrics": metrics,
         "metric_name": config.promotion.metric,
         "metric": metrics.get(config.promotion.metric),
@@ -385,6 +394,39 @@ def measure_performance(
     with _run(config, ctx, "performance", key):
         log_metrics(metrics)
         log_metrics({"label_coverage": result["label_coverage"]})
+    return result
+
+
+def ingest_late_labels(config: LoopConfig, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Read label files that landed apart from their batches; name the batches they touch.
+
+    Only accepted, scored batches are listed in `remeasure`: their realized performance can be
+    measured again with the new labels. The per-batch label coverage is in `coverage`.
+    """
+    ctx = ctx or StepContext()
+    result = ingest_labels(config).to_dict()
+    store = LoopStore(config.state_dir)
+    accepted = set(store.accepted_keys())
+    result["remeasure"] = [
+        k
+        for k in result["affected"]
+        if k in accepted and (store.batch_dir(k) / "scored.parquet").exists()
+    ]
+    result["coverage"] = label_coverage(config)
+    store.write_json(store.root / "labels" / "last_ingest.json", result)
+    if result["files"]:
+        with _run(config, ctx, "labels"):
+            log_metrics(
+                {
+                    "label_files": len(result["files"]),
+                    "label_rows": result["rows"],
+                    "new_labels": result["new_labels"],
+                    "corrected_labels": result["corrected_labels"],
+                    "known_labels": result["known_labels"],
+                    "batches_relabelled": len(result["remeasure"]),
+                }
+            )
+            log_json(result, "labels/ingest.json")
     return result
 
 
@@ -437,10 +479,13 @@ def decide_batch_retrain(
 
 
 # -- retraining and promotion ----------------------------------------------------------------------
-def training_window(config: LoopConfig, key: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+def training_window(
+    config: LoopConfig, key: str, as_of: datetime | None = None
+) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """(training rows, names of the parts used, held-out rows) for a retrain at batch `key`.
 
-    Only accepted batches are used: a quarantined batch never reaches training data.
+    Only accepted batches are used: a quarantined batch never reaches training data. Late
+    labels count if they were known at `as_of` (all known ones by default).
     """
     store = LoopStore(config.state_dir)
     if not (store.batch_json(key, "quality") or {}).get("success"):
@@ -454,9 +499,9 @@ def training_window(config: LoopConfig, key: str) -> tuple[pd.DataFrame, list[st
         parts.append(store.reference())
         names.append("reference")
     for k in earlier:
-        parts.append(store.batch(k))
+        parts.append(attach_labels(config, store.batch(k), as_of))
         names.append(k)
-    train_part, holdout = split_holdout(store.batch(key), config)
+    train_part, holdout = split_holdout(attach_labels(config, store.batch(key), as_of), config)
     parts.append(train_part)
     names.append(f"{key} (first {1 - config.training.holdout_fraction:.0%})")
     ts = config.columns.timestamp
@@ -502,7 +547,8 @@ def train_challenger(
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
     registry = MlflowRegistry.from_config(config)
-    train, parts, holdout = training_window(config, key)
+    as_of = now_utc()
+    train, parts, holdout = training_window(config, key, as_of)
     with _run(config, ctx, "challenger", key) as run:
         model = train_model(train, config.model, config.columns)
         metrics = compute_metrics(
@@ -549,6 +595,7 @@ def train_challenger(
         "training_rows": len(train),
         "training_digest": digest,
         "holdout_rows": len(holdout),
+        "labels_as_of": as_of.isoformat(),
         "run_id": run_id,
     }
     store.write_batch_json(key, "challenger", info)
@@ -571,7 +618,12 @@ def promote_challenger(
         raise DataError(f"batch {key!r} has no challenger; materialize challenger_model first")
     version = int(challenger["version"])
     champion = registry.champion()
-    _, holdout = split_holdout(store.batch(key), config)
+    # The same held-out rows the challenger was evaluated on: labels known when it was trained.
+    as_of = challenger.get("labels_as_of")
+    _, holdout = split_holdout(
+        attach_labels(config, store.batch(key), datetime.fromisoformat(as_of) if as_of else None),
+        config,
+    )
     y = labels(holdout, config.columns)
     chal_scores = predict_scores(registry.load(version), holdout, config.columns)
     champ_scores = (

@@ -158,6 +158,16 @@ def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource) -> d
     )
 
 
+@dg.asset(group_name=MONITORING, kinds={"parquet"})
+def late_labels(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+    """Labels that landed apart from their batches, joined to them by id; the batches they
+    touch get their realized performance measured again (the label sensor requests it)."""
+    result = core.ingest_late_labels(loop.load(), step_context(context))
+    for problem in result["problems"]:
+        context.log.warning(problem)
+    return dg.MaterializeResult(metadata=md.late_labels(result))
+
+
 class ChallengerConfig(dg.Config):
     force: bool = Field(
         default=False,
@@ -233,4 +243,5 @@ ALL_ASSETS = [
     retrain_decision,
     challenger_model,
     champion_model,
+    late_labels,
 ]

@@ -6,10 +6,17 @@ import dagster as dg
 
 from mlops_loop.core.config import LoopConfig, load_config
 from mlops_loop.defs.assets import ALL_ASSETS
-from mlops_loop.defs.jobs import bootstrap_job, monitor_job, retrain_job, rollback_job
+from mlops_loop.defs.jobs import (
+    bootstrap_job,
+    labels_job,
+    monitor_job,
+    remeasure_job,
+    retrain_job,
+    rollback_job,
+)
 from mlops_loop.defs.resources import LoopResource
 from mlops_loop.defs.schedules import monitor_schedule, retrain_schedule
-from mlops_loop.defs.sensors import landing_sensor, retrain_sensor
+from mlops_loop.defs.sensors import label_sensor, landing_sensor, retrain_sensor
 
 
 def build_definitions(
@@ -39,8 +46,8 @@ def build_definitions(
         resource = LoopResource(config_path=str(Path(config).resolve()))
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=[bootstrap_job, monitor_job, retrain_job, rollback_job],
-        sensors=[landing_sensor, retrain_sensor],
+        jobs=[bootstrap_job, monitor_job, retrain_job, rollback_job, labels_job, remeasure_job],
+        sensors=[landing_sensor, retrain_sensor, label_sensor],
         schedules=[monitor_schedule(monitor_cron), retrain_schedule(retrain_cron)],
         resources={"loop": resource},
         executor=executor or dg.in_process_executor,

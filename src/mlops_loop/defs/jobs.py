@@ -11,6 +11,7 @@ from mlops_loop.defs.assets import (
     challenger_model,
     champion_model,
     drift_report,
+    late_labels,
     model_performance,
     monitored_batch,
     reference_snapshot,
@@ -39,6 +40,21 @@ retrain_job = dg.define_asset_job(
     partitions_def=batches,
     selection=[challenger_model, champion_model],
     description="Train a challenger on a batch and promote it if it proves better.",
+)
+
+
+labels_job = dg.define_asset_job(
+    "labels_job",
+    selection=[late_labels],
+    description="Read label files that landed apart from their batches.",
+)
+
+remeasure_job = dg.define_asset_job(
+    "remeasure_job",
+    partitions_def=batches,
+    selection=[model_performance, retrain_decision],
+    description="Measure a past batch's realized performance again with the labels known now, "
+    "and decide again whether it calls for a retrain.",
 )
 
 

@@ -64,3 +64,16 @@ def drift(report: Any, html_path: str) -> dict[str, Any]:
         ),
         "report": dg.MetadataValue.path(html_path),
     }
+
+
+def late_labels(result: dict[str, Any]) -> dict[str, Any]:
+    """What a pass over the labels folder read, and the label coverage of every batch."""
+    return {
+        "files": ", ".join(result["files"]) or "none",
+        "new_labels": result["new_labels"],
+        "corrected_labels": result["corrected_labels"],
+        "known_labels": result["known_labels"],
+        "remeasure": dg.MetadataValue.json(result["remeasure"]),
+        "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in result["problems"]) or "none"),
+        "coverage": table(result["coverage"], ["batch", "rows", "labelled", "coverage"]),
+    }

@@ -2,8 +2,9 @@
 
 import dagster as dg
 
+from mlops_loop.core.labels import pending_label_files
 from mlops_loop.core.store import LoopStore, file_stamp, landed_batches
-from mlops_loop.defs.jobs import monitor_job, retrain_job
+from mlops_loop.defs.jobs import labels_job, monitor_job, remeasure_job, retrain_job
 from mlops_loop.defs.partitions import BATCHES, batches
 from mlops_loop.defs.resources import LoopResource
 
@@ -83,3 +84,47 @@ def _retrained_since(instance: dg.DagsterInstance, partition: str | None, storag
         limit=1,
     ).records
     return bool(later)
+
+
+@dg.sensor(
+    jobs=[labels_job, remeasure_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Reads label files as they land (sources.labels), then measures again the "
+    "realized performance of every past batch the new labels belong to.",
+)
+def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.SensorResult:
+    config = loop.load()
+    requests: list[dg.RunRequest] = []
+    pending = pending_label_files(config)
+    if pending:
+        stamps = ",".join(f"{name}@{file_stamp(path)}" for name, path in pending.items())
+        requests.append(
+            dg.RunRequest(job_name=labels_job.name, run_key=f"labels:{stamps}"),
+        )
+    # Each ingest names the batches it touched; measure those again.
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("late_labels"), after_storage_id=after),
+        limit=100,
+        ascending=True,
+    ).records
+    known = set(context.instance.get_dynamic_partitions(BATCHES))
+    for record in records:
+        mat = record.asset_materialization
+        value = mat.metadata.get("remeasure") if mat else None
+        for key in getattr(value, "value", None) or []:
+            if key in known:
+                requests.append(
+                    dg.RunRequest(
+                        job_name=remeasure_job.name,
+                        partition_key=key,
+                        run_key=f"remeasure:{key}:{record.storage_id}",
+                        tags={"mlops_loop/trigger": "late_labels"},
+                    )
+                )
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=str(records[-1].storage_id) if records else context.cursor,
+        skip_reason=None if requests else dg.SkipReason("no new labels"),
+    )
