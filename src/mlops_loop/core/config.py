@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlops_loop.core.alerts import AlertsConfig
 from mlops_loop.core.errors import InvalidConfigError
 
 METRICS = ("roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss")
@@ -328,6 +329,10 @@ class LoopConfig(_Model):
     training: TrainingPolicy = Field(default_factory=TrainingPolicy)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Alert rules on the per-batch metrics and the channels that receive them.",
+    )
 
     @model_validator(mode="after")
     def _late_labels_need_an_id(self) -> LoopConfig:
