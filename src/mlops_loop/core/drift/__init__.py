@@ -1,5 +1,6 @@
 """Drift between a reference table and a batch; see `evaluate_drift` and docs/drift.md."""
 
+from mlops_loop.core.drift.chunked import ParquetBatch, evaluate_drift_parquet
 from mlops_loop.core.drift.evaluate import (
     MAX_CATEGORIES,
     MIN_EXPECTED,
@@ -10,6 +11,7 @@ from mlops_loop.core.drift.evaluate import (
     FeatureDrift,
     evaluate_drift,
 )
+from mlops_loop.core.drift.profile import ReferenceProfile
 
 __all__ = [
     "MAX_CATEGORIES",
@@ -19,5 +21,8 @@ __all__ = [
     "SUMMARY_CATEGORIES",
     "DriftReport",
     "FeatureDrift",
+    "ParquetBatch",
+    "ReferenceProfile",
     "evaluate_drift",
+    "evaluate_drift_parquet",
 ]

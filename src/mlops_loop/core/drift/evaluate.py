@@ -24,20 +24,28 @@ import pandas as pd
 from scipy import stats
 
 from mlops_loop.core.config import DriftPolicy, LoopConfig
+from mlops_loop.core.drift.chunked import ParquetBatch
 from mlops_loop.core.drift.measures import (
     jensen_shannon,
     numeric_measures,
     psi,
-    sorted_finite,
-    sorted_quantiles,
     total_variation,
 )
+from mlops_loop.core.drift.profile import ReferenceProfile
 from mlops_loop.core.drift.report import (
-    LEVELS,
     SCHEMA_VERSION,
     SUMMARY_CATEGORIES,
     DriftReport,
     FeatureDrift,
+)
+from mlops_loop.core.drift.sides import (
+    NULL_LABEL as NULL_LABEL,  # re-exported: part of this module's API
+)
+from mlops_loop.core.drift.sides import (
+    FrameTable,
+    SourceError,
+    Table,
+    error_text,
 )
 from mlops_loop.core.errors import DataError
 
@@ -45,42 +53,10 @@ from mlops_loop.core.errors import DataError
 MAX_CATEGORIES = 1000
 #: Smallest expected count of a category in either frame for it to be tested on its own.
 MIN_EXPECTED = 5.0
-#: Label of missing values in categorical summaries.
-NULL_LABEL = "<null>"
 # Effects are sums of differences of fractions (i/n - j/m); without slack an effect of exactly
 # the threshold can land one ulp below it.
 _EFFECT_SLACK = 1e-12
 _ROLE_ORDER = {"feature": 0, "prediction": 1, "target": 2}
-
-
-class _Unusable(Exception):
-    """A column that cannot be tested; the message goes into the entry's `error`."""
-
-
-def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series)
-
-
-def _sorted_finite(series: pd.Series, side: str) -> np.ndarray:
-    # A fresh copy, so the sort can happen in place.
-    values = sorted_finite(series.to_numpy(dtype="float64", na_value=np.nan, copy=True))
-    if values.size == 0:
-        raise _Unusable(f"all values are null (or non-finite) in the {side}")
-    return values
-
-
-def _numeric_summary(values: np.ndarray) -> dict:
-    """Summary of sorted finite values."""
-    # Sums of huge values may overflow; `to_dict` turns the resulting infinities into None.
-    with np.errstate(over="ignore", invalid="ignore"):
-        return {
-            "count": int(values.size),
-            "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-            "min": float(values[0]),
-            "max": float(values[-1]),
-            "quantiles": [float(v) for v in sorted_quantiles(values, LEVELS)],
-        }
 
 
 @dataclass(frozen=True)
@@ -90,8 +66,9 @@ class _Measured:
     current_summary: dict
 
 
-def _test_numerical(ref: pd.Series, cur: pd.Series) -> _Measured:
-    a, b = _sorted_finite(ref, "reference"), _sorted_finite(cur, "current batch")
+def _test_numerical(ref: Table, cur: Table, key: Any) -> _Measured:
+    a = ref.sorted_values(key, "reference")
+    b = cur.sorted_values(key, "current batch")
     m = numeric_measures(a, b)
     statistics: dict[str, float | None] = {
         "ks": m.ks,
@@ -102,26 +79,13 @@ def _test_numerical(ref: pd.Series, cur: pd.Series) -> _Measured:
         "cramer_von_mises": m.cramer_von_mises,
         "cramer_von_mises_p_value": m.cramer_von_mises_p_value,
     }
-    return _Measured(statistics, _numeric_summary(a), _numeric_summary(b))
+    return _Measured(statistics, ref.summary(key, a), cur.summary(key, b))
 
 
-def _category_counts(series: pd.Series, side: str) -> pd.Series:
-    if not series.notna().any():
-        raise _Unusable(f"all values are null in the {side}")
-    try:
-        counts = series.value_counts(dropna=False, sort=False)
-    except TypeError:  # unhashable cells (lists, dicts) in object columns
-        counts = series.map(str, na_action="ignore").value_counts(dropna=False, sort=False)
-    counts = counts[counts > 0]  # a categorical dtype also lists its unused categories
-    # Counting first and stringifying only the distinct values is much cheaper than casting
-    # every cell; mixed types that print alike (1 and "1") merge here, as in a CSV round trip.
-    labels = np.where(counts.index.isna(), NULL_LABEL, counts.index.astype(str))
-    return counts.groupby(labels, sort=False).sum()
-
-
-def _test_categorical(ref: pd.Series, cur: pd.Series) -> _Measured:
+def _test_categorical(ref: Table, cur: Table, key: Any) -> _Measured:
     table = pd.concat(
-        [_category_counts(ref, "reference"), _category_counts(cur, "current batch")], axis=1
+        [ref.category_counts(key, "reference"), cur.category_counts(key, "current batch")],
+        axis=1,
     ).fillna(0)
     counts = table.to_numpy(dtype="float64")
     labels = table.index.to_numpy(dtype=object)
@@ -162,7 +126,7 @@ class _Column:
 
 
 def _plan(
-    reference: pd.DataFrame, current: pd.DataFrame, config: LoopConfig | None
+    reference: pd.DataFrame | Table, current: pd.DataFrame | Table, config: LoopConfig | None
 ) -> list[_Column]:
     in_ref, in_cur = set(reference.columns), set(current.columns)
     repeated = {
@@ -221,14 +185,20 @@ DECISIONS: dict[str, _Decision] = {
 }
 
 
+def _table(side: pd.DataFrame | Table) -> Table:
+    return FrameTable(side) if isinstance(side, pd.DataFrame) else side
+
+
 def _evaluate_column(
-    col: _Column, reference: pd.DataFrame, current: pd.DataFrame, policy: DriftPolicy
+    col: _Column,
+    reference: pd.DataFrame | Table,
+    current: pd.DataFrame | Table,
+    policy: DriftPolicy,
 ) -> FeatureDrift:
+    ref, cur = _table(reference), _table(current)
     kind = col.kind
     if kind is None:
-        frame = reference if col.key in reference.columns else current
-        column = frame.loc[:, col.key]
-        kind = "numerical" if column.ndim == 1 and _is_numeric(column) else "categorical"
+        kind = (ref if col.key in ref.columns else cur).inferred_kind(col.key)
     numerical = kind == "numerical"
     method = policy.methods.get(str(col.key)) or ("ks" if numerical else "chi_square")
     decision = DECISIONS[method]
@@ -252,9 +222,11 @@ def _evaluate_column(
         return replace(entry, error=f"method {method!r} does not apply to a {kind} column")
     try:
         test = _test_numerical if numerical else _test_categorical
-        measured = test(reference[col.key], current[col.key])
+        measured = test(ref, cur, col.key)
+    except SourceError:  # the data could not be read: no report rather than a wrong one
+        raise
     except Exception as e:  # one odd column must not sink the whole report
-        return replace(entry, error=str(e) or type(e).__name__)
+        return replace(entry, error=error_text(e))
     statistic = measured.statistics[decision.statistic]
     effect = measured.statistics[decision.effect]
     p_value = measured.statistics[decision.p_value] if decision.p_value else None
@@ -274,16 +246,18 @@ def _evaluate_column(
 
 
 def evaluate_drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+    reference: pd.DataFrame | ReferenceProfile,
+    current: pd.DataFrame | ParquetBatch,
     config: LoopConfig | None = None,
     policy: DriftPolicy | None = None,
 ) -> DriftReport:
     """Test every feature for drift between `reference` and `current` and give a verdict.
 
     Args:
-        reference: The data the model was trained on.
-        current: The batch to judge.
+        reference: The data the model was trained on, or its `ReferenceProfile` (the same
+            report, without sorting or counting the reference again).
+        current: The batch to judge, or a `ParquetBatch` read one column at a time (see
+            `evaluate_drift_parquet`).
         config: Column roles and kinds; without it every common column is a feature whose kind
             is inferred (bool and numeric dtypes are numerical, the rest categorical).
         policy: Overrides `config.drift`; defaults to `DriftPolicy()`.
@@ -292,11 +266,19 @@ def evaluate_drift(
         The report; columns that could not be tested carry an `error` and never count as drifted.
 
     Raises:
-        DataError: an input is not a DataFrame, or no feature column is in both frames.
+        DataError: an input is not of the types above, no feature column is in both frames, a
+            parquet batch cannot be read, or a profile lacks a column the plan tests (or holds
+            it as the other kind).
     """
-    for side, frame in (("reference", reference), ("current", current)):
-        if not isinstance(frame, pd.DataFrame):
-            raise DataError(f"{side} must be a pandas DataFrame, got {type(frame).__name__}")
+    if not isinstance(reference, pd.DataFrame | ReferenceProfile):
+        raise DataError(
+            "reference must be a pandas DataFrame or a ReferenceProfile, "
+            f"got {type(reference).__name__}"
+        )
+    if not isinstance(current, pd.DataFrame | ParquetBatch):
+        raise DataError(
+            f"current must be a pandas DataFrame or a ParquetBatch, got {type(current).__name__}"
+        )
     policy = policy or (config.drift if config is not None else DriftPolicy())
     plan = _plan(reference, current, config)
     if not any(c.role == "feature" and c.error is None for c in plan):

@@ -1,0 +1,148 @@
+"""The two sides of a drift comparison, column by column.
+
+`evaluate_drift` asks each side for a column's sorted finite values (numerical tests) or its
+category counts (categorical tests). A DataFrame computes them on demand (`FrameTable`); a stored
+`ReferenceProfile` has them precomputed; a `ParquetBatch` reads one column at a time from disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from mlops_loop.core.drift.measures import sorted_finite, sorted_quantiles
+from mlops_loop.core.drift.report import LEVELS
+from mlops_loop.core.errors import DataError
+
+#: Label of missing values in categorical summaries.
+NULL_LABEL = "<null>"
+
+
+class Unusable(Exception):
+    """A column that cannot be tested; the message goes into the entry's `error`."""
+
+
+class SourceError(DataError):
+    """A side cannot deliver a column at all (unreadable file, profile lacking the column).
+
+    Unlike `Unusable`, this stops the evaluation: the report would otherwise silently differ
+    from the one the data deserves.
+    """
+
+
+def is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series)
+
+
+def frame_kind(frame: pd.DataFrame, key: Any) -> str:
+    """The kind a column is tested as when no configuration names it."""
+    column = frame.loc[:, key]
+    return "numerical" if column.ndim == 1 and is_numeric(column) else "categorical"
+
+
+def series_sorted_finite(series: pd.Series, side: str) -> np.ndarray:
+    """The finite values of `series` as sorted float64.
+
+    Raises:
+        Unusable: no finite value.
+    """
+    # A fresh copy, so the sort can happen in place.
+    values = sorted_finite(series.to_numpy(dtype="float64", na_value=np.nan, copy=True))
+    return require_values(values, side)
+
+
+def require_values(values: np.ndarray, side: str) -> np.ndarray:
+    if values.size == 0:
+        raise Unusable(f"all values are null (or non-finite) in the {side}")
+    return values
+
+
+def numeric_summary(values: np.ndarray) -> dict:
+    """Summary of sorted finite values."""
+    # Sums of huge values may overflow; `to_dict` turns the resulting infinities into None.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {
+            "count": int(values.size),
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            "min": float(values[0]),
+            "max": float(values[-1]),
+            "quantiles": [float(v) for v in sorted_quantiles(values, LEVELS)],
+        }
+
+
+def category_counts(series: pd.Series, side: str) -> pd.Series:
+    """Counts per category label (str), nulls under `NULL_LABEL`, in order of first sight.
+
+    Raises:
+        Unusable: every value is null.
+    """
+    if not series.notna().any():
+        raise Unusable(f"all values are null in the {side}")
+    try:
+        counts = series.value_counts(dropna=False, sort=False)
+    except TypeError:  # unhashable cells (lists, dicts) in object columns
+        counts = series.map(str, na_action="ignore").value_counts(dropna=False, sort=False)
+    counts = counts[counts > 0]  # a categorical dtype also lists its unused categories
+    # Counting first and stringifying only the distinct values is much cheaper than casting
+    # every cell; mixed types that print alike (1 and "1") merge here, as in a CSV round trip.
+    labels = np.where(counts.index.isna(), NULL_LABEL, counts.index.astype(str))
+    return counts.groupby(labels, sort=False).sum()
+
+
+def error_text(e: BaseException) -> str:
+    """What a failed column test puts into its entry's `error`."""
+    return str(e) or type(e).__name__
+
+
+class Table(Protocol):
+    """One side of a comparison, as `evaluate_drift` reads it."""
+
+    @property
+    def columns(self) -> pd.Index: ...
+
+    def __len__(self) -> int: ...
+
+    def inferred_kind(self, key: Any) -> str:
+        """ "numerical" or "categorical" when no configuration names the column."""
+        ...
+
+    def sorted_values(self, key: Any, side: str) -> np.ndarray:
+        """Sorted finite float64 values; raises `Unusable` (or any error) when impossible."""
+        ...
+
+    def summary(self, key: Any, values: np.ndarray) -> dict:
+        """The numerical summary of the values `sorted_values` gave."""
+        ...
+
+    def category_counts(self, key: Any, side: str) -> pd.Series:
+        """Counts per label as `category_counts` gives them."""
+        ...
+
+
+class FrameTable:
+    """A DataFrame as a side: every statistic computed on demand."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    @property
+    def columns(self) -> pd.Index:
+        return self.frame.columns
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def inferred_kind(self, key: Any) -> str:
+        return frame_kind(self.frame, key)
+
+    def sorted_values(self, key: Any, side: str) -> np.ndarray:
+        return series_sorted_finite(self.frame[key], side)
+
+    def summary(self, key: Any, values: np.ndarray) -> dict:
+        return numeric_summary(values)
+
+    def category_counts(self, key: Any, side: str) -> pd.Series:
+        return category_counts(self.frame[key], side)
