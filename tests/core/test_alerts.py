@@ -392,6 +392,16 @@ def test_batch_by_batch_with_persisted_state_equals_one_pass(values, cuts):
             {"version": 1, "rules": {"auc_floor": 3}},
             r"rules\.auc_floor is 3, expected a mapping",
         ),
+        (
+            [],
+            {"version": 1, "rules": {"auc_floor": {"window": "TTF"}}},
+            r"rules\.auc_floor\.window is 'TTF', expected list",
+        ),
+        (
+            [],
+            {"version": 1, "rules": {"auc_floor": {"batches_since_fired": True}}},
+            r"rules\.auc_floor\.batches_since_fired is True, expected int or null",
+        ),
     ],
 )
 def test_malformed_history_or_state_is_named(history, state, match):
@@ -418,6 +428,8 @@ def test_rule_mappings_are_validated_naming_the_field():
             [],
             None,
         )
+    with pytest.raises(AlertError, match=r"rules\[0\]: .*metric 'time' is a reserved history key"):
+        evaluate_alerts([{**THRESHOLD, "metric": "time"}], [], None)
     with pytest.raises(AlertError, match="rule name 'auc_floor' is used twice"):
         evaluate_alerts([auc_floor(), auc_floor()], [], None)
 
@@ -712,6 +724,21 @@ def test_notifiers_pointing_at_a_closed_port_return_errors_without_raising():
     assert [r.ok for r in results] == [False, False]
     assert results[0].error.startswith(f"DeliveryError: cannot reach http://127.0.0.1:{port}:")
     assert "ConnectionRefusedError" in results[1].error
+
+
+def test_a_server_that_never_answers_times_out_as_an_error():
+    with socket.socket() as silent:  # accepts connections (backlog) but never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        notifiers = [
+            WebhookNotifier(f"http://127.0.0.1:{port}/hook", timeout=0.3),
+            SmtpNotifier("127.0.0.1", port, "loop@example.org", ["ops@example.org"], timeout=0.3),
+        ]
+        results = notify(some_events(), notifiers)
+    assert [r.ok for r in results] == [False, False]
+    assert results[0].error == f"DeliveryError: http://127.0.0.1:{port} did not answer within 0.3 s"
+    assert results[1].error.endswith("timed out")
 
 
 def test_smtp_delivers_subject_and_body(smtp_sink):

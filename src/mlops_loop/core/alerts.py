@@ -173,6 +173,12 @@ class AlertRule(_Model):
 
     @model_validator(mode="after")
     def _fields_fit_the_kind(self) -> AlertRule:
+        for field, metric in (("metric", self.metric), ("baseline.metric", self._base_metric)):
+            if metric in RESERVED_KEYS:
+                raise ValueError(
+                    f"rule {self.name!r}: {field} {metric!r} is a reserved history key, "
+                    "not a metric"
+                )
         required, foreign = _FIELDS_BY_KIND[self.kind]
         for name in sorted(required):
             if getattr(self, name) is None:
@@ -215,6 +221,10 @@ class AlertRule(_Model):
                 f"rule {self.name!r}: 'clear' ({clear}) must be at or below 'value' "
                 f"({self.value}) when the bad side is above"
             )
+
+    @property
+    def _base_metric(self) -> str | None:
+        return self.baseline.metric if self.baseline is not None else None
 
     @property
     def side(self) -> Direction:
@@ -301,6 +311,20 @@ def _fresh_rule_state() -> dict[str, Any]:
     }
 
 
+_NONE = type(None)
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "firing": (bool,),
+    "since": (str, _NONE),
+    "last_batch": (str, _NONE),
+    "last_fired_batch": (str, _NONE),
+    "last_fired_time": (str, _NONE),
+    "batches_since_fired": (int, _NONE),
+    "baseline": (int, float, _NONE),
+    "baseline_values": (list,),
+    "window": (list,),
+}
+
+
 def _epoch(raw: Any, where: str) -> float:
     if isinstance(raw, datetime):
         stamp = raw
@@ -374,7 +398,16 @@ def _load_state(state: Mapping[str, Any] | None) -> dict[str, Any]:
         if not isinstance(entry, Mapping):
             raise AlertError(f"alert state rules.{name} is {entry!r}, expected a mapping")
         fresh = _fresh_rule_state()
-        fresh.update({k: copy.deepcopy(v) for k, v in entry.items() if k in fresh})
+        for key, value in entry.items():
+            if key not in fresh:
+                continue
+            expected = _STATE_TYPES[key]
+            if not isinstance(value, expected) or (
+                isinstance(value, bool) and bool not in expected
+            ):
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in expected)
+                raise AlertError(f"alert state rules.{name}.{key} is {value!r}, expected {names}")
+            fresh[key] = copy.deepcopy(value)
         loaded[name] = fresh
     return {"version": STATE_VERSION, "rules": loaded}
 
