@@ -243,3 +243,25 @@ def test_a_fixed_batch_leaves_quarantine(tmp_path, demo_frames):
         ] == [broken.run_id, fixed.run_id]
     finally:
         loop.instance.dispose()
+
+
+def test_scoring_operations_are_in_mlflow_and_dagster(monitored_loop):
+    loop = monitored_loop
+    result = loop.runs["batch_001"]
+    meta = materialized(result)["scored_batch"].metadata
+    rows = meta["rows"].value
+    for name in ("chunk_latency_ms", "row_latency_in_batch_ms", "single_row_latency_ms"):
+        p50, p95, p99 = (meta[f"{name}_{p}"].value for p in ("p50", "p95", "p99"))
+        assert 0 < p50 <= p95 <= p99
+    assert meta["throughput_rows_per_s"].value == pytest.approx(
+        rows / meta["scoring_s"].value, rel=1e-6
+    )
+    assert meta["peak_rss_mb"].value > 50 and meta["cpu_s"].value > 0
+    assert meta["started_at"].value < meta["ended_at"].value
+    _, _, [run] = mlflow_run_of(loop, result.run_id)
+    metrics = run.data.metrics
+    assert metrics["scored_rows"] == rows
+    assert metrics["single_row_latency_ms_p99"] == pytest.approx(
+        meta["single_row_latency_ms_p99"].value
+    )
+    assert {"step_peak_rss_mb", "step_cpu_percent", "throughput_rows_per_s"} <= set(metrics)

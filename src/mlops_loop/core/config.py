@@ -312,6 +312,20 @@ class MlflowConfig(_Model):
     registered_model: str = Field(default="mlops-loop-model", description="Registered model.")
 
 
+class OperationsPolicy(_Model):
+    """How scoring is timed."""
+
+    chunk_rows: int = Field(
+        default=10_000, ge=1, description="Rows scored per call; each call's latency is timed."
+    )
+    single_row_samples: int = Field(
+        default=50,
+        ge=0,
+        description="Rows also scored one at a time, spread over the batch, to time the latency "
+        "an online caller would see (0: skip).",
+    )
+
+
 class LoopConfig(_Model):
     """Everything a loop needs: data schema, sources, model, policies, MLflow settings."""
 
@@ -329,6 +343,7 @@ class LoopConfig(_Model):
     training: TrainingPolicy = Field(default_factory=TrainingPolicy)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    operations: OperationsPolicy = Field(default_factory=OperationsPolicy)
     alerts: AlertsConfig = Field(
         default_factory=AlertsConfig,
         description="Alert rules on the per-batch metrics and the channels that receive them.",

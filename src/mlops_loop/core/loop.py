@@ -7,7 +7,7 @@ from the `LoopStore`, writes its verdict back there, and logs to MLflow.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -350,14 +350,40 @@ def predict_frame(
 
 def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
     """Score a batch with the model the `champion` alias points at right now."""
+    from mlops_loop.core.operations import flat_metrics, measure_usage, timed_scoring
+
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
-    scored, version = predict_frame(config, store.batch(key), ctx.triggered_by)
-    store.write_frame(store.batch_dir(key) / "scored.parquet", scored)
-    info = {"champion_version": version, "rows": len(scored)}
+    with measure_usage() as usage:
+        frame = store.batch(key)
+        registry = MlflowRegistry.from_config(config)
+        registry.reconcile(ctx.triggered_by)
+        version = registry.champion()
+        if version is None:
+            raise RegistryError(
+                f"model {config.mlflow.registered_model!r} has no champion; "
+                "materialize baseline_model first"
+            )
+        model = registry.load(version)
+        scores, figures = timed_scoring(
+            lambda part: predict_scores(model, part, config.columns),
+            frame,
+            chunk_rows=config.operations.chunk_rows,
+            single_rows=config.operations.single_row_samples,
+        )
+        scored = frame.copy()
+        scored[config.columns.prediction] = scores
+        store.write_frame(store.batch_dir(key) / "scored.parquet", scored)
+    info = {
+        "champion_version": version,
+        "rows": len(scored),
+        "operations": {**figures, **asdict(usage)},
+    }
     store.write_batch_json(key, "scored", info)
     with _run(config, ctx, "score", key):
         log_metrics({"champion_version": version, "scored_rows": len(scored)})
+        log_metrics(flat_metrics(figures, usage))
+        log_json(info["operations"], f"operations/{key}.json")
     return info
 
 

@@ -112,7 +112,11 @@ def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
     """The batch scored by the model `champion` points at when the run starts."""
     info = core.score_batch(loop.load(), context.partition_key, step_context(context))
     return dg.MaterializeResult(
-        metadata={"champion_version": info["champion_version"], "rows": info["rows"]}
+        metadata={
+            "champion_version": info["champion_version"],
+            "rows": info["rows"],
+            **md.operations(info["operations"]),
+        }
     )
 
 

@@ -77,3 +77,33 @@ def late_labels(result: dict[str, Any]) -> dict[str, Any]:
         "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in result["problems"]) or "none"),
         "coverage": table(result["coverage"], ["batch", "rows", "labelled", "coverage"]),
     }
+
+
+def operations(ops: dict[str, Any]) -> dict[str, Any]:
+    """Scoring latency, throughput, time, CPU and memory of a step, as plottable numbers."""
+    flat: dict[str, Any] = {}
+    for key, value in ops.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{p}": v for p, v in value.items()})
+        else:
+            flat[key] = value
+    keep = [
+        "scoring_s",
+        "throughput_rows_per_s",
+        "chunk_latency_ms_p50",
+        "chunk_latency_ms_p95",
+        "chunk_latency_ms_p99",
+        "row_latency_in_batch_ms_p50",
+        "row_latency_in_batch_ms_p95",
+        "row_latency_in_batch_ms_p99",
+        "single_row_latency_ms_p50",
+        "single_row_latency_ms_p95",
+        "single_row_latency_ms_p99",
+        "wall_s",
+        "cpu_s",
+        "cpu_percent",
+        "peak_rss_mb",
+    ]
+    out = numbers({k: flat.get(k) for k in keep})
+    out.update({k: str(flat[k]) for k in ("started_at", "ended_at") if flat.get(k)})
+    return out
