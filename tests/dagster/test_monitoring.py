@@ -265,3 +265,22 @@ def test_scoring_operations_are_in_mlflow_and_dagster(monitored_loop):
         meta["single_row_latency_ms_p99"].value
     )
     assert {"step_peak_rss_mb", "step_cpu_percent", "throughput_rows_per_s"} <= set(metrics)
+
+
+def test_a_failed_run_is_recorded_failed_in_mlflow_by_the_failure_sensor(monitored_loop):
+    loop = monitored_loop
+    result = loop.runs["batch_003"]  # stopped by the quality gate
+    run = loop.instance.get_run_by_id(result.run_id)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=loop.instance,
+        dagster_run=run,
+        resources=loop.defs.resources,
+    ).for_run_failure()
+    loop.defs.resolve_sensor_def("failure_sensor")(context)
+    _, _, [mlrun] = mlflow_run_of(loop, result.run_id)
+    assert mlrun.info.status == "FAILED"
+    assert mlrun.data.metrics["step_failures"] == 1
+    assert mlrun.data.tags["mlops_loop.partition"] == "batch_003"
+    assert "monitored_batch" in mlrun.data.tags["mlops_loop.error"]

@@ -30,6 +30,7 @@ from mlops_loop.core.policy import (
 from mlops_loop.core.registry import METRIC_TAG, AliasChange, MlflowRegistry
 from mlops_loop.core.store import LoopStore, file_stamp
 from mlops_loop.core.tracking import (
+    TAG_ERROR,
     TAG_PARTITION,
     TAG_STEP,
     config_params,
@@ -38,6 +39,7 @@ from mlops_loop.core.tracking import (
     log_metrics,
     log_params,
     log_text,
+    mlflow_uri,
     tracked_run,
 )
 from mlops_loop.core.training import (
@@ -64,10 +66,36 @@ class StepContext:
         return tags
 
 
-def _run(config: LoopConfig, ctx: StepContext, step: str, partition: str | None = None):
+def _run(
+    config: LoopConfig,
+    ctx: StepContext,
+    step: str,
+    partition: str | None = None,
+    system_metrics: bool = False,
+):
     name = f"{partition or 'loop'}:{step}" if ctx.run_key is None else f"{partition or 'loop'}"
     key = None if ctx.run_key is None else f"{ctx.run_key}:{partition or '-'}"
-    return tracked_run(config, run_name=name, run_key=key, tags=ctx.run_tags(step, partition))
+    return tracked_run(
+        config,
+        run_name=name,
+        run_key=key,
+        tags=ctx.run_tags(step, partition),
+        system_metrics=system_metrics,
+    )
+
+
+def record_failure(
+    config: LoopConfig, ctx: StepContext, partition: str | None, step: str, message: str
+) -> None:
+    """Mark the MLflow run of a failed orchestrator run: error tag, failure count, FAILED."""
+    import mlflow
+
+    with _run(config, ctx, step, partition) as run:
+        mlflow.set_tag(TAG_ERROR, message[:5000])
+        log_metrics({"step_failures": 1})
+        run_id = run.info.run_id
+    with mlflow_uri(config.tracking_uri):
+        mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
 
 
 # -- reference -------------------------------------------------------------------------------------
@@ -97,6 +125,7 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
         "expectations": len(suite.get("expectations", [])),
     }
     store.write_json(store.snapshot_dir / "snapshot.json", info)
+    store.write_reference_profile(config, str(info["digest"]))  # drift reuses it for each batch
     with _run(config, ctx, "reference_snapshot"):
         log_dataset(
             reference,
@@ -354,33 +383,33 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
 
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
-    with measure_usage() as usage:
-        frame = store.batch(key)
-        registry = MlflowRegistry.from_config(config)
-        registry.reconcile(ctx.triggered_by)
-        version = registry.champion()
-        if version is None:
-            raise RegistryError(
-                f"model {config.mlflow.registered_model!r} has no champion; "
-                "materialize baseline_model first"
+    with _run(config, ctx, "score", key, system_metrics=True):
+        with measure_usage() as usage:
+            frame = store.batch(key)
+            registry = MlflowRegistry.from_config(config)
+            registry.reconcile(ctx.triggered_by)
+            version = registry.champion()
+            if version is None:
+                raise RegistryError(
+                    f"model {config.mlflow.registered_model!r} has no champion; "
+                    "materialize baseline_model first"
+                )
+            model = registry.load(version)
+            scores, figures = timed_scoring(
+                lambda part: predict_scores(model, part, config.columns),
+                frame,
+                chunk_rows=config.operations.chunk_rows,
+                single_rows=config.operations.single_row_samples,
             )
-        model = registry.load(version)
-        scores, figures = timed_scoring(
-            lambda part: predict_scores(model, part, config.columns),
-            frame,
-            chunk_rows=config.operations.chunk_rows,
-            single_rows=config.operations.single_row_samples,
-        )
-        scored = frame.copy()
-        scored[config.columns.prediction] = scores
-        store.write_frame(store.batch_dir(key) / "scored.parquet", scored)
-    info = {
-        "champion_version": version,
-        "rows": len(scored),
-        "operations": {**figures, **asdict(usage)},
-    }
-    store.write_batch_json(key, "scored", info)
-    with _run(config, ctx, "score", key):
+            scored = frame.copy()
+            scored[config.columns.prediction] = scores
+            store.write_frame(store.batch_dir(key) / "scored.parquet", scored)
+        info = {
+            "champion_version": version,
+            "rows": len(scored),
+            "operations": {**figures, **asdict(usage)},
+        }
+        store.write_batch_json(key, "scored", info)
         log_metrics({"champion_version": version, "scored_rows": len(scored)})
         log_metrics(flat_metrics(figures, usage))
         log_json(info["operations"], f"operations/{key}.json")

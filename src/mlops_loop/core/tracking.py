@@ -22,6 +22,7 @@ from mlops_loop.core.data import frame_digest
 TAG_RUN_KEY = "mlops_loop.run_key"
 TAG_PARTITION = "mlops_loop.partition"
 TAG_STEP = "mlops_loop.step"
+TAG_ERROR = "mlops_loop.error"
 
 
 def ensure_experiment(config: LoopConfig) -> str:
@@ -69,6 +70,7 @@ def tracked_run(
     run_name: str,
     run_key: str | None = None,
     tags: Mapping[str, str] | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[Any]:
     """Open (or resume, for the same `run_key`) an MLflow run of the loop's experiment.
 
@@ -90,14 +92,26 @@ def tracked_run(
             run_id = found[0].info.run_id if found else None
         all_tags = {**(tags or {}), **({TAG_RUN_KEY: run_key} if run_key else {})}
         # nested=True lets a step open its run even if the caller has one of its own active.
+        if system_metrics:
+            # CPU, memory, disk and network every second while the step runs (needs psutil).
+            mlflow.set_system_metrics_sampling_interval(1)
+            mlflow.set_system_metrics_samples_before_logging(1)
         with mlflow.start_run(
             run_id=run_id,
             experiment_id=experiment_id,
             run_name=None if run_id else run_name,
             tags=all_tags,
             nested=mlflow.active_run() is not None,
+            log_system_metrics=system_metrics or None,
         ) as run:
-            yield run
+            try:
+                yield run
+            except BaseException as e:
+                # The run ends FAILED; say which step failed and why, and count it.
+                step = all_tags.get(TAG_STEP, run_name)
+                mlflow.set_tag(TAG_ERROR, f"{step}: {type(e).__name__}: {e}"[:5000])
+                mlflow.log_metric("step_failures", 1)
+                raise
 
 
 def log_json(payload: Any, artifact_file: str) -> None:

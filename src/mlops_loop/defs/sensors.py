@@ -128,3 +128,25 @@ def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.
         cursor=str(records[-1].storage_id) if records else context.cursor,
         skip_reason=None if requests else dg.SkipReason("no new labels"),
     )
+
+
+@dg.run_failure_sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records every failed loop run in MLflow: the run is marked FAILED with the "
+    "failing step and its error, and counted in step_failures.",
+)
+def failure_sensor(context: dg.RunFailureSensorContext, loop: LoopResource) -> None:
+    from mlops_loop.core.loop import StepContext, record_failure
+
+    run = context.dagster_run
+    steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
+    message = context.failure_event.message or "run failed"
+    if steps:
+        message = f"step(s) {', '.join(steps)} failed: {message}"
+    ctx = StepContext(
+        run_key=run.run_id,
+        triggered_by=f"dagster run {run.run_id[:8]} ({run.job_name})",
+        tags={"dagster.run_id": run.run_id, "dagster.job": run.job_name},
+    )
+    record_failure(loop.load(), ctx, run.tags.get("dagster/partition"), "failure", message)
