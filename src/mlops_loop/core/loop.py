@@ -125,7 +125,6 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
         "expectations": len(suite.get("expectations", [])),
     }
     store.write_json(store.snapshot_dir / "snapshot.json", info)
-    store.write_reference_profile(config, str(info["digest"]))  # drift reuses it for each batch
     with _run(config, ctx, "reference_snapshot"):
         log_dataset(
             reference,
