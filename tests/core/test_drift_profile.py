@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from mlops_loop.core.drift import (
     sides,
 )
 from mlops_loop.core.errors import DataError
+from mlops_loop.core.store import LoopStore
 
 
 def frames(seed: int, n_ref: int = 1500, n_cur: int = 1200) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -189,12 +191,12 @@ def test_save_replaces_atomically_and_load_checks_the_format(
         second.save(target)
     monkeypatch.undo()
     # Nothing half-written: the old profile is intact and no temporary folder is left.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["profile"]
     assert ReferenceProfile.load(target).digest == first.digest
 
     second.save(target)
     assert ReferenceProfile.load(target).digest == second.digest != first.digest
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["profile"]
 
     manifest = json.loads((target / "profile.json").read_text())
     manifest["format_version"] = 99
@@ -292,3 +294,56 @@ def test_inputs_of_the_wrong_type_are_refused() -> None:
         evaluate_drift("ref.parquet", frame)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="current must be a pandas DataFrame or a ParquetBatch"):
         evaluate_drift(frame, "batch.parquet")  # type: ignore[arg-type]
+
+
+def test_store_rebuilds_a_missing_stale_or_unfitting_profile(tmp_path: Path) -> None:
+    ref, cur = frames(12, 500, 400)
+    ref = ref.drop(columns=["ints", "dict", "flag_nulls"])  # plain dtypes, as a snapshot holds
+    store = LoopStore(tmp_path / "state")
+    config = loop_config()
+    store.write_frame(store.snapshot_dir / "reference.parquet", ref)
+    store.write_json(store.snapshot_dir / "snapshot.json", {"digest": "d1"})
+    stored = store.reference()
+    expected = evaluate_drift(stored, cur, config=config).to_dict()
+
+    # A snapshot of an older version has no profile: built on first use, then reused.
+    assert not store.profile_dir.exists()
+    first = store.reference_profile(config)
+    assert first.digest == "d1" and (store.profile_dir / "profile.json").is_file()
+    assert evaluate_drift(first, cur, config=config).to_dict() == expected
+    stamp = (store.profile_dir / "profile.json").stat().st_mtime_ns
+    assert store.reference_profile(config).digest == "d1"
+    assert (store.profile_dir / "profile.json").stat().st_mtime_ns == stamp  # not rebuilt
+
+    # Another snapshot (new digest) or another column choice rebuilds it.
+    store.write_json(store.snapshot_dir / "snapshot.json", {"digest": "d2"})
+    assert store.reference_profile(config).digest == "d2"
+    other = parse_config(
+        {
+            "columns": {"numerical": ["counts"], "categorical": ["x"], "target": "y"},
+            "sources": {"reference": "ref.parquet", "landing": "landing"},
+        }
+    )
+    rebuilt = store.reference_profile(other)
+    assert rebuilt.missing(other) == [] and "x" in rebuilt.categorical
+    assert evaluate_drift(rebuilt, cur, config=other).to_dict() == (
+        evaluate_drift(stored, cur, config=other).to_dict()
+    )
+    # A damaged profile is only a cache: rebuilt too.
+    (store.profile_dir / "profile.json").write_text("{")
+    assert evaluate_drift(store.reference_profile(config), cur, config=config).to_dict() == expected
+
+
+def test_concurrent_saves_leave_one_complete_profile(tmp_path: Path) -> None:
+    ref, _ = frames(13, 200, 200)
+    profiles = [ReferenceProfile.from_frame(ref, digest=f"d{i}") for i in range(4)]
+    target = tmp_path / "profile"
+
+    def save_often(p: ReferenceProfile) -> None:
+        for _ in range(10):
+            p.save(target)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(save_often, profiles))
+    assert ReferenceProfile.load(target).digest in {"d0", "d1", "d2", "d3"}
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == ["profile"]

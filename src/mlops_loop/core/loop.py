@@ -125,6 +125,7 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
         "expectations": len(suite.get("expectations", [])),
     }
     store.write_json(store.snapshot_dir / "snapshot.json", info)
+    store.write_reference_profile(config, str(info["digest"]))  # drift reuses it for each batch
     with _run(config, ctx, "reference_snapshot"):
         log_dataset(
             reference,
@@ -332,7 +333,7 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
 
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
-    report = evaluate_drift(store.reference(), store.batch(key), config=config)
+    report = evaluate_drift(store.reference_profile(config), store.batch(key), config=config)
     store.write_batch_json(key, "drift", report.to_dict())
     (store.batch_dir(key) / "drift.html").write_text(report.to_html())
     with _run(config, ctx, "drift", key):

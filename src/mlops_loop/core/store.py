@@ -3,6 +3,7 @@
 Layout under `state_dir`::
 
     snapshot/reference.parquet  snapshot/snapshot.json  snapshot/suite.json
+    snapshot/drift_profile/     (the reference sorted and counted once for drift)
     batches/<key>/batch.parquet  quality.json  drift.json  drift.html  scored.parquet
                   performance.json  decision.json  challenger.json  promotion.json
 
@@ -17,11 +18,15 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlops_loop.core.errors import DataError
+
+if TYPE_CHECKING:
+    from mlops_loop.core.config import LoopConfig
+    from mlops_loop.core.drift.profile import ReferenceProfile
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -90,6 +95,34 @@ class LoopStore:
 
     def snapshot_info(self) -> dict[str, Any] | None:
         return self.read_json(self.snapshot_dir / "snapshot.json")
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.snapshot_dir / "drift_profile"
+
+    def write_reference_profile(
+        self, config: LoopConfig, digest: str | None = None
+    ) -> ReferenceProfile:
+        """Sort and count the stored reference once for drift, and save that next to it."""
+        from mlops_loop.core.drift.profile import ReferenceProfile
+
+        profile = ReferenceProfile.from_frame(self.reference(), config, digest=digest)
+        profile.save(self.profile_dir)
+        return profile
+
+    def reference_profile(self, config: LoopConfig) -> ReferenceProfile:
+        """The reference's drift profile, rebuilt when it is missing (a snapshot taken by an
+        older version), unreadable, of another snapshot, or built for other columns."""
+        from mlops_loop.core.drift.profile import ReferenceProfile
+
+        digest = (self.snapshot_info() or {}).get("digest")
+        try:
+            profile = ReferenceProfile.load(self.profile_dir, mmap=True)
+        except DataError:  # only a cache of the snapshot: build it again
+            return self.write_reference_profile(config, digest)
+        if digest is None or profile.digest != digest or profile.missing(config):
+            return self.write_reference_profile(config, digest)
+        return profile
 
     # -- batches --------------------------------------------------------------------------------
     def batch(self, key: str) -> pd.DataFrame:

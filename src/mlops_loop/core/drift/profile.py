@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -249,14 +250,14 @@ class ReferenceProfile:
         The files go to a temporary folder next to it, which is then renamed into place.
 
         Raises:
-            DataError: `directory` exists and is not a profile folder (it is never replaced), or a
-                column label is not a str, int, float or bool.
+            DataError: `directory` exists and holds files other than a profile's (it is never
+                replaced), or a column label is not a str, int, float or bool.
         """
         target = Path(directory)
         if target.exists() and not _is_profile_dir(target):
             raise DataError(
-                f"refusing to write a reference profile over {target}: it exists and holds no "
-                f"{MANIFEST} of format {FORMAT!r}"
+                f"refusing to write a reference profile over {target}: it exists and holds "
+                "files that are not a reference profile's"
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
@@ -352,29 +353,39 @@ class ReferenceProfile:
             raise DataError(f"the reference profile manifest {path} is damaged: {e!r}") from e
 
 
+_PROFILE_FILE = re.compile(
+    r"^(profile\.json|n\d+\.values\.npy|c\d+\.(labels|offsets|counts)\.npy)$"
+)
+
+
 def _is_profile_dir(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    try:
-        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    """Whether `path` is a folder holding nothing but profile files (possibly damaged ones)."""
+    return path.is_dir() and all(_PROFILE_FILE.match(p.name) for p in path.iterdir())
 
 
 def _swap_in(tmp: Path, target: Path) -> None:
-    """Rename `tmp` to `target`; an existing `target` is moved aside first, then deleted."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
+    """Rename `tmp` to `target`; an existing `target` is moved aside first, then deleted.
+
+    Writers take a lock beside the folder, so two of them (two batches rebuilding a missing
+    profile at once) never interleave their renames: the last one wins.
+    """
+    import fcntl
+
+    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not target.exists():
+                os.replace(tmp, target)
+                return
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)  # put the previous profile back
+                raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     shutil.rmtree(old, ignore_errors=True)
 
 
