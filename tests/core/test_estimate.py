@@ -223,6 +223,8 @@ def test_bad_batches_are_refused_by_name():
         estimator.estimate([])
     with pytest.raises(DataError, match=r"threshold must be a number in \[0, 1\], got 1.5"):
         estimator.estimate([0.2], threshold=1.5)
+    with pytest.raises(DataError, match="probabilities has 2 rows and scores has 3"):
+        expected_metrics(np.array([0.1, 0.2]), np.array([0.1, 0.2, 0.3]))
     with pytest.raises(DataError, match="schema_version 2 is not supported"):
         ConfidenceEstimator.from_dict({**estimator.to_dict(), "schema_version": 2})
     with pytest.raises(DataError, match=r"lacks fields \['score_max'\]"):

@@ -285,10 +285,19 @@ def expected_metrics(
     The pure core of the estimate: `scores` decide the predicted class (score >= threshold)
     and the ranking, `probabilities` (already calibrated) give each row's chance of being a
     positive. With probabilities of exactly 0 or 1 the result equals the realized metrics.
+
+    Raises:
+        DataError: the arrays differ in length or are empty, or a value is missing or outside
+            [0, 1].
     """
-    p = np.asarray(probabilities, dtype=float)
-    s = _clip(np.asarray(scores, dtype=float))
+    p = _check_scores(probabilities, "probabilities")
+    s = _clip(_check_scores(scores, "scores"))
     n = len(p)
+    if len(s) != n or n == 0:
+        raise DataError(
+            f"probabilities has {n} rows and scores has {len(s)}; expected the same, non-zero "
+            "number of rows"
+        )
     v = p * (1.0 - p)  # each label's Bernoulli variance
     pred = s >= threshold
     n_pp = float(pred.sum())
