@@ -142,3 +142,32 @@ def test_small_segments_are_not_judged():
     champ, chal = _scores(rng, y, 0.6), _scores(rng, y, 0.2)
     d = decide_promotion(y, chal, champ, PromotionPolicy(guards={}), segments={"region": region})
     assert [s["where"] for s in d.segments] == ["region=big"]
+
+
+def test_an_estimated_drop_triggers_before_labels_arrive():
+    policy = RetrainPolicy(metric_drop=0.05)
+    decision = decide_retrain(
+        policy=policy, dataset_drift=False, baseline_metric=0.85, estimated_metric=0.78
+    )
+    assert decision.retrain and decision.triggers == ["estimated_performance"]
+    assert "estimated roc_auc (from scores, without labels) fell to 0.7800" in decision.reasons[0]
+    small = decide_retrain(
+        policy=policy, dataset_drift=False, baseline_metric=0.85, estimated_metric=0.82
+    )
+    off = decide_retrain(
+        policy=RetrainPolicy(on_estimated_drop=False),
+        dataset_drift=False,
+        baseline_metric=0.85,
+        estimated_metric=0.5,
+    )
+    assert not small.retrain and not off.retrain
+
+
+def test_too_few_new_labels_hold_a_retrain_back_unless_forced():
+    policy = RetrainPolicy(min_new_labelled_rows=500)
+    args = dict(policy=policy, dataset_drift=True, drifted_features=["age"])
+    held = decide_retrain(**args, new_labelled_rows=120)
+    assert not held.retrain and held.triggers == ["drift"]
+    assert "only 120 labelled rows arrived since the last retrain (< 500)" in held.reasons[-1]
+    assert decide_retrain(**args, new_labelled_rows=800).retrain
+    assert decide_retrain(**args, new_labelled_rows=120, force=True).retrain

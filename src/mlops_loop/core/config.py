@@ -223,6 +223,17 @@ class RetrainPolicy(_Model):
     cooldown_batches: int = Field(
         default=0, ge=0, description="Batches to wait after a retrain before the next."
     )
+    on_estimated_drop: bool = Field(
+        default=True,
+        description="Retrain when the primary metric estimated from the scores alone (before "
+        "labels arrive) falls metric_drop below the champion's baseline.",
+    )
+    min_new_labelled_rows: int = Field(
+        default=0,
+        ge=0,
+        description="Labelled rows that must have arrived since the last retrain before a "
+        "drift or performance trigger retrains (a schedule or a manual retrain always does).",
+    )
 
 
 class TrainingPolicy(_Model):

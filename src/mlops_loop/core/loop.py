@@ -7,6 +7,8 @@ from the `LoopStore`, writes its verdict back there, and logs to MLflow.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -198,6 +200,37 @@ def _log_and_register(config: LoopConfig, model: Any, example: pd.DataFrame) -> 
     return int(info.registered_model_version)
 
 
+def _estimator_path(store: LoopStore, version: int) -> Path:
+    return store.root / "estimators" / f"version_{version}.json"
+
+
+def _save_estimator(store: LoopStore, version: int, scores: np.ndarray, y: np.ndarray) -> None:
+    """Calibrate the version's scores on its own held-out rows, for label-free estimates.
+
+    Logged to the active MLflow run too. A holdout with one class cannot be calibrated: the
+    version then simply has no estimate.
+    """
+    from mlops_loop.core.estimate import fit_estimator
+
+    try:
+        estimator = fit_estimator(scores, y)
+    except DataError:
+        return
+    payload = estimator.to_dict()
+    store.write_json(_estimator_path(store, version), payload)
+    log_json(payload, "estimator/confidence.json")
+
+
+def _estimate(store: LoopStore, version: int | None, scores: np.ndarray) -> dict[str, Any] | None:
+    """Performance estimated from the scores alone with the version's calibration."""
+    from mlops_loop.core.estimate import ConfidenceEstimator
+
+    saved = None if version is None else store.read_json(_estimator_path(store, version))
+    if saved is None or len(scores) == 0:
+        return None
+    return ConfidenceEstimator.from_dict(saved).estimate(scores).to_dict()
+
+
 def _metric_tags(metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{METRIC_TAG}{k}": v for k, v in metrics.items() if v is not None}
 
@@ -222,9 +255,11 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> dict[
     train, holdout = split_holdout(reference, config)
     with _run(config, ctx, "baseline_model"):
         model = train_model(train, config.model, config.columns)
-        metrics = compute_metrics(
-            labels(holdout, config.columns), predict_scores(model, holdout, config.columns)
+        y_hold, s_hold = (
+            labels(holdout, config.columns),
+            predict_scores(model, holdout, config.columns),
         )
+        metrics = compute_metrics(y_hold, s_hold)
         log_dataset(
             train,
             name="reference-train",
@@ -242,6 +277,7 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> dict[
         log_metrics(metrics, prefix="baseline_")
         log_params({"loop": config.name, **config_params(config, "model", "training")})
         version = _log_and_register(config, model, train)
+        _save_estimator(store, version, s_hold, y_hold)
     registry.tag_version(version, {**_metric_tags(metrics), "mlops_loop.trained_on": "reference"})
     change = registry.promote(
         version,
@@ -334,10 +370,21 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
     report = evaluate_drift(store.reference_profile(config), store.batch(key), config=config)
+    segments = segment_drift(config, store.reference(), store.batch(key))
     store.write_batch_json(key, "drift", report.to_dict())
+    store.write_batch_json(key, "segment_drift", segments)
     (store.batch_dir(key) / "drift.html").write_text(report.to_html())
     with _run(config, ctx, "drift", key):
         log_json(report.to_dict(), f"drift/{key}.json")
+        if segments:
+            log_json(segments, f"drift/segments_{key}.json")
+            log_metrics(
+                {
+                    f"segment.{r['segment']}.{r['value']}.drift_share": r["drift_share"]
+                    for r in segments
+                    if r["drift_share"] is not None
+                }
+            )
         log_text(report.to_html(), f"drift/{key}.html")
         log_params(config_params(config, "drift"))
         log_metrics(
@@ -348,6 +395,54 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
             }
         )
     return report
+
+
+#: Fewest rows of a segment, in the batch and in the reference, for its own drift report.
+SEGMENT_MIN_ROWS = 200
+
+
+def segment_drift(
+    config: LoopConfig, reference: pd.DataFrame, batch: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Drift within each value of each segment column (e.g. region): its share of the batch
+    against its share of the reference, and the segment's rows tested against the reference's
+    rows of the same segment, so a surge or a shift in one region stands out."""
+    from mlops_loop.core.drift import evaluate_drift
+
+    rows: list[dict[str, Any]] = []
+    for seg in config.columns.segments:
+        if seg not in batch.columns or seg not in reference.columns:
+            continue
+        ref_values, cur_values = reference[seg].astype(str), batch[seg].astype(str)
+        ref_counts, cur_counts = ref_values.value_counts(), cur_values.value_counts()
+        for value in sorted(set(ref_counts.index) | set(cur_counts.index)):
+            n_ref, n_cur = int(ref_counts.get(value, 0)), int(cur_counts.get(value, 0))
+            row: dict[str, Any] = {
+                "segment": seg,
+                "value": value,
+                "rows": n_cur,
+                "share": round(n_cur / max(len(batch), 1), 6),
+                "reference_share": round(n_ref / max(len(reference), 1), 6),
+                "drift_share": None,
+                "dataset_drift": None,
+                "drifted_features": [],
+                "note": None,
+            }
+            if min(n_ref, n_cur) < SEGMENT_MIN_ROWS:
+                row["note"] = f"fewer than {SEGMENT_MIN_ROWS} rows on a side: not tested"
+            else:
+                try:
+                    report = evaluate_drift(
+                        reference[ref_values == value], batch[cur_values == value], config=config
+                    )
+                except DataError as e:
+                    row["note"] = str(e)
+                else:
+                    row["drift_share"] = report.drift_share
+                    row["dataset_drift"] = report.dataset_drift
+                    row["drifted_features"] = [f for f in report.drifted_features if f != seg]
+            rows.append(row)
+    return rows
 
 
 def predict_frame(
@@ -435,8 +530,15 @@ def measure_performance(
     registry = MlflowRegistry.from_config(config)
     version = info.get("champion_version")
     baseline = _version_metric(registry, version, config.promotion.metric)
-    result = {
+    scores = scored[config.columns.prediction].to_numpy(dtype=float)
+    estimate = _estimate(store, version, scores)
+    estimated = {
+        k: v for k, v in ((estimate or {}).get("metrics") or {}).items() if isinstance(v, dict)
+    }
+    segments = _segment_performance(config, store, version, scored)
+    result: dict[str, Any] = {
         "champion_version": version,
+        "rows": len(scored),
         "labelled_rows": len(known),
         "label_coverage": round(len(known) / max(len(scored), 1), 4),
         "labels_as_of": as_of.isoformat(),
@@ -444,12 +546,71 @@ def measure_performance(
         "metric_name": config.promotion.metric,
         "metric": metrics.get(config.promotion.metric),
         "baseline_metric": baseline,
+        "estimate": estimate,
+        "estimated_metrics": {k: v.get("value") for k, v in estimated.items()},
+        "estimated_metric": (estimated.get(config.promotion.metric) or {}).get("value"),
+        "segments": segments,
     }
     store.write_batch_json(key, "performance", result)
     with _run(config, ctx, "performance", key):
         log_metrics(metrics)
         log_metrics({"label_coverage": result["label_coverage"]})
+        log_metrics(result["estimated_metrics"], prefix="estimated_")
+        if segments:
+            log_json(segments, f"performance/segments_{key}.json")
+            log_metrics(
+                {
+                    f"segment.{r['segment']}.{r['value']}.{name}": r[name]
+                    for r in segments
+                    for name in ("share", config.promotion.metric)
+                    if r.get(name) is not None
+                }
+            )
     return result
+
+
+def _segment_performance(
+    config: LoopConfig, store: LoopStore, version: int | None, scored: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Per value of each segment column: share of the batch and of the reference, realized and
+    estimated primary metric."""
+    cols = config.columns
+    rows: list[dict[str, Any]] = []
+    if not cols.segments:
+        return rows
+    reference = store.reference()
+    name = config.promotion.metric
+    for seg in cols.segments:
+        if seg not in scored.columns:
+            continue
+        ref_share: dict[Any, float] = (
+            reference[seg].astype(str).value_counts(normalize=True).to_dict()
+            if seg in reference
+            else {}
+        )
+        values = scored[seg].astype(str)
+        for value, part in scored.groupby(values, sort=True):
+            known = labelled_rows(part, cols)
+            realized = (
+                metric_value(name, labels(known, cols), known[cols.prediction].to_numpy())
+                if len(known)
+                else None
+            )
+            est = _estimate(store, version, part[cols.prediction].to_numpy(dtype=float))
+            est_value = ((est or {}).get("metrics") or {}).get(name, {}) or {}
+            rows.append(
+                {
+                    "segment": seg,
+                    "value": str(value),
+                    "rows": len(part),
+                    "share": round(len(part) / len(scored), 6),
+                    "reference_share": round(float(ref_share.get(str(value), 0.0)), 6),
+                    "labelled": len(known),
+                    name: None if realized is None or realized != realized else realized,
+                    f"estimated_{name}": est_value.get("value"),
+                }
+            )
+    return rows
 
 
 def ingest_late_labels(config: LoopConfig, ctx: StepContext | None = None) -> dict[str, Any]:
@@ -500,6 +661,19 @@ def _batches_since_retrain(store: LoopStore, key: str) -> int | None:
     return None
 
 
+def _labelled_since_retrain(config: LoopConfig, store: LoopStore, key: str) -> int:
+    """Labelled rows known now in accepted batches after the last retrain, up to `key`."""
+    keys = [k for k in store.accepted_keys() if k <= key]
+    since = [k for k in keys if (store.batch_dir(k) / "challenger.json").exists()]
+    if since:
+        keys = [k for k in keys if k > since[-1]]
+    total = 0
+    for k in keys:
+        perf = store.batch_json(k, "performance") or {}
+        total += int(perf.get("labelled_rows", 0))
+    return total
+
+
 def decide_batch_retrain(
     config: LoopConfig, key: str, force: bool = False, record: bool = True
 ) -> RetrainDecision:
@@ -527,10 +701,94 @@ def decide_batch_retrain(
         labelled_rows=perf.get("labelled_rows", 0),
         batches_since_retrain=_batches_since_retrain(store, key),
         force=force,
+        estimated_metric=perf.get("estimated_metric"),
+        new_labelled_rows=_labelled_since_retrain(config, store, key),
     )
     if record:
         store.write_batch_json(key, "decision", decision.to_dict())
     return decision
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+def batch_metrics(config: LoopConfig, key: str) -> dict[str, Any]:
+    """Every number the loop knows about a batch, flat: what alert rules can watch."""
+    store = LoopStore(config.state_dir)
+    record: dict[str, Any] = {"batch": key}
+    drift = store.batch_json(key, "drift") or {}
+    perf = store.batch_json(key, "performance") or {}
+    scored = store.batch_json(key, "scored") or {}
+    ingest = store.batch_json(key, "ingest") or {}
+    record["rows"] = ingest.get("rows")
+    record["drift_share"] = drift.get("drift_share")
+    record["dataset_drift"] = drift.get("dataset_drift")
+    for name, value in (perf.get("metrics") or {}).items():
+        if name != "n":
+            record[name] = value
+    for name, value in (perf.get("estimated_metrics") or {}).items():
+        record[f"estimated_{name}"] = value
+    record["label_coverage"] = perf.get("label_coverage")
+    record[f"champion_{config.promotion.metric}"] = perf.get("baseline_metric")
+    for name, value in (scored.get("operations") or {}).items():
+        if isinstance(value, dict):
+            record.update({f"{name}_{p}": v for p, v in value.items()})
+        elif name in ("scoring_s", "throughput_rows_per_s", "peak_rss_mb", "cpu_percent"):
+            record[name] = value
+    return {k: v for k, v in record.items() if not isinstance(v, str) or k == "batch"}
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """One process at a time on this machine (alert state is read, advanced and written)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_alerts(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
+    """Evaluate the alert rules over the accepted batches up to `key` and send what fired.
+
+    The rules' state (firing or not, cooldowns, baselines) is kept with the loop, so an alert
+    fires once when its condition starts, not on every batch while it holds.
+    """
+    from mlops_loop.core.alerts import evaluate_alerts
+    from mlops_loop.core.notify import build_notifiers, notify
+
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    rules = config.alerts.rules
+    if not rules:
+        return {"events": [], "deliveries": [], "rules": 0}
+    path = store.root / "alerts" / "state.json"
+    with _exclusive(store.root / "alerts" / ".lock"):
+        history = [batch_metrics(config, k) for k in store.accepted_keys() if k <= key]
+        events, state = evaluate_alerts(rules, history, store.read_json(path))
+        deliveries = notify(events, build_notifiers(config.alerts)) if events else []
+        store.write_json(path, state)
+    result = {
+        "events": [e.to_dict() for e in events],
+        "deliveries": [d.to_dict() for d in deliveries],
+        "rules": len(rules),
+        "firing": sorted(name for name, r in (state.get("rules") or {}).items() if r.get("firing")),
+    }
+    store.write_batch_json(key, "alerts", result)
+    with _run(config, ctx, "alerts", key):
+        fired = [e for e in events if e.kind == "firing"]
+        log_metrics(
+            {
+                "alerts_fired": len(fired),
+                "alerts_error": sum(e.severity == "error" for e in fired),
+                "alerts_undelivered": sum(not d.ok for d in deliveries),
+            }
+        )
+        if events:
+            log_json(result, f"alerts/{key}.json")
+    return result
 
 
 # -- retraining and promotion ----------------------------------------------------------------------
@@ -606,9 +864,11 @@ def train_challenger(
     train, parts, holdout = training_window(config, key, as_of)
     with _run(config, ctx, "challenger", key) as run:
         model = train_model(train, config.model, config.columns)
-        metrics = compute_metrics(
-            labels(holdout, config.columns), predict_scores(model, holdout, config.columns)
+        y_hold, s_hold = (
+            labels(holdout, config.columns),
+            predict_scores(model, holdout, config.columns),
         )
+        metrics = compute_metrics(y_hold, s_hold)
         digest = log_dataset(
             train,
             name=f"train-{key}",
@@ -633,6 +893,7 @@ def train_challenger(
         )
         log_json({"parts": parts, "rows": len(train), "digest": digest}, "training/window.json")
         version = _log_and_register(config, model, train)
+        _save_estimator(store, version, s_hold, y_hold)
         run_id = run.info.run_id
     registry.tag_version(
         version,

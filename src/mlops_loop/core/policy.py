@@ -35,6 +35,8 @@ def decide_retrain(
     batches_since_retrain: int | None = None,
     quality_passed: bool = True,
     force: bool = False,
+    estimated_metric: float | None = None,
+    new_labelled_rows: int | None = None,
 ) -> RetrainDecision:
     """Decide whether the loop should train a challenger on this batch.
 
@@ -49,6 +51,8 @@ def decide_retrain(
         batches_since_retrain: batches since the last retrain (None: never retrained).
         quality_passed: the quality verdict; a failed batch never triggers training.
         force: a scheduled or manual retrain.
+        estimated_metric: the champion's metric estimated from the scores alone (no labels).
+        new_labelled_rows: labelled rows that arrived since the last retrain (None: unknown).
     """
     if not quality_passed:
         return RetrainDecision(False, ["the batch failed the quality gate; it is quarantined"])
@@ -77,6 +81,20 @@ def decide_retrain(
             reasons.append(
                 f"{metric_name} {metric:.4f} is worse than the floor {policy.metric_floor}"
             )
+    if (
+        policy.on_estimated_drop
+        and estimated_metric is not None
+        and baseline_metric is not None
+        and "performance" not in triggers
+    ):
+        drop = -improvement(metric_name, estimated_metric, baseline_metric)
+        if drop >= policy.metric_drop:
+            triggers.append("estimated_performance")
+            reasons.append(
+                f"estimated {metric_name} (from scores, without labels) fell to "
+                f"{estimated_metric:.4f} from a baseline of {baseline_metric:.4f} "
+                f"(drop {drop:.4f} >= {policy.metric_drop})"
+            )
     if metric is not None and labelled_rows < policy.min_labelled_rows:
         reasons.append(
             f"only {labelled_rows} labelled rows (< {policy.min_labelled_rows}): "
@@ -84,6 +102,17 @@ def decide_retrain(
         )
     if not triggers:
         return RetrainDecision(False, reasons or ["no drift and no performance drop"])
+    short = new_labelled_rows is not None and new_labelled_rows < policy.min_new_labelled_rows
+    if short and not force:
+        return RetrainDecision(
+            False,
+            [
+                *reasons,
+                f"only {new_labelled_rows} labelled rows arrived since the last retrain "
+                f"(< {policy.min_new_labelled_rows}): waiting for more labels",
+            ],
+            triggers,
+        )
     cooling = batches_since_retrain is not None and batches_since_retrain < policy.cooldown_batches
     if cooling and not force:
         return RetrainDecision(

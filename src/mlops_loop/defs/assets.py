@@ -97,8 +97,16 @@ def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
     config = loop.load()
     key = context.partition_key
     report = core.evaluate_batch_drift(config, key, step_context(context))
-    html = LoopStore(config.state_dir).batch_dir(key) / "drift.html"
-    return dg.MaterializeResult(metadata=md.drift(report, str(html)))
+    store = LoopStore(config.state_dir)
+    html = store.batch_dir(key) / "drift.html"
+    meta = md.drift(report, str(html))
+    segments = store.batch_json(key, "segment_drift") or []
+    if segments:
+        meta["segments"] = md.table(
+            segments,
+            ["segment", "value", "rows", "share", "reference_share", "drift_share", "note"],
+        )
+    return dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(
@@ -129,7 +137,8 @@ def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
 def model_performance(
     context: dg.AssetExecutionContext, loop: LoopResource
 ) -> dg.MaterializeResult:
-    """Realized performance of the champion on the batch's labelled rows."""
+    """Realized performance of the champion on the batch's labelled rows, the performance
+    estimated from its scores alone (before labels arrive), and both per segment."""
     perf = core.measure_performance(loop.load(), context.partition_key, step_context(context))
     meta = md.numbers(perf["metrics"])
     meta.update(
@@ -141,6 +150,15 @@ def model_performance(
             }
         )
     )
+    meta.update(md.numbers({f"estimated_{k}": v for k, v in perf["estimated_metrics"].items()}))
+    if perf["estimate"] and perf["estimate"].get("warning"):
+        meta["estimate_warning"] = perf["estimate"]["warning"]
+    if perf["segments"]:
+        name = perf["metric_name"]
+        meta["segments"] = md.table(
+            perf["segments"],
+            ["segment", "value", "rows", "share", "labelled", name, f"estimated_{name}"],
+        )
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -149,16 +167,34 @@ def model_performance(
     group_name=MODELS,
     partitions_def=batches,
     deps=[drift_report, model_performance],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "alerts",
+            asset="retrain_decision",
+            partitions_def=batches,
+            description="The loop's alert rules over the batch metrics (drift, realized and "
+            "estimated performance, label coverage, latency); fails with the highest severity "
+            "that started firing on this batch.",
+        )
+    ],
 )
-def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource):
     """Whether this batch calls for a challenger; the retrain sensor acts on it."""
-    decision = core.decide_batch_retrain(loop.load(), context.partition_key)
-    return dg.MaterializeResult(
+    config = loop.load()
+    decision = core.decide_batch_retrain(config, context.partition_key)
+    alerts = core.check_alerts(config, context.partition_key, step_context(context))
+    for delivery in alerts["deliveries"]:
+        if not delivery["ok"]:
+            context.log.warning(
+                f"alert not delivered by {delivery['notifier']}: {delivery['error']}"
+            )
+    yield dg.MaterializeResult(
         metadata={
             "retrain": decision.retrain,
             "triggers": ", ".join(decision.triggers) or "none",
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
-        }
+        },
+        check_results=[md.alerts_check(alerts)],
     )
 
 

@@ -107,3 +107,26 @@ def operations(ops: dict[str, Any]) -> dict[str, Any]:
     out = numbers({k: flat.get(k) for k in keep})
     out.update({k: str(flat[k]) for k in ("started_at", "ended_at") if flat.get(k)})
     return out
+
+
+def alerts_check(result: dict[str, Any]) -> dg.AssetCheckResult:
+    """Passes unless a rule started firing on this batch; ERROR if any of those is an error."""
+    fired = [e for e in result["events"] if e["kind"] == "firing"]
+    worst = "error" if any(e["severity"] == "error" for e in fired) else "warn"
+    return dg.AssetCheckResult(
+        check_name="alerts",
+        passed=not fired,
+        severity=dg.AssetCheckSeverity.ERROR if worst == "error" else dg.AssetCheckSeverity.WARN,
+        description="; ".join(e["message"] for e in fired)
+        if fired
+        else f"{result['rules']} rule(s), none started firing"
+        + (f" (still firing: {', '.join(result['firing'])})" if result.get("firing") else ""),
+        metadata={
+            "fired": len(fired),
+            "resolved": sum(e["kind"] == "resolved" for e in result["events"]),
+            "events": table(
+                result["events"], ["rule", "kind", "severity", "metric", "value", "threshold"]
+            ),
+            "deliveries": table(result["deliveries"], ["notifier", "ok", "events", "error"]),
+        },
+    )
