@@ -284,3 +284,28 @@ def test_a_failed_run_is_recorded_failed_in_mlflow_by_the_failure_sensor(monitor
     assert mlrun.data.metrics["step_failures"] == 1
     assert mlrun.data.tags["mlops_loop.partition"] == "batch_003"
     assert "monitored_batch" in mlrun.data.tags["mlops_loop.error"]
+
+
+def test_estimated_performance_and_segments_are_reported_beside_realized(monitored_loop):
+    loop = monitored_loop
+    store = LoopStore(loop.config.state_dir)
+    perf = store.batch_json("batch_001", "performance")
+    # Stable batch: the label-free estimate lands near the realized AUC.
+    assert perf["estimated_metric"] == pytest.approx(perf["metric"], abs=0.05)
+    meta = materialized(loop.runs["batch_001"])["model_performance"].metadata
+    assert meta["estimated_roc_auc"].value == pytest.approx(perf["estimated_metric"])
+    regions = {r["value"]: r for r in perf["segments"] if r["segment"] == "region"}
+    assert len(regions) >= 3 and sum(r["rows"] for r in regions.values()) == perf["rows"]
+    assert all(
+        r["roc_auc"] is not None and r["estimated_roc_auc"] is not None for r in regions.values()
+    )
+    table = meta["segments"].value.records
+    assert {r.data["value"] for r in table} == set(regions)
+
+    # The covariate-drift batch: "older customers from the west" shows as one region surging.
+    seg = {r["value"]: r for r in store.batch_json("batch_004", "segment_drift")}
+    surge = max(seg.values(), key=lambda r: r["share"] - r["reference_share"])
+    assert surge["value"] == "west" and surge["share"] > surge["reference_share"] + 0.1
+    assert surge["drift_share"] is not None and "age" in surge["drifted_features"]
+    drift_meta = materialized(loop.runs["batch_004"])["drift_report"].metadata
+    assert {r.data["value"] for r in drift_meta["segments"].value.records} == set(seg)
