@@ -45,7 +45,9 @@ from tests.integration.conftest import Postgres, Servers, free_port
 
 pytestmark = pytest.mark.integration
 
-HARD_TIMEOUT = 480  # seconds for the whole scenario, servers' start-up included
+# Seconds for the whole scenario, servers' start-up included (3 to 4 minutes on a busy 2-core
+# machine); a slower machine can give it more.
+HARD_TIMEOUT = int(os.environ.get("MLOPS_LOOP_TOPOLOGY_TIMEOUT", "480"))
 BIN = Path(sys.executable).parent
 LOCATION = "mlops_loop"
 EXPERIMENT, MODEL, BATCH = "churn-demo", "churn-model", "batch_001"
@@ -348,11 +350,11 @@ def _assert_dagster_record(instance: Any, monitor_id: str, retrain_id: str) -> N
     assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
     assert instance.get_dynamic_partitions("batches") == [BATCH]
 
-    checks = [
-        e.dagster_event.event_specific_data
+    checks = {
+        e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
         for e in instance.all_logs(monitor_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    ]
-    assert [(c.check_name, c.passed) for c in checks] == [("quality_gate", True)]
+    }
+    assert checks["quality_gate"] is True, checks
 
     run, drift = latest_metadata(instance, "drift_report")
     assert run == monitor_id and drift["dataset_drift"] is True and drift["drift_share"] > 0
