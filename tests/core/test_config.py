@@ -65,3 +65,15 @@ def test_sliding_window_needs_a_bound():
     with pytest.raises(InvalidConfigError, match="needs max_rows or max_age_days"):
         parse_config(doc)
     assert parse_config({**BASE, "training": {"window": "sliding", "max_rows": 5000}})
+
+
+def test_an_mlflow_server_keeps_its_own_artifact_store_by_default(loop_config):
+    assert loop_config.artifact_location == (loop_config.state_dir / "mlartifacts").as_uri()
+    remote = loop_config.model_copy(
+        update={"mlflow": loop_config.mlflow.model_copy(update={"tracking_uri": "http://m:5000"})}
+    )
+    assert remote.artifact_location is None
+    pinned = remote.model_copy(
+        update={"mlflow": remote.mlflow.model_copy(update={"artifact_location": "s3://b/x"})}
+    )
+    assert pinned.artifact_location == "s3://b/x"

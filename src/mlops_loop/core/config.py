@@ -315,9 +315,9 @@ class MlflowConfig(_Model):
     )
     artifact_location: str | None = Field(
         default=None,
-        description="Artifact root for the "
-        "experiment; default: `mlartifacts/` in the state "
-        "folder.",
+        description="Artifact root for the experiment; default: `mlartifacts/` in the state "
+        "folder, or the tracking server's own artifact store when tracking_uri is an "
+        "http(s) MLflow server.",
     )
     experiment: str = Field(default="mlops-loop", description="Experiment name.")
     registered_model: str = Field(default="mlops-loop-model", description="Registered model.")
@@ -374,9 +374,11 @@ class LoopConfig(_Model):
         return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
         if self.mlflow.artifact_location:
             return self.mlflow.artifact_location
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None  # the server decides (--artifacts-destination / --default-artifact-root)
         return (self.state_dir.resolve() / "mlartifacts").as_uri()
 
     def resolve_paths(self, base: Path) -> LoopConfig:
