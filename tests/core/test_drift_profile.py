@@ -217,8 +217,13 @@ def test_load_names_a_damaged_file(tmp_path: Path) -> None:
     ref, _ = frames(7, 300, 300)
     ReferenceProfile.from_frame(ref).save(tmp_path / "p")
     values = next((tmp_path / "p").glob("n*.values.npy"))
-    np.save(values, np.array([3.0, 1.0, 2.0]))
-    with pytest.raises(DataError, match=values.name):
+    count = len(np.load(values))
+    for damaged in ([3.0, 1.0] + [2.0] * (count - 2), [1.0, np.nan] + [2.0] * (count - 2)):
+        np.save(values, np.array(damaged))
+        with pytest.raises(DataError, match=f"{values.name} does not hold sorted finite values"):
+            ReferenceProfile.load(tmp_path / "p")
+    np.save(values, np.arange(3.0))
+    with pytest.raises(DataError, match=f"{values.name} holds 3 values; the manifest says"):
         ReferenceProfile.load(tmp_path / "p")
 
 

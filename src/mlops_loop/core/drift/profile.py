@@ -424,8 +424,9 @@ def _load_numerical(folder: Path, entry: dict, mmap: bool) -> NumericalColumn:
     # A cheap guard against a file that is not what the manifest says (every test assumes it).
     if values.size != summary["count"] or values.size == 0:
         raise DataError(f"{path} holds {values.size} values; the manifest says {summary['count']}")
-    if not (math.isfinite(values[0]) and math.isfinite(values[-1])) or bool(
-        np.any(values[1:] < values[:-1])
+    # Sorted with finite ends means all finite: a NaN anywhere fails the comparison.
+    if not (math.isfinite(values[0]) and math.isfinite(values[-1])) or not bool(
+        np.all(values[1:] >= values[:-1])
     ):
         raise DataError(f"{path} does not hold sorted finite values")
     values.flags.writeable = False
