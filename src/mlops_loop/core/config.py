@@ -335,6 +335,18 @@ class OperationsPolicy(_Model):
         description="Rows also scored one at a time, spread over the batch, to time the latency "
         "an online caller would see (0: skip).",
     )
+    in_memory_max_rows: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Batches with more rows are validated, drift-tested and scored from their "
+        "parquet file a slice at a time instead of being read whole.",
+    )
+    read_chunk_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Rows read at a time from a batch larger than `in_memory_max_rows`; the "
+        "memory a step needs grows with this, not with the batch.",
+    )
 
 
 class LoopConfig(_Model):

@@ -16,6 +16,7 @@ import html
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -216,13 +217,21 @@ def _family(series: pd.Series) -> str | None:
 
 def _type_incidents(entry: dict, frame: pd.DataFrame) -> list[Incident]:
     """A type_mismatch incident when the column's family does not fit the learnt one."""
+    col = entry["column"]
+    return _type_verdict(entry, _family(frame[col]), lambda: frame[col].dropna().head(1000))
+
+
+def _type_verdict(
+    entry: dict, observed: str | None, first_values: Callable[[], pd.Series]
+) -> list[Incident]:
+    """The type_mismatch incident of a column whose values are of family `observed`;
+    `first_values` gives its first non-null values, to see if text holds dates."""
     col, expected = entry["column"], entry["kwargs"].get("family", "mixed")
-    observed = _family(frame[col])
     if observed is None or expected in (observed, "mixed"):
         return []
     if expected == "datetime" and observed == "string":
         # A timestamp read from CSV arrives as text; accept it when it parses as dates.
-        sample = frame[col].dropna().head(1000)
+        sample = first_values()
         if pd.to_datetime(sample, errors="coerce", format="ISO8601").notna().all():
             return []
     return [
