@@ -9,8 +9,15 @@ from mlops_loop.core.errors import InvalidConfigError
 from mlops_loop.defs.factory import build_definitions
 from tests.conftest import write_loop
 
-JOBS = {"bootstrap_job", "monitor_job", "retrain_job", "rollback_job"}
-SENSORS = {"landing_sensor", "retrain_sensor"}
+JOBS = {
+    "bootstrap_job",
+    "monitor_job",
+    "retrain_job",
+    "rollback_job",
+    "labels_job",
+    "remeasure_job",
+}
+SENSORS = {"landing_sensor", "retrain_sensor", "label_sensor", "failure_sensor"}
 SCHEDULES = {"monitor_schedule", "retrain_schedule"}
 ASSETS = {
     "reference_snapshot",
@@ -47,6 +54,10 @@ def test_definitions_load_from_a_config_path(config_path):
     # The sensors target the jobs they launch; the batch assets share the dynamic partitions.
     assert defs.resolve_sensor_def("landing_sensor").job_name == "monitor_job"
     assert defs.resolve_sensor_def("retrain_sensor").job_name == "retrain_job"
+    assert {j.name for j in defs.resolve_sensor_def("label_sensor").jobs} == {
+        "labels_job",
+        "remeasure_job",
+    }
     for name in ("monitored_batch", "drift_report", "retrain_decision", "champion_model"):
         partitions = defs.resolve_assets_def(name).partitions_def
         assert isinstance(partitions, dg.DynamicPartitionsDefinition)

@@ -100,6 +100,29 @@ def record_failure(
         mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
 
 
+def notify_failure(
+    config: LoopConfig, partition: str | None, job: str, message: str
+) -> list[dict[str, Any]]:
+    """Tell the alert notifiers that a loop run failed (an error-severity event)."""
+    from mlops_loop.core.alerts import AlertEvent
+    from mlops_loop.core.notify import build_notifiers, notify
+
+    notifiers = build_notifiers(config.alerts)
+    if not notifiers:
+        return []
+    event = AlertEvent(
+        rule="run_failed",
+        metric="step_failures",
+        kind="firing",
+        severity="error",
+        batch=partition or "-",
+        value=1.0,
+        threshold=0.0,
+        message=f"{job} failed" + (f" on {partition}" if partition else "") + f": {message}",
+    )
+    return [d.to_dict() for d in notify([event], notifiers)]
+
+
 # -- reference -------------------------------------------------------------------------------------
 def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) -> dict[str, Any]:
     """Copy the reference into the store, learn the quality suite from it, and log both.

@@ -1,5 +1,8 @@
 """The loop's assets. Each one calls a single core step and translates its result."""
 
+import warnings
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -17,6 +20,13 @@ MODELS = "models"
 AFTER_GATE = (
     dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 )
+
+
+def _batch_check(name: str, **kwargs: Any) -> dg.AssetCheckSpec:
+    """A check evaluated per batch partition (a feature Dagster still calls preview)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, partitions_def=batches, **kwargs)
 
 
 @dg.asset(group_name=MONITORING, kinds={"parquet", "great_expectations"})
@@ -53,12 +63,11 @@ def baseline_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
     deps=[reference_snapshot],
     kinds={"parquet"},
     check_specs=[
-        dg.AssetCheckSpec(
+        # Per batch: a quarantined batch keeps its failed status whatever later ones do.
+        _batch_check(
             "quality_gate",
             asset="monitored_batch",
             blocking=True,
-            # Per batch: a quarantined batch keeps its failed status whatever later ones do.
-            partitions_def=batches,
             description="Great Expectations suite learnt from the "
             "reference; a failed batch is quarantined.",
         )
@@ -168,10 +177,9 @@ def model_performance(
     partitions_def=batches,
     deps=[drift_report, model_performance],
     check_specs=[
-        dg.AssetCheckSpec(
+        _batch_check(
             "alerts",
             asset="retrain_decision",
-            partitions_def=batches,
             description="The loop's alert rules over the batch metrics (drift, realized and "
             "estimated performance, label coverage, latency); fails with the highest severity "
             "that started firing on this batch.",

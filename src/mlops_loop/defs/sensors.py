@@ -133,11 +133,11 @@ def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.
 @dg.run_failure_sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Records every failed loop run in MLflow: the run is marked FAILED with the "
-    "failing step and its error, and counted in step_failures.",
+    description="Records every failed loop run in MLflow (the run is marked FAILED with the "
+    "failing step and its error, counted in step_failures) and tells the alert notifiers.",
 )
 def failure_sensor(context: dg.RunFailureSensorContext, loop: LoopResource) -> None:
-    from mlops_loop.core.loop import StepContext, record_failure
+    from mlops_loop.core.loop import StepContext, notify_failure, record_failure
 
     run = context.dagster_run
     steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
@@ -149,4 +149,11 @@ def failure_sensor(context: dg.RunFailureSensorContext, loop: LoopResource) -> N
         triggered_by=f"dagster run {run.run_id[:8]} ({run.job_name})",
         tags={"dagster.run_id": run.run_id, "dagster.job": run.job_name},
     )
-    record_failure(loop.load(), ctx, run.tags.get("dagster/partition"), "failure", message)
+    config = loop.load()
+    partition = run.tags.get("dagster/partition")
+    record_failure(config, ctx, partition, "failure", message)
+    for delivery in notify_failure(config, partition, run.job_name, message):
+        if not delivery["ok"]:
+            context.log.warning(
+                f"failure not delivered by {delivery['notifier']}: {delivery['error']}"
+            )

@@ -198,6 +198,13 @@ def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: l
             if metric is not None
             else "no labels"
         )
+        fired = [
+            e["rule"]
+            for e in (store.batch_json(key, "alerts") or {}).get("events", [])
+            if e["kind"] == "firing"
+        ]
+        if fired:
+            parts.append(f"ALERT {', '.join(fired)}")
         if promotion is not None:
             verdict = "PROMOTED" if promotion["promoted"] else "rejected"
             parts.append(f"challenger v{promotion['challenger_version']} {verdict}")
