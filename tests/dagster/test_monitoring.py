@@ -82,7 +82,7 @@ def test_clean_batch_passes_the_gate_and_materializes_every_asset(monitored_loop
     loop = monitored_loop
     result = loop.runs["batch_001"]
     assert result.success
-    [check] = result.get_asset_check_evaluations()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "quality_gate"]
     assert check.check_name == "quality_gate"
     assert check.asset_key == dg.AssetKey("monitored_batch")
     assert check.passed is True
@@ -160,7 +160,7 @@ def test_broken_batch_fails_the_gate_and_stops_the_run(monitored_loop):
     loop = monitored_loop
     result = loop.runs["batch_003"]
     assert not result.success
-    [check] = result.get_asset_check_evaluations()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "quality_gate"]
     assert check.check_name == "quality_gate"
     assert_checks_partition(loop, check, "batch_003", result.run_id)
     assert check.passed is False
@@ -229,7 +229,7 @@ def test_a_fixed_batch_leaves_quarantine(tmp_path, demo_frames):
         fixed = run_job(loop.defs, loop.instance, "monitor_job", "batch_003")
         assert tick(loop.defs, loop.instance, "landing_sensor").run_requests == []
         assert fixed.success
-        [check] = fixed.get_asset_check_evaluations()
+        [check] = [c for c in fixed.get_asset_check_evaluations() if c.check_name == "quality_gate"]
         assert check.passed is True
         assert_checks_partition(loop, check, "batch_003", fixed.run_id)
         assert store.quarantined_keys() == []
