@@ -1,6 +1,8 @@
 """The demo loop's Dagster definitions, for `dagster dev` (see workspace.yaml).
 
 The loop config comes from $MLOPS_LOOP_CONFIG, else `.demo/loop.yaml` (written by `make demo`).
+$MLOPS_LOOP_EXECUTOR picks the executor: `in_process` (the default: every step of a run in the
+run's process) or `multiprocess` (a subprocess per step).
 """
 
 import os
@@ -20,4 +22,15 @@ def defs() -> dg.Definitions:
             f"no loop config at {path.resolve()}: run `make demo` first, or "
             "set MLOPS_LOOP_CONFIG to your loop's YAML file"
         )
-    return build_definitions(path)
+    return build_definitions(path, executor=_executor(os.environ.get("MLOPS_LOOP_EXECUTOR")))
+
+
+def _executor(name: str | None) -> dg.ExecutorDefinition | None:
+    choices = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+    if not name:
+        return None
+    if name not in choices:
+        raise InvalidConfigError(
+            f"MLOPS_LOOP_EXECUTOR={name!r} is not an executor; expected one of {sorted(choices)}"
+        )
+    return choices[name]
