@@ -29,6 +29,7 @@ ASSETS = {
     "challenger_model",
     "champion_model",
     "baseline_model",
+    "late_labels",
 }
 
 

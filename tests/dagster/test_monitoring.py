@@ -125,7 +125,8 @@ def test_clean_batch_mlflow_run_carries_the_dagster_run(monitored_loop):
     assert run.data.tags["mlops_loop.partition"] == "batch_001"
     assert run.data.metrics["quality_success"] == 1.0
     assert "drift_share" in run.data.metrics and "roc_auc" in run.data.metrics
-    assert run.data.params["drift.fdr"] == "0.05" and "quality.range_margin" in run.data.params
+    assert run.data.params["drift.fdr"] == str(loop.config.drift.fdr)
+    assert "quality.range_margin" in run.data.params
     run_id = run.info.run_id
     folders = ("quality", "quality/data_docs", "drift")
     files = {a.path for d in folders for a in client.list_artifacts(run_id, d)}
