@@ -186,3 +186,39 @@ def test_store_copies_parquet_and_adds_a_missing_target(tmp_path):
         == frame_digest(expected)
         == parquet_digest(tmp_path / "store" / "b.parquet", chunk_rows=CHUNK)
     )
+
+
+@pytest.mark.slow
+def test_loop_steps_take_the_chunked_path_over_the_row_limit(tmp_path, loop_config, demo_frames):
+    from mlops_loop.core import loop
+
+    _, batches = demo_frames
+    name, frame = next(iter(batches.items()))
+    landed = tmp_path / "landing" / f"{name}.parquet"
+    frame.to_parquet(landed, index=False)
+    loop.take_reference_snapshot(loop_config)
+    loop.ensure_champion(loop_config)
+    ops = loop_config.operations
+    small = loop_config.model_copy(
+        update={
+            "operations": ops.model_copy(update={"in_memory_max_rows": 100, "read_chunk_rows": 333})
+        }
+    )
+    results = {}
+    for label, config in (("whole", loop_config), ("chunked", small)):
+        info = loop.ingest_batch(config, name, landed)
+        big = loop._big_batch(config, loop.LoopStore(config.state_dir), name)
+        assert (big is None) == (label == "whole")
+        quality = loop.check_quality(config, name)
+        drift = loop.evaluate_batch_drift(config, name)
+        scored = loop.score_batch(config, name)
+        perf = loop.measure_performance(config, name)
+        results[label] = (info, quality, drift, scored, perf)
+    (iw, qw, dw, sw, pw), (ic, qc, dc, sc, pc) = results["whole"], results["chunked"]
+    assert ic == iw and ic["digest"] == frame_digest(frame)
+    assert_same_verdict(qc, qw)
+    assert qc.gx_result is None and qw.gx_result is not None  # the chunked path ran
+    assert dc.to_dict() == dw.to_dict()
+    assert sc["rows"] == sw["rows"] == len(frame)
+    assert "read_write_s" in sc["operations"] and "read_write_s" not in sw["operations"]
+    assert pc["metrics"] == pw["metrics"] and pc["segments"] == pw["segments"]

@@ -314,6 +314,25 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> dict[
 
 
 # -- batches ---------------------------------------------------------------------------------------
+def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) -> dict[str, Any]:
+    """Put a landed file into the store as parquet: `{"rows", "columns", "digest"}`.
+
+    Parquet is copied, not read, so a batch of tens of millions of rows never has to fit in
+    memory; CSV is read and written. A batch without its label column gets an empty one.
+    """
+    dest, target = store.batch_dir(key) / "batch.parquet", config.columns.target
+    if path.suffix.lower() in (".parquet", ".pq"):
+        from mlops_loop.core.chunked import store_parquet
+
+        return store_parquet(path, dest, target, config.operations.read_chunk_rows)
+    frame = read_table(path)
+    if target not in frame.columns:
+        # Labels often land later and apart (sources.labels): the batch is simply unlabelled.
+        frame[target] = np.nan
+    store.write_frame(dest, frame)
+    return {"rows": len(frame), "columns": len(frame.columns), "digest": frame_digest(frame)}
+
+
 def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, Any]:
     """Copy a landed batch file into the store as parquet.
 
@@ -323,24 +342,24 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, An
     store = LoopStore(config.state_dir)
     path = Path(path)
     stamp = file_stamp(path)
-    frame = read_table(path)
-    target = config.columns.target
-    if target not in frame.columns:
-        # Labels often land later and apart (sources.labels): the batch is simply unlabelled.
-        frame[target] = np.nan
-    store.write_frame(store.batch_dir(key) / "batch.parquet", frame)
+    stored = _store_landed(config, store, key, path)
     # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
     for stale in ("quality", "drift", "performance", "decision"):
         (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
-    info = {
-        "rows": len(frame),
-        "columns": len(frame.columns),
-        "digest": frame_digest(frame),
-        "source": str(path),
-        "stamp": stamp,
-    }
+    info = {**stored, "source": str(path), "stamp": stamp}
     store.write_batch_json(key, "ingest", info)
     return info
+
+
+def _big_batch(config: LoopConfig, store: LoopStore, key: str) -> Path | None:
+    """The stored batch's file when it has more rows than `operations.in_memory_max_rows`:
+    such a batch is checked and scored from the file a slice at a time, never read whole."""
+    from mlops_loop.core.chunked import parquet_rows
+
+    path = store.batch_dir(key) / "batch.parquet"
+    if path.exists() and parquet_rows(path) > config.operations.in_memory_max_rows:
+        return path
+    return None
 
 
 def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) -> Any:
@@ -356,8 +375,16 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     suite = store.read_json(store.snapshot_dir / "suite.json")
     if suite is None:
         raise DataError("the reference snapshot has no quality suite; materialize it first")
-    batch = store.batch(key)
-    result = validate_batch(None, batch, config=config, suite=suite)
+    big = _big_batch(config, store, key)
+    if big is not None:
+        from mlops_loop.core.chunked import validate_parquet
+
+        batch = None
+        result = validate_parquet(big, suite, config.operations.read_chunk_rows)
+    else:
+        batch = store.batch(key)
+        result = validate_batch(None, batch, config=config, suite=suite)
+    rows = int(result.statistics["rows"])
     store.write_batch_json(key, "quality", result.to_dict())
     (store.batch_dir(key) / "quality.html").write_text(result.to_html())
     with _run(config, ctx, "quality", key):
@@ -366,23 +393,24 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
         docs = result.data_docs_html()
         if docs:
             log_text(docs, f"quality/data_docs/{key}.html")
-        log_params(
-            {"loop": config.name, "batch.rows": len(batch), **config_params(config, "quality")}
-        )
+        log_params({"loop": config.name, "batch.rows": rows, **config_params(config, "quality")})
         log_metrics(
             {
                 "quality_success": int(result.success),
                 "quality_incidents": len(result.incidents),
-                "batch_rows": len(batch),
+                "batch_rows": rows,
             }
         )
-        log_dataset(
-            batch,
-            name=f"batch-{key}",
-            context="monitoring",
-            source=key,
-            target=config.columns.target,
-        )
+        if batch is not None:
+            log_dataset(
+                batch,
+                name=f"batch-{key}",
+                context="monitoring",
+                source=key,
+                target=config.columns.target,
+            )
+        else:  # a dataset record would profile the whole frame: the digest stands for it
+            log_params({"batch.digest": (store.batch_json(key, "ingest") or {}).get("digest")})
     return result
 
 
@@ -392,8 +420,19 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
 
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
-    report = evaluate_drift(store.reference_profile(config), store.batch(key), config=config)
-    segments = segment_drift(config, store.reference(), store.batch(key))
+    big = _big_batch(config, store, key)
+    if big is not None:
+        from mlops_loop.core.chunked import segment_drift_parquet
+        from mlops_loop.core.drift import evaluate_drift_parquet
+
+        report = evaluate_drift_parquet(store.reference_profile(config), big, config=config)
+        segments = segment_drift_parquet(
+            config, store.reference(), big, config.operations.read_chunk_rows
+        )
+    else:
+        batch = store.batch(key)
+        report = evaluate_drift(store.reference_profile(config), batch, config=config)
+        segments = segment_drift(config, store.reference(), batch)
     store.write_batch_json(key, "drift", report.to_dict())
     store.write_batch_json(key, "segment_drift", segments)
     (store.batch_dir(key) / "drift.html").write_text(report.to_html())
@@ -503,7 +542,7 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
     store = LoopStore(config.state_dir)
     with _run(config, ctx, "score", key, system_metrics=True):
         with measure_usage() as usage:
-            frame = store.batch(key)
+            big = _big_batch(config, store, key)
             registry = MlflowRegistry.from_config(config)
             registry.reconcile(ctx.triggered_by)
             version = registry.champion()
@@ -513,22 +552,42 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
                     "materialize baseline_model first"
                 )
             model = registry.load(version)
-            scores, figures = timed_scoring(
-                lambda part: predict_scores(model, part, config.columns),
-                frame,
-                chunk_rows=config.operations.chunk_rows,
-                single_rows=config.operations.single_row_samples,
-            )
-            scored = frame.copy()
-            scored[config.columns.prediction] = scores
-            store.write_frame(store.batch_dir(key) / "scored.parquet", scored)
+
+            def score(part: pd.DataFrame) -> np.ndarray:
+                return predict_scores(model, part, config.columns)
+
+            out = store.batch_dir(key) / "scored.parquet"
+            if big is not None:
+                from mlops_loop.core.chunked import score_parquet
+
+                figures = score_parquet(
+                    score,
+                    big,
+                    out,
+                    config.columns.prediction,
+                    chunk_rows=config.operations.read_chunk_rows,
+                    call_rows=config.operations.chunk_rows,
+                    single_rows=config.operations.single_row_samples,
+                )
+            else:
+                frame = store.batch(key)
+                scores, figures = timed_scoring(
+                    score,
+                    frame,
+                    chunk_rows=config.operations.chunk_rows,
+                    single_rows=config.operations.single_row_samples,
+                )
+                scored = frame.copy()
+                scored[config.columns.prediction] = scores
+                store.write_frame(out, scored)
+        rows = int(figures["rows"])
         info = {
             "champion_version": version,
-            "rows": len(scored),
+            "rows": rows,
             "operations": {**figures, **asdict(usage)},
         }
         store.write_batch_json(key, "scored", info)
-        log_metrics({"champion_version": version, "scored_rows": len(scored)})
+        log_metrics({"champion_version": version, "scored_rows": rows})
         log_metrics(flat_metrics(figures, usage))
         log_json(info["operations"], f"operations/{key}.json")
     return info
@@ -540,7 +599,7 @@ def measure_performance(
     """Realized performance of the champion on the labelled rows of a scored batch."""
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
-    scored = store.read_frame(store.batch_dir(key) / "scored.parquet", f"scored batch {key!r}")
+    scored = _scored_columns(config, store, key)
     info = store.batch_json(key, "scored") or {}
     as_of = now_utc()
     scored = attach_labels(config, scored, as_of)
@@ -590,6 +649,18 @@ def measure_performance(
                 }
             )
     return result
+
+
+def _scored_columns(config: LoopConfig, store: LoopStore, key: str) -> pd.DataFrame:
+    """The columns of a scored batch that performance reads: id, label, score, segments."""
+    from mlops_loop.core.chunked import parquet_columns
+
+    path, cols = store.batch_dir(key) / "scored.parquet", config.columns
+    if not path.exists():
+        return store.read_frame(path, f"scored batch {key!r}")  # raises, naming the step
+    wanted = dict.fromkeys(filter(None, [cols.id, cols.target, cols.prediction, *cols.segments]))
+    present = set(parquet_columns(path))
+    return pd.read_parquet(path, columns=[c for c in wanted if c in present])
 
 
 def _segment_performance(
