@@ -31,7 +31,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from mlops_loop.core.loop import loop_status
 
-    status = loop_status(_config(args.config))
+    config = _config(args.config)
+    status = loop_status(config)
+    if args.plot:
+        from mlops_loop.core.loop import monitoring_plot
+
+        Path(args.plot).write_text(monitoring_plot(config))
+        print(f"monitoring plot written to {args.plot}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -154,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="champion, challenger, history and batch verdicts")
     p.add_argument("--config", help=config_help)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--plot", metavar="PATH", help="also write an SVG timeline of performance and drift"
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("rollback", help="move the champion back to a version or 'previous'")

@@ -61,6 +61,16 @@ def test_scenario_outcomes(demo):
     assert registry.champion() == promoted[-1]["challenger_version"] == status["champion"]
     actions = [e["action"] for e in registry.history()]
     assert actions == ["bootstrap"] + ["promotion"] * len(promoted)
+    # Batches landed unlabelled; their labels, a week later, cover every accepted batch.
+    for key in ("batch_001", "batch_005", "batch_007"):
+        assert store.batch_json(key, "performance")["label_coverage"] == 1.0
+    # Alerts: the drift one fires on the covariate batch; the AUC one fires on the concept
+    # batch once its late labels show the drop (the batch was monitored before they landed).
+    fired = {
+        key: [e["rule"] for e in (store.batch_json(key, "alerts") or {})["events"]]
+        for key in ("batch_004", "batch_005")
+    }
+    assert "drift_high" in fired["batch_004"] and "auc_drop" in fired["batch_005"], fired
     # The recovered champion performs on the last batch.
     assert batches["batch_007"]["metric"] > 0.75
 
@@ -71,7 +81,12 @@ def test_dagster_runs_are_in_the_instance(demo):
     runs = instance.get_runs()
     assert len(runs) == status["dagster_runs"] >= 10
     jobs = {r.job_name for r in runs}
-    assert {"bootstrap_job", "monitor_job", "retrain_job"} <= jobs
+    assert {"bootstrap_job", "monitor_job", "retrain_job", "labels_job", "remeasure_job"} <= jobs
+    # Labels land a week after their batch: every accepted batch was measured again.
+    remeasured = [r for r in runs if r.tags.get("mlops_loop/trigger") == "late_labels"]
+    assert sorted(r.tags["dagster/partition"] for r in remeasured) == [
+        f"batch_00{i}" for i in (1, 2, 4, 5, 6, 7)
+    ]
     assert instance.get_dynamic_partitions("batches") == [f"batch_00{i}" for i in range(1, 8)]
 
 
@@ -150,7 +165,7 @@ def test_a_daemon_started_after_the_demo_relaunches_nothing(demo):
     root, _ = demo
     instance = DagsterInstance.from_config(str(root / "dagster_home"))
     defs = build_definitions(root / ".demo" / "loop.yaml")
-    for name in ("landing_sensor", "retrain_sensor"):
+    for name in ("landing_sensor", "retrain_sensor", "label_sensor"):
         with dg.build_sensor_context(
             instance=instance, definitions=defs, resources=defs.resources
         ) as context:

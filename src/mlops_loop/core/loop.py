@@ -845,10 +845,12 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def check_alerts(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
-    """Evaluate the alert rules over the accepted batches up to `key` and send what fired.
+    """Evaluate the alert rules over the accepted batches up to `key`; send what is new.
 
-    The rules' state (firing or not, cooldowns, baselines) is kept with the loop, so an alert
-    fires once when its condition starts, not on every batch while it holds.
+    The rules replay the whole history as known now, so a batch whose labels arrived late is
+    judged on them (an AUC alert fires once its labels show the drop). Each event is delivered
+    once: the events already sent are kept with the loop. `events` are this batch's events in
+    the replay (stable across re-runs); `sent` are those delivered by this call.
     """
     from mlops_loop.core.alerts import evaluate_alerts
     from mlops_loop.core.notify import build_notifiers, notify
@@ -857,30 +859,39 @@ def check_alerts(config: LoopConfig, key: str, ctx: StepContext | None = None) -
     store = LoopStore(config.state_dir)
     rules = config.alerts.rules
     if not rules:
-        return {"events": [], "deliveries": [], "rules": 0}
-    path = store.root / "alerts" / "state.json"
-    with _exclusive(store.root / "alerts" / ".lock"):
+        return {"events": [], "sent": [], "deliveries": [], "rules": 0, "firing": []}
+    folder = store.root / "alerts"
+    with _exclusive(folder / ".lock"):
         history = [batch_metrics(config, k) for k in store.accepted_keys() if k <= key]
-        events, state = evaluate_alerts(rules, history, store.read_json(path))
-        deliveries = notify(events, build_notifiers(config.alerts)) if events else []
-        store.write_json(path, state)
-    result = {
-        "events": [e.to_dict() for e in events],
+        timeline, state = evaluate_alerts(rules, history, None)
+        sent_before = set(store.read_json(folder / "sent.json") or [])
+
+        def ident(e: Any) -> str:
+            return f"{e.rule}|{e.batch}|{e.kind}"
+
+        new = [e for e in timeline if ident(e) not in sent_before]
+        deliveries = notify(new, build_notifiers(config.alerts)) if new else []
+        store.write_json(folder / "sent.json", sorted(sent_before | {ident(e) for e in new}))
+        store.write_json(folder / "state.json", state)
+    result: dict[str, Any] = {
+        "events": [e.to_dict() for e in timeline if e.batch == key],
+        "sent": [e.to_dict() for e in new],
         "deliveries": [d.to_dict() for d in deliveries],
         "rules": len(rules),
-        "firing": sorted(name for name, r in (state.get("rules") or {}).items() if r.get("firing")),
+        "firing": sorted(n for n, r in (state.get("rules") or {}).items() if r.get("firing")),
     }
     store.write_batch_json(key, "alerts", result)
     with _run(config, ctx, "alerts", key):
-        fired = [e for e in events if e.kind == "firing"]
+        fired = [e for e in result["events"] if e["kind"] == "firing"]
         log_metrics(
             {
                 "alerts_fired": len(fired),
-                "alerts_error": sum(e.severity == "error" for e in fired),
+                "alerts_error": sum(e["severity"] == "error" for e in fired),
+                "alerts_sent": len(new),
                 "alerts_undelivered": sum(not d.ok for d in deliveries),
             }
         )
-        if events:
+        if result["events"] or new:
             log_json(result, f"alerts/{key}.json")
     return result
 
@@ -1196,6 +1207,34 @@ def champion_history_table(config: LoopConfig, last: int = 20) -> str:
     return MlflowRegistry.from_config(config).history_table(last)
 
 
+def monitoring_plot(config: LoopConfig) -> str:
+    """An SVG timeline of the batches: realized and estimated primary metric, drift share,
+    with quarantined batches, rejections and promotions marked."""
+    from mlops_loop.core.plots import timeline_svg
+
+    status = loop_status(config)
+    batches = status["batches"]
+    name = status["metric_name"]
+    marks = []
+    for i, b in enumerate(batches):
+        if b["quality_success"] is False:
+            marks.append((i, "quarantined", "#c0392b"))
+        elif b["promoted"]:
+            marks.append((i, f"v{b['challenger_version']} promoted", "#27ae60"))
+        elif b["promoted"] is False:
+            marks.append((i, f"v{b['challenger_version']} rejected", "#7f8c8d"))
+    return timeline_svg(
+        [b["batch"] for b in batches],
+        [
+            (f"{name} (realized)", [b["metric"] for b in batches], "#2c7fb8"),
+            (f"{name} (estimated)", [b["estimated_metric"] for b in batches], "#9ecae1"),
+            ("drift share", [b["drift_share"] for b in batches], "#e67e22"),
+        ],
+        marks,
+        title=f"{config.name}: champion performance and drift per batch",
+    )
+
+
 def loop_status(config: LoopConfig) -> dict[str, Any]:
     """What the loop knows now: champion, challenger, history, and every batch's verdicts."""
     store = LoopStore(config.state_dir)
@@ -1219,6 +1258,8 @@ def loop_status(config: LoopConfig) -> dict[str, Any]:
                 "dataset_drift": drift.get("dataset_drift"),
                 "drift_share": drift.get("drift_share"),
                 "metric": perf.get("metric"),
+                "estimated_metric": perf.get("estimated_metric"),
+                "label_coverage": perf.get("label_coverage"),
                 "champion_version": perf.get("champion_version"),
                 "retrain": decision.get("retrain"),
                 "challenger_version": (store.batch_json(key, "challenger") or {}).get("version"),

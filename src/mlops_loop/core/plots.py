@@ -41,3 +41,75 @@ def paired_bars_svg(
         y += 2 * bar + gap
     parts.append("</svg>")
     return "".join(parts)
+
+
+def timeline_svg(
+    labels: list[str],
+    series: list[tuple[str, list[float | None], str]],
+    marks: list[tuple[int, str, str]] | None = None,
+    title: str = "",
+    y_range: tuple[float, float] = (0.0, 1.0),
+) -> str:
+    """Lines over batches on one 0..1 axis, with labelled markers (quarantine, promotion ...).
+
+    Args:
+        labels: the x positions' names (batch keys), in order.
+        series: (name, values (None: a gap), colour).
+        marks: (x index, text, colour) drawn as a vertical line with the text above it.
+    """
+    left, top, width, height = 48, 44, max(120 * len(labels), 360), 220
+    lo, hi = y_range
+    n = max(len(labels) - 1, 1)
+
+    def x(i: int) -> float:
+        return left + width * i / n
+
+    def y(v: float) -> float:
+        return top + height * (1 - (min(max(v, lo), hi) - lo) / (hi - lo))
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 150}" '
+        f'height="{top + height + 56}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="16" font-weight="bold" font-size="14">{html.escape(title)}</text>',
+    ]
+    for k in range(6):
+        v = lo + (hi - lo) * k / 5
+        parts.append(
+            f'<line x1="{left}" x2="{left + width}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+            f'stroke="#ddd"/><text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">'
+            f"{v:.1f}</text>"
+        )
+    for i, label in enumerate(labels):
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{top + height + 18}" text-anchor="middle">'
+            f"{html.escape(label)}</text>"
+        )
+    for i, text, colour in marks or []:
+        parts.append(
+            f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top}" y2="{top + height}" '
+            f'stroke="{colour}" stroke-dasharray="4 3"/>'
+            f'<text x="{x(i) + 3:.1f}" y="{top - 6}" fill="{colour}">{html.escape(text)}</text>'
+        )
+    for s, (name, values, colour) in enumerate(series):
+        points = [(x(i), y(v)) for i, v in enumerate(values) if v is not None]
+        segments: list[list[tuple[float, float]]] = [[]]
+        for i, value in enumerate(values):
+            if value is None:
+                segments.append([])
+            else:
+                segments[-1].append((x(i), y(value)))
+        for seg in segments:
+            if len(seg) > 1:
+                path = " ".join(f"{a:.1f},{b:.1f}" for a, b in seg)
+                parts.append(
+                    f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>'
+                )
+        parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{colour}"/>' for a, b in points]
+        ly = top + 14 + 18 * s
+        parts.append(
+            f'<rect x="{left + width + 16}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
+            f'<text x="{left + width + 32}" y="{ly - 3}">{html.escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -51,8 +51,14 @@ def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         limit=100,
         ascending=True,
     ).records
-    requests = []
+    # The latest decision per batch counts (a batch decided again after late labels).
+    latest = {}
     for record in records:
+        mat = record.asset_materialization
+        if mat is not None:
+            latest[mat.partition] = record
+    requests = []
+    for record in latest.values():
         mat = record.asset_materialization
         if mat is None or not mat.metadata.get("retrain") or not mat.metadata["retrain"].value:
             continue
@@ -75,9 +81,16 @@ def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
 
 def _retrained_since(instance: dg.DagsterInstance, partition: str | None, storage_id: int) -> bool:
     """Whether a challenger was already materialized for `partition` after that decision."""
+    return _materialized_since(instance, "challenger_model", partition, storage_id)
+
+
+def _materialized_since(
+    instance: dg.DagsterInstance, asset: str, partition: str | None, storage_id: int
+) -> bool:
+    """Whether `asset` was materialized for `partition` after the event `storage_id`."""
     later = instance.fetch_materializations(
         dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("challenger_model"),
+            asset_key=dg.AssetKey(asset),
             asset_partitions=[partition] if partition else None,
             after_storage_id=storage_id,
         ),
@@ -114,7 +127,9 @@ def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.
         mat = record.asset_materialization
         value = mat.metadata.get("remeasure") if mat else None
         for key in getattr(value, "value", None) or []:
-            if key in known:
+            if key in known and not _materialized_since(
+                context.instance, "model_performance", key, record.storage_id
+            ):
                 requests.append(
                     dg.RunRequest(
                         job_name=remeasure_job.name,

@@ -15,9 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from mlops_loop.demo.data import SCENARIO, generate
+
+# The demo data's label, id and event-time columns (see loop.yaml).
+TARGET, ID, TIME = "churned", "customer_id", "event_time"
 
 #: What `dagster_home/dagster.yaml` holds: SQLite storage (the default), no telemetry, and one
 #: promotion at a time (the `champion_model` step runs in a concurrency pool).
@@ -47,9 +51,19 @@ def prepare_workdir(workdir: Path, seed: int = 7) -> Path:
     (workdir / "data").mkdir(exist_ok=True)
     (workdir / "incoming").mkdir(exist_ok=True)
     (workdir / "landing").mkdir(exist_ok=True)
+    (workdir / "incoming_labels").mkdir(exist_ok=True)
+    (workdir / "labels").mkdir(exist_ok=True)
     reference.to_parquet(workdir / "data" / "reference.parquet", index=False)
     for name, frame in batches.items():
-        frame.to_parquet(workdir / "incoming" / f"{name}.parquet", index=False)
+        # Predictions are made on unlabelled rows; whether a customer churned is known a week
+        # later, in a file of its own.
+        frame.drop(columns=[TARGET]).to_parquet(
+            workdir / "incoming" / f"{name}.parquet", index=False
+        )
+        labels = frame[[ID, TARGET]].assign(
+            labelled_at=(frame[TIME].max() + pd.Timedelta(days=7)).isoformat()
+        )
+        labels.to_csv(workdir / "incoming_labels" / f"{name}_labels.csv", index=False)
     return config_path
 
 
@@ -115,9 +129,9 @@ class DemoDriver:
                 request.partitions_def_name, list(request.partition_keys)
             )
         results = []
-        job_name = str(sensor.job_name)  # our sensors each target one job
         for request in data.run_requests or []:
             tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
+            job_name = request.job_name or str(sensor.job_name)
             results.append(self.run_job(job_name, request.partition_key, request.run_config, tags))
         return results
 
@@ -129,7 +143,7 @@ def run_demo(
     from dagster import DagsterInstance
 
     from mlops_loop.core.config import load_config
-    from mlops_loop.core.loop import loop_status
+    from mlops_loop.core.loop import loop_status, monitoring_plot
 
     workdir, dagster_home = workdir.resolve(), dagster_home.resolve()
     if reset:
@@ -150,12 +164,20 @@ def run_demo(
     result = driver.run_job("bootstrap_job")
     if not result.success:
         raise RuntimeError("bootstrap_job failed; see the Dagster UI for the run's logs")
+    assert config.sources.labels is not None
     for episode in SCENARIO:
         land(workdir / "incoming" / f"{episode.name}.parquet", config.sources.landing)
         monitor_runs = driver.tick("landing_sensor")
+        # A week later the batch's labels land: its performance is measured again.
+        land(workdir / "incoming_labels" / f"{episode.name}_labels.csv", config.sources.labels)
+        label_runs = driver.tick("label_sensor")  # reads the label file
+        label_runs += driver.tick("label_sensor")  # measures the touched batch again
         retrain_runs = driver.tick("retrain_sensor")
-        echo(_episode_line(config, episode, monitor_runs, retrain_runs))
+        echo(_episode_line(config, episode, monitor_runs + label_runs, retrain_runs))
     status = loop_status(config)
+    plot = workdir / "monitoring.svg"
+    plot.write_text(monitoring_plot(config))
+    status["plot"] = str(plot)
     status["seconds"] = round(time.monotonic() - started, 1)
     status["dagster_runs"] = len(instance.get_runs())
     status["config_path"] = str(config_path)
@@ -194,7 +216,7 @@ def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: l
         parts.append(f"drift {'YES' if drift.get('dataset_drift') else 'no '}")
         metric = perf.get("metric")
         parts.append(
-            f"{perf.get('metric_name', 'metric')} {metric:.3f}"
+            f"{perf.get('metric_name', 'metric')} {metric:.3f} once labels landed"
             if metric is not None
             else "no labels"
         )
@@ -243,6 +265,7 @@ def format_summary(status: dict[str, Any], dagster_home: Path) -> str:
         f"({status['metric_name']} {status['champion_metric']})",
         f"  Dagster runs      : {status['dagster_runs']} in {dagster_home}",
         f"  took              : {status.get('seconds', '?')} s",
+        f"  monitoring plot   : {status.get('plot', '-')}",
         "",
         "Look at it:",
         "  make ui        # Dagster UI on http://127.0.0.1:3000 (asset graph, runs, checks, plots)",
