@@ -30,7 +30,7 @@ from mlops_loop.core.policy import (
     decide_retrain,
 )
 from mlops_loop.core.registry import METRIC_TAG, AliasChange, MlflowRegistry
-from mlops_loop.core.store import LoopStore, file_stamp
+from mlops_loop.core.store import LoopStore, file_sha256, file_stamp
 from mlops_loop.core.tracking import (
     TAG_ERROR,
     TAG_PARTITION,
@@ -341,12 +341,21 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, An
     """
     store = LoopStore(config.state_dir)
     path = Path(path)
-    stamp = file_stamp(path)
-    stored = _store_landed(config, store, key, path)
+    stamp, sha256 = file_stamp(path), file_sha256(path)
+    try:
+        stored = _store_landed(config, store, key, path)
+    except DataError as e:
+        # Verdicts of an earlier copy no longer hold, and the failed delivery is remembered,
+        # so that the landing sensor monitors the batch again once a fixed file replaces it.
+        for stale in ("quality", "drift", "performance", "decision"):
+            (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
+        failed = {"source": str(path), "stamp": stamp, "sha256": sha256, "error": str(e)}
+        store.write_batch_json(key, "ingest", failed)
+        raise
     # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
     for stale in ("quality", "drift", "performance", "decision"):
         (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
-    info = {**stored, "source": str(path), "stamp": stamp}
+    info = {**stored, "source": str(path), "stamp": stamp, "sha256": sha256}
     store.write_batch_json(key, "ingest", info)
     return info
 
@@ -385,8 +394,6 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
         batch = store.batch(key)
         result = validate_batch(None, batch, config=config, suite=suite)
     rows = int(result.statistics["rows"])
-    store.write_batch_json(key, "quality", result.to_dict())
-    (store.batch_dir(key) / "quality.html").write_text(result.to_html())
     with _run(config, ctx, "quality", key):
         log_json(result.to_dict(), f"quality/{key}.json")
         log_text(result.to_html(), f"quality/{key}.html")
@@ -411,6 +418,10 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
             )
         else:  # a dataset record would profile the whole frame: the digest stands for it
             log_params({"batch.digest": (store.batch_json(key, "ingest") or {}).get("digest")})
+    # Recorded once MLflow has it: with the tracking server down, no verdict is left behind
+    # (and no batch accepted for training) that the system of record never saw.
+    store.write_batch_json(key, "quality", result.to_dict())
+    (store.batch_dir(key) / "quality.html").write_text(result.to_html())
     return result
 
 

@@ -229,6 +229,9 @@ class MlflowRegistry:
         """
         self.version(version)
         with self._exclusive():
+            # A change interrupted earlier (recorded, alias never moved) is recorded as aborted
+            # first, so this one follows the champion that really served.
+            self._reconcile(triggered_by)
             current = self.champion()
             if current != expected_champion:
                 raise ConcurrentPromotionError(

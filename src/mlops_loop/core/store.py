@@ -142,9 +142,16 @@ class LoopStore:
         return sorted(p.name for p in root.iterdir() if (p / "batch.parquet").exists())
 
     def redelivered(self, key: str, path: Path) -> bool:
-        """Whether the landed file of an ingested batch changed since it was ingested."""
+        """Whether the landed file of an ingested batch changed since it was ingested.
+
+        A new size or modification time alone is not a change: the same bytes copied again
+        (a retried upload, a re-run export) are the batch already monitored.
+        """
         ingest = self.batch_json(key, "ingest")
-        return ingest is not None and ingest.get("stamp") != file_stamp(path)
+        if ingest is None or ingest.get("stamp") == file_stamp(path):
+            return False
+        recorded = ingest.get("sha256")
+        return recorded is None or recorded != file_sha256(path)
 
     def accepted_keys(self) -> list[str]:
         """Batches whose latest quality verdict passed. Quarantined ones are never listed."""
@@ -164,6 +171,17 @@ def file_stamp(path: Path) -> str:
     """Size and modification time of a landed file: a re-delivery changes it."""
     st = path.stat()
     return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a landed file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def landed_batches(landing: Path, patterns: list[str]) -> tuple[dict[str, Path], list[str]]:
