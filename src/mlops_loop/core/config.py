@@ -156,10 +156,12 @@ class DriftPolicy(_Model):
     """When a feature, and the dataset, count as drifted."""
 
     fdr: float = Field(
-        default=0.05,
+        default=0.01,
         gt=0,
         lt=1,
-        description="False-discovery rate across features (Benjamini-Hochberg).",
+        description="False-discovery rate across features (Benjamini-Hochberg). When nothing "
+        "changed it also bounds the chance that any feature is flagged in small batches, where "
+        "the effect thresholds do not bind (docs/drift.md).",
     )
     numerical_effect: float = Field(
         default=0.1, gt=0, le=1, description="Smallest Kolmogorov-Smirnov distance that counts."
@@ -199,6 +201,30 @@ class DriftPolicy(_Model):
         gt=0,
         description="Wasserstein-1 distance over the reference's standard deviation at which "
         "a column decided by wasserstein drifts.",
+    )
+    multivariate: bool = Field(
+        default=True,
+        description="Also test the features jointly with a domain classifier (held-out AUC of "
+        "telling reference rows from current rows); its drift makes dataset drift too.",
+    )
+    multivariate_alpha: float = Field(
+        default=0.005,
+        gt=0,
+        lt=1,
+        description="False-alarm level of the domain classifier's Mann-Whitney test.",
+    )
+    multivariate_min_auc: float = Field(
+        default=0.55,
+        gt=0.5,
+        lt=1,
+        description="Smallest held-out AUC that counts as multivariate drift, even when "
+        "the test is significant.",
+    )
+    multivariate_max_rows: int = Field(
+        default=5000,
+        ge=40,
+        description="Rows sampled from each side for the domain classifier (half train it, "
+        "half test it), so large batches stay cheap.",
     )
 
 

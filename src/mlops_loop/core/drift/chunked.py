@@ -94,6 +94,17 @@ class ParquetBatch:
         except Exception as e:  # pyarrow raises many unrelated types
             raise self._failed(key, e) from e
 
+    def sample_rows(self, columns: list[Any], n: int, seed: int) -> pd.DataFrame:
+        """The multivariate check's rows: the ones it would draw from the frame, read one
+        column at a time."""
+        from mlops_loop.core.multivariate import sample_positions
+
+        positions = sample_positions(self._n_rows, n, seed)
+        picked = {k: self.series(k).iloc[positions].to_numpy() for k in columns}
+        frame = pd.DataFrame(picked, index=pd.RangeIndex(len(positions)))
+        frame.columns = pd.Index(list(picked), dtype=object)
+        return frame
+
     def float_values(self, key: Any) -> np.ndarray:
         """A plain-number column as float64 (nulls as NaN), read row group by row group."""
         import pyarrow as pa

@@ -48,6 +48,7 @@ from mlops_loop.core.drift.sides import (
     error_text,
 )
 from mlops_loop.core.errors import DataError
+from mlops_loop.core.multivariate import MultivariateDrift, domain_classifier_drift
 
 #: Most categories tested individually; the rest are pooled into one bucket.
 MAX_CATEGORIES = 1000
@@ -312,11 +313,23 @@ def evaluate_drift(
     evaluated = [e for e in entries if e.role == "feature" and e.error is None]
     n_drifted = sum(e.drifted for e in entries if e.role == "feature")
     n_failed = sum(e.role == "feature" and e.error is not None for e in entries)
+    # `entries` is still in the order of `plan` here.
+    multivariate = _multivariate(plan, entries, reference, current, policy)
+    triggered_by = [
+        name
+        for name, fired in (
+            ("features", n_drifted >= policy.min_drifted_features),
+            ("multivariate", multivariate is not None and multivariate.drifted),
+        )
+        if fired
+    ]
     rule = (
         f"{n_drifted} of {len(evaluated)} features drifted (BH FDR {policy.fdr:g} and effect >= "
         f"threshold: KS {policy.numerical_effect:g}, TV {policy.categorical_effect:g}); "
         f"dataset drift needs >= {policy.min_drifted_features}"
     )
+    rule += "; " + _multivariate_rule(multivariate, policy)
+    rule += "; dataset drift fired by: " + (" and ".join(triggered_by) or "none")
     overridden = [
         f"{e.name}: {e.method}"
         + ("" if e.p_value is not None else f" >= {e.threshold:g} without FDR")
@@ -336,10 +349,51 @@ def evaluate_drift(
     )
     return DriftReport(
         schema_version=SCHEMA_VERSION,
-        dataset_drift=n_drifted >= policy.min_drifted_features,
+        dataset_drift=bool(triggered_by),
         drift_share=n_drifted / len(evaluated) if evaluated else 0.0,
         rule=rule,
         features=entries,
         n_reference=len(reference),
         n_current=len(current),
+        multivariate=multivariate,
+        triggered_by=triggered_by,
+    )
+
+
+def _multivariate(
+    plan: list[_Column],
+    entries: list[FeatureDrift],
+    reference: Any,
+    current: Any,
+    policy: DriftPolicy,
+) -> MultivariateDrift | None:
+    """The domain classifier on every feature that could be tested alone; None when off."""
+    if not policy.multivariate:
+        return None
+    usable = [
+        (c.key, e.kind)
+        for c, e in zip(plan, entries, strict=True)
+        if e.role == "feature" and e.error is None
+    ]
+    return domain_classifier_drift(
+        reference,
+        current,
+        [k for k, kind in usable if kind == "numerical"],
+        [k for k, kind in usable if kind == "categorical"],
+        alpha=policy.multivariate_alpha,
+        min_auc=policy.multivariate_min_auc,
+        max_rows=policy.multivariate_max_rows,
+    )
+
+
+def _multivariate_rule(result: MultivariateDrift | None, policy: DriftPolicy) -> str:
+    if result is None:
+        return "multivariate check off"
+    if result.error is not None:
+        return f"multivariate check not run: {result.error}"
+    return (
+        f"multivariate: domain-classifier AUC {result.auc:.3f} "
+        f"{'>=' if result.drifted else 'below'} {result.threshold:.3f} "
+        f"(Mann-Whitney p <= {policy.multivariate_alpha:g} and AUC >= "
+        f"{policy.multivariate_min_auc:g}) on {result.n_reference} + {result.n_current} rows"
     )

@@ -6,6 +6,10 @@ statistics need the exact sample, so nothing is sketched) and its summary; per c
 its category counts. `evaluate_drift(profile, batch)` gives exactly the report
 `evaluate_drift(reference_frame, batch)` gives, without sorting or counting the reference again.
 
+It also keeps a uniform sample of the reference's feature rows (`multivariate_max_rows` of them,
+drawn as the multivariate check draws them from the frame), so the domain classifier runs
+against a profile too.
+
 On disk a profile is a folder of `.npy` files and a JSON manifest (`profile.json`) that records
 the format version and the reference's content digest. `save` writes a temporary folder and
 renames it into place, so a crash never leaves a half-written profile.
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.config import DriftPolicy, LoopConfig
 from mlops_loop.core.drift.sides import (
     SourceError,
     Unusable,
@@ -41,6 +45,7 @@ from mlops_loop.core.drift.sides import (
     series_sorted_finite,
 )
 from mlops_loop.core.errors import DataError
+from mlops_loop.core.multivariate import RowSample
 
 #: Name of the manifest in a saved profile's folder.
 MANIFEST = "profile.json"
@@ -80,6 +85,33 @@ def _needed(columns: pd.Index, kinds: dict[Any, str], config: LoopConfig | None)
     return {k: kind for k, kind in needed.items() if k in kinds and k not in repeated}
 
 
+def _policy(config: LoopConfig | None) -> DriftPolicy:
+    return config.drift if config is not None else DriftPolicy()
+
+
+def _features(needed: dict[Any, str], config: LoopConfig | None) -> dict[Any, str]:
+    """The columns of `needed` that are features (with a config, not prediction or target)."""
+    if config is None:
+        return needed
+    features = set(config.columns.features)
+    return {k: kind for k, kind in needed.items() if k in features}
+
+
+def _row_sample(
+    reference: pd.DataFrame, needed: dict[Any, str], config: LoopConfig | None
+) -> RowSample | None:
+    features = _features(needed, config)
+    try:
+        return RowSample.from_frame(
+            reference,
+            [k for k, kind in features.items() if kind == "numerical"],
+            [k for k, kind in features.items() if kind == "categorical"],
+            _policy(config).multivariate_max_rows,
+        )
+    except Exception:  # the check then reports that it had no rows; the columns still work
+        return None
+
+
 def _numerical(series: pd.Series) -> NumericalColumn:
     try:
         values = series_sorted_finite(series, "reference")
@@ -116,8 +148,10 @@ class ReferenceProfile:
         numerical: dict[Any, NumericalColumn],
         categorical: dict[Any, CategoricalColumn],
         digest: str | None,
+        rows: RowSample | None = None,
     ) -> None:
         self._columns = pd.Index(list(columns), dtype=object)
+        self.rows = rows
         self.n_rows = n_rows
         self.kinds = kinds
         self.numerical = numerical
@@ -166,6 +200,7 @@ class ReferenceProfile:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             built = dict(zip(needed, pool.map(build, needed.items()), strict=True))
         return cls(
+            rows=_row_sample(reference, needed, config),
             columns=columns,
             n_rows=len(reference),
             kinds=kinds,
@@ -178,9 +213,19 @@ class ReferenceProfile:
         """The columns an evaluation with `config` would test that this profile cannot serve.
 
         Empty when the profile fits; otherwise one description per column, e.g.
-        `"'age' as numerical (profile holds categorical)"`.
+        `"'age' as numerical (profile holds categorical)"`, and one for a row sample that
+        lacks features or rows the multivariate check would draw.
         """
         out = []
+        features = _features(_needed(self._columns, self.kinds, config), config)
+        wanted = min(self.n_rows, _policy(config).multivariate_max_rows)
+        sampled = self.rows.columns if self.rows is not None else []
+        short = self.rows is not None and len(self.rows.rows) < wanted
+        if not set(features) <= set(sampled) or short:
+            out.append(
+                f"a row sample of {wanted} rows of {len(features)} features for the "
+                f"multivariate check (profile holds {self.rows!r})"
+            )
         for key, kind in _needed(self._columns, self.kinds, config).items():
             if key not in (self.numerical if kind == "numerical" else self.categorical):
                 held = (
@@ -209,6 +254,12 @@ class ReferenceProfile:
 
     def inferred_kind(self, key: Any) -> str:
         return self.kinds[key]
+
+    def sample_rows(self, columns: list[Any], n: int, seed: int) -> pd.DataFrame:
+        """The multivariate check's rows, from the stored sample."""
+        if self.rows is None:
+            raise LookupError("the reference profile holds no row sample")
+        return self.rows.sample_rows(columns, n, seed)
 
     def _lacking(self, key: Any, kind: str) -> SourceError:
         held = next(
@@ -290,7 +341,13 @@ class ReferenceProfile:
                 counts = cat.counts.to_numpy(dtype=np.int64)
                 np.save(folder / f"c{i}.counts.npy", counts, allow_pickle=False)
             categorical.append(entry)
+        rows = None
+        if self.rows is not None:
+            rows = self.rows.save(folder, "rows")
+            for column in rows["columns"]:
+                column["column"] = _label(column["column"])
         manifest = {
+            "rows": rows,
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "digest": self.digest,
@@ -346,6 +403,7 @@ class ReferenceProfile:
                 numerical=numerical,
                 categorical=categorical,
                 digest=manifest.get("digest"),
+                rows=RowSample.load(folder, manifest["rows"]) if manifest.get("rows") else None,
             )
         except DataError:
             raise
@@ -354,7 +412,8 @@ class ReferenceProfile:
 
 
 _PROFILE_FILE = re.compile(
-    r"^(profile\.json|n\d+\.values\.npy|c\d+\.(labels|offsets|counts)\.npy)$"
+    r"^(profile\.json|n\d+\.values\.npy|c\d+\.(labels|offsets|counts)\.npy"
+    r"|rows\.\d+\.(values|labels|offsets|missing)\.npy)$"
 )
 
 

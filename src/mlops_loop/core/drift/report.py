@@ -5,11 +5,15 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-SCHEMA_VERSION = "1"
+if TYPE_CHECKING:
+    from mlops_loop.core.multivariate import MultivariateDrift
+
+#: Version 2 added `multivariate` and `triggered_by`.
+SCHEMA_VERSION = "2"
 #: Categories kept in a summary (the ones with the largest share on either side).
 SUMMARY_CATEGORIES = 20
 #: Levels of the quantiles kept in a numerical summary (the deciles).
@@ -67,16 +71,22 @@ class DriftReport:
     features: list[FeatureDrift]
     n_reference: int
     n_current: int
+    #: The domain classifier's verdict on the features jointly; None when the policy turns it off.
+    multivariate: MultivariateDrift | None = None
+    #: What made dataset drift: "features" (enough features drifted) and/or "multivariate".
+    triggered_by: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable mapping; NaN and infinities become None."""
         return {
             "schema_version": self.schema_version,
             "dataset_drift": self.dataset_drift,
+            "triggered_by": list(self.triggered_by),
             "drift_share": _clean(self.drift_share),
             "rule": self.rule,
             "n_reference": self.n_reference,
             "n_current": self.n_current,
+            "multivariate": None if self.multivariate is None else self.multivariate.to_dict(),
             "features": [f.to_dict() for f in self.features],
         }
 
@@ -97,9 +107,25 @@ class DriftReport:
 
     def to_markdown(self) -> str:
         """A compact verdict and table, e.g. for Dagster metadata."""
+        fired = f" (fired by {' and '.join(self.triggered_by)})" if self.triggered_by else ""
         lines = [
-            f"**Dataset drift: {'yes' if self.dataset_drift else 'no'}** - {self.rule}",
+            f"**Dataset drift: {'yes' if self.dataset_drift else 'no'}**{fired} - {self.rule}",
             "",
+        ]
+        mv = self.multivariate
+        if mv is not None:
+            if mv.error is not None:
+                lines.append(f"Multivariate (domain classifier): not run - {mv.error}")
+            else:
+                top = ", ".join(f"{t['name']} ({t['auc_drop']:.3f})" for t in mv.top_features)
+                lines.append(
+                    f"Multivariate (domain classifier): {'**drifted**' if mv.drifted else 'ok'}"
+                    f" - AUC {_fmt(mv.auc)}, threshold {_fmt(mv.threshold)}, p-value "
+                    f"{_fmt(mv.p_value, p=True)}, {mv.n_reference} + {mv.n_current} rows"
+                    + (f"; separating features (AUC drop): {top}" if top else "")
+                )
+            lines.append("")
+        lines += [
             "| column | role | kind | effect | threshold | p-value | drifted |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -229,9 +255,44 @@ def _categorical_svg(ref: dict, cur: dict) -> str:
     )
 
 
+def _multivariate_html(mv: MultivariateDrift | None) -> str:
+    esc = html.escape
+    if mv is None:
+        return ""
+    if mv.error is not None:
+        state, body = ("err", "not run"), f'<p class="err">Not evaluated: {esc(mv.error)}</p>'
+    else:
+        state = ("yes", "drifted") if mv.drifted else ("no", "ok")
+        rows = "".join(
+            f"<tr><td>{esc(str(t['name']))}</td><td>{_fmt(t['auc_drop'])}</td></tr>"
+            for t in mv.top_features
+        )
+        body = (
+            "<p>A classifier learns to tell reference rows from current rows on half of them; "
+            "its ROC AUC on the other half is 0.5 when nothing changed.</p>"
+            f"<table><tr><th>AUC (held out)</th><td>{_fmt(mv.auc)}</td></tr>"
+            f"<tr><th>threshold</th><td>{_fmt(mv.threshold)}</td></tr>"
+            f"<tr><th>p-value</th><td>{_fmt(mv.p_value, p=True)}</td></tr>"
+            f"<tr><th>rows used</th><td>{mv.n_reference} reference, {mv.n_current} current"
+            f"</td></tr><tr><th>features</th><td>{len(mv.features)}</td></tr></table>"
+            + (
+                "<p>Features that separate the sides most (held-out AUC lost when shuffled):"
+                f"</p><table><tr><th>feature</th><th>AUC drop</th></tr>{rows}</table>"
+                if rows
+                else ""
+            )
+        )
+    return (
+        f'<section id="multivariate"><h2>Multivariate (domain classifier) '
+        f'<small class="{state[0]}">{state[1]}</small></h2>{body}</section>'
+    )
+
+
 def _render_html(report: DriftReport) -> str:
     esc = html.escape
     verdict = "Dataset drift detected" if report.dataset_drift else "No dataset drift"
+    if report.triggered_by:
+        verdict += f" (fired by {' and '.join(report.triggered_by)})"
     rows, sections = [], []
     for i, f in enumerate(report.features):
         state = ("err", "error") if f.error else (("yes", "drifted") if f.drifted else ("no", "ok"))
@@ -276,5 +337,6 @@ def _render_html(report: DriftReport) -> str:
         f'<span class="key" style="background:{_COLORS[1]}"></span>current</p>'
         f"<table><tr><th>column</th><th>role</th><th>kind</th><th>effect</th><th>threshold</th>"
         f"<th>p-value</th><th>verdict</th></tr>{''.join(rows)}</table>"
+        f"{_multivariate_html(report.multivariate)}"
         f"{''.join(sections)}</body></html>"
     )
