@@ -28,6 +28,9 @@ from tests.dagster.conftest import (
     tick,
 )
 
+# Each test bootstraps a loop and monitors several batches: tens of seconds each.
+pytestmark = pytest.mark.slow
+
 
 def copy_again(path: Path) -> None:
     """Deliver the same bytes again under the same name, as a retried upload does: a new
@@ -214,7 +217,6 @@ KILLED_RETRAIN = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_a_run_worker_killed_mid_promotion_leaves_the_champion_and_the_next_retrain_works(
     tmp_path, demo_frames
 ):
