@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 
 def run(*args, cwd=None):
@@ -85,3 +86,60 @@ def test_validate_json_is_exactly_the_python_result(tmp_path):
     assert cli == py
     assert cli["success"] is False
     assert [(i["kind"], i["column"]) for i in cli["incidents"]] == [("out_of_range", "x")]
+
+
+def _history(tmp_path, kinds):
+    from mlops_loop.demo.data import Episode, generate
+    from tests.conftest import write_loop
+
+    episodes = [Episode(f"week_{i + 1:02d}", k, k, rows=600) for i, k in enumerate(kinds)]
+    reference, frames = generate(seed=9, reference_rows=2000, scenario=episodes)
+    config = write_loop(tmp_path, reference)
+    (tmp_path / "history").mkdir()
+    for name, frame in frames.items():
+        frame.to_csv(tmp_path / "history" / f"{name}.csv", index=False)
+    return config, tmp_path / "data" / "reference.parquet", tmp_path / "history"
+
+
+@pytest.mark.slow
+def test_backtest_json_is_exactly_the_python_result(tmp_path):
+    from mlops_loop.core.backtest import backtest
+    from mlops_loop.core.config import load_config
+
+    config, reference, history = _history(tmp_path, ["stable", "concept"])
+    out = run(
+        "backtest",
+        "--config",
+        str(config),
+        "--reference",
+        str(reference),
+        "--batches",
+        str(history),
+        "--format",
+        "json",
+        "--state",
+        str(tmp_path / "replay"),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "[####" not in out.stderr  # no progress bar when stderr is not a terminal
+    cli = json.loads(out.stdout)
+    py = backtest(load_config(config), history, reference).to_dict()
+    assert cli == py
+    assert [b["batch"] for b in cli["batches"]] == ["week_01", "week_02"]
+    assert cli["batches"][1]["retrained"] is True
+    assert (tmp_path / "replay" / "state" / "mlflow.db").exists()
+    assert not (tmp_path / "state").exists()  # the config's own state_dir
+
+
+def test_backtest_names_unusable_input(tmp_path):
+    config, _, history = _history(tmp_path, ["stable"])
+    out = run("backtest", "--config", str(config), "--batches", str(tmp_path / "gone"))
+    assert out.returncode == 2
+    assert "batches folder" in out.stderr and "gone" in out.stderr
+    assert "does not exist" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "bad.yaml").write_text(
+        "columns: {numerical: [x], target: y}\nsources: {reference: r.csv, landing: l}\n"
+        "retrain: {metric_drop: -1}\n"
+    )
+    out = run("backtest", "--config", str(tmp_path / "bad.yaml"), "--batches", str(history))
+    assert out.returncode == 2 and "retrain.metric_drop" in out.stderr

@@ -141,6 +141,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(stream: Any) -> Any:
+    """A one-line progress bar on `stream` when it is a terminal; None otherwise."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int, key: str) -> None:
+        filled = round(30 * done / total)
+        end = "\n" if done == total else ""
+        stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {key[:40]:40}{end}")
+        stream.flush()
+
+    return show
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from mlops_loop.core.backtest import backtest
+
+    config = _config(args.config)
+    result = backtest(
+        config,
+        args.batches,
+        args.reference,
+        state_dir=args.state,
+        mlflow_uri=args.mlflow_uri,
+        progress=_progress_bar(sys.stderr),
+    )
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.to_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlops-loop",
@@ -181,6 +214,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here (.parquet or .csv) instead of CSV on stdout")
     p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "backtest",
+        help="replay the loop over a folder of historical batches to try a policy",
+        description="Replay the loop's own steps over the batch files of BATCHES in name order, "
+        "prequentially: each batch is validated, drift-tested and scored by the model in "
+        "service before its labels are used for the retrain decision and for training. Runs "
+        "on a state folder of its own; the loop's real state is never touched.",
+    )
+    p.add_argument("--config", help=config_help)
+    p.add_argument(
+        "--reference", help="labelled reference data (default: the config's sources.reference)"
+    )
+    p.add_argument(
+        "--batches", required=True, help="folder of labelled batch files (parquet or CSV)"
+    )
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--mlflow-uri", help="record to this MLflow tracking URI (default: SQLite in the state)"
+    )
+    p.add_argument(
+        "--state", help="keep the replay's state in this new or empty folder (default: temporary)"
+    )
+    p.set_defaults(func=cmd_backtest)
 
     for name, func, what in (
         ("drift", cmd_drift, "drift report of CURRENT against REFERENCE"),
