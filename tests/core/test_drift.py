@@ -108,6 +108,9 @@ def test_identical_samples_show_no_drift_and_zero_effect() -> None:
         assert f.error is None
         assert f.effect_size == 0.0 and f.p_value == pytest.approx(1.0) and not f.drifted
     assert entry(report, "flag").kind == "numerical"  # bools are numbers
+    # Without a config every column is a feature, in the joint check too.
+    assert sorted(report.multivariate.features) == sorted(frame.columns)
+    assert not report.multivariate.drifted and report.triggered_by == []
     assert entry(report, "cat").kind == "categorical"
 
 
@@ -385,6 +388,8 @@ def test_config_sets_roles_and_kinds_and_ignores_other_columns() -> None:
     assert [f.role for f in report.features][-2:] == ["prediction", "target"]
     assert entry(report, "score").drifted  # judged alone, never counted as feature drift
     assert not report.dataset_drift and report.drift_share == 0.0
+    # The joint check sees the features only, never the score, target or id.
+    assert report.multivariate.features == ["x0", "x1", "cat"]
 
 
 def test_config_policy_applies_unless_overridden_and_absent_roles_are_skipped() -> None:

@@ -241,14 +241,33 @@ def test_a_covariate_shift_in_two_of_nine_features_is_dataset_drift(
 def main() -> None:
     """Print the false-alarm rates over many more batches than the tests run (see docs/drift.md).
 
-    `python tests/core/test_drift_calibration.py [REPS_AT_100_ROWS]`; larger batches get fewer
-    repetitions, where alarms are out of reach.
+    `python tests/core/test_drift_calibration.py [REPS_AT_100_ROWS] [classifier]`; larger
+    batches get fewer repetitions, where alarms are out of reach. With `classifier`, the
+    rejection rates of the multivariate check alone at several levels, in batches of 100 rows.
     """
     import sys
     import time
 
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     ref = population(np.random.default_rng(2024), N_REFERENCE)
+    if sys.argv[2:] == ["classifier"]:
+        from mlops_loop.core.multivariate import domain_classifier_drift
+
+        rng = np.random.default_rng(5)
+        kinds = {c: pd.api.types.is_numeric_dtype(ref[c]) for c in ref.columns}
+        numerical = [c for c, numeric in kinds.items() if numeric]
+        categorical = [c for c, numeric in kinds.items() if not numeric]
+        p_values = np.array(
+            [
+                domain_classifier_drift(
+                    ref, population(rng, 100), numerical, categorical, seed=s
+                ).p_value
+                for s in range(reps)
+            ]
+        )
+        for alpha in (0.2, 0.1, 0.05, 0.01, 0.005):
+            print(f"alpha {alpha}: rejected {np.mean(p_values <= alpha):.2%} of {reps} batches")
+        return
     print(f"reference: {N_REFERENCE:,} rows; default DriftPolicy: {DriftPolicy()!r}")
     print("rows | batches | alarms | by features | by multivariate | rate | 95% upper bound")
     plan = [(100, reps), (1_000, reps // 2), (10_000, reps // 10), (100_000, 20), (1_000_000, 5)]
