@@ -41,6 +41,7 @@ def replay(tmp_path_factory):
     folder.mkdir()
     for name, frame in batches.items():
         frame.to_parquet(folder / f"{name}.parquet", index=False)
+    (folder / "b03x.parquet").write_bytes(b"an export that died half way")
     # The user's own loop state exists and must come out of the replay byte for byte.
     user_state = config.state_dir
     user_state.mkdir(parents=True)
@@ -62,8 +63,8 @@ def replay(tmp_path_factory):
 @pytest.mark.slow
 def test_a_stable_stream_never_retrains(replay):
     result, rows, _, seen, _, _ = replay
-    assert [k for _, _, k in seen] == [e.name for e in STREAM]
-    assert seen[-1][:2] == (len(STREAM), len(STREAM))
+    assert [k for _, _, k in seen] == sorted([e.name for e in STREAM] + ["b03x"])
+    assert seen[-1][:2] == (len(STREAM) + 1, len(STREAM) + 1)
     for key in ("b01", "b02"):
         row = rows[key]
         assert row["quality_success"] is True
@@ -83,9 +84,14 @@ def test_a_broken_batch_is_quarantined_and_never_trained_on(replay):
     assert broken["quality_success"] is False
     assert broken["metric"] is None and broken["retrained"] is False
     assert any(i.startswith("null_rate:age") for i in broken["incidents"])
+    unreadable = rows["b03x"]
+    assert unreadable["quality_success"] is False and unreadable["rows"] is None
+    assert unreadable["incidents"][0].startswith("unreadable:")
+    assert "b03x.parquet" in unreadable["reasons"][0]
     summary = result.to_dict()["summary"]
-    assert summary["quarantined"] == ["b03"]
-    assert summary["quality_incidents"] == len(broken["incidents"])
+    assert summary["quarantined"] == ["b03", "b03x"]
+    assert summary["accepted"] == len(STREAM) - 1
+    assert summary["quality_incidents"] == len(broken["incidents"]) + 1
     trained = [k for k, r in rows.items() if r["retrained"]]
     assert trained, "the stream has retrains to inspect"
     for key in trained:
