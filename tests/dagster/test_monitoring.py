@@ -303,6 +303,16 @@ def test_estimated_performance_and_segments_are_reported_beside_realized(monitor
     table = meta["segments"].value.records
     assert {r.data["value"] for r in table} == set(regions)
 
+    # Prediction and target drift: the champion's scores and the labels against the reference.
+    outputs = {o["role"]: o for o in perf["output_drift"]}
+    assert outputs["prediction"]["method"] == "ks" and outputs["target"]["method"] == "chi_square"
+    assert not outputs["prediction"]["drifted"] and outputs["prediction"]["error"] is None
+    shifted = {o["role"]: o for o in store.batch_json("batch_004", "performance")["output_drift"]}
+    assert shifted["prediction"]["effect_size"] > outputs["prediction"]["effect_size"]
+    assert meta["prediction_drift_effect"].value == pytest.approx(
+        outputs["prediction"]["effect_size"]
+    )
+
     # The covariate-drift batch: "older customers from the west" shows as one region surging.
     seg = {r["value"]: r for r in store.batch_json("batch_004", "segment_drift")}
     surge = max(seg.values(), key=lambda r: r["share"] - r["reference_share"])

@@ -629,9 +629,11 @@ def measure_performance(
         k: v for k, v in ((estimate or {}).get("metrics") or {}).items() if isinstance(v, dict)
     }
     segments = _segment_performance(config, store, version, scored)
+    outputs = _output_drift(config, store, version, scores, known)
     result: dict[str, Any] = {
         "champion_version": version,
         "rows": len(scored),
+        "output_drift": outputs,
         "labelled_rows": len(known),
         "label_coverage": round(len(known) / max(len(scored), 1), 4),
         "labels_as_of": as_of.isoformat(),
@@ -649,6 +651,14 @@ def measure_performance(
         log_metrics(metrics)
         log_metrics({"label_coverage": result["label_coverage"]})
         log_metrics(result["estimated_metrics"], prefix="estimated_")
+        log_metrics(
+            {
+                f"{o['role']}_drift_{k}": o[k]
+                for o in outputs
+                for k in ("effect_size", "p_value")
+                if o.get(k) is not None
+            }
+        )
         if segments:
             log_json(segments, f"performance/segments_{key}.json")
             log_metrics(
@@ -672,6 +682,69 @@ def _scored_columns(config: LoopConfig, store: LoopStore, key: str) -> pd.DataFr
     wanted = dict.fromkeys(filter(None, [cols.id, cols.target, cols.prediction, *cols.segments]))
     present = set(parquet_columns(path))
     return pd.read_parquet(path, columns=[c for c in wanted if c in present])
+
+
+def _output_drift(
+    config: LoopConfig,
+    store: LoopStore,
+    version: int | None,
+    scores: np.ndarray,
+    known: pd.DataFrame,
+) -> list[dict[str, Any]]:
+    """Prediction drift (the champion's scores on the batch against its scores on the
+    reference) and target drift (the labels known so far against the reference's labels).
+
+    Each is judged alone with the drift stage's tests (KS for scores, chi-square for labels)
+    and effect thresholds. The reference scores of a version are computed once and kept.
+    """
+    from mlops_loop.core.drift import evaluate_drift
+
+    cols = config.columns
+    out: list[dict[str, Any]] = []
+    if version is None or len(scores) == 0:
+        return out
+    cache = store.root / "estimators" / f"version_{version}_reference_scores.npy"
+    if cache.exists():
+        ref_scores = np.load(cache)
+    else:
+        reference = store.reference()
+        ref_scores = predict_scores(
+            MlflowRegistry.from_config(config).load(version), reference, cols
+        )
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, ref_scores)
+    pairs = [("prediction", pd.Series(ref_scores), pd.Series(scores))]
+    if len(known):
+        ref_labels = store.reference()[cols.target].dropna()
+        pairs.append(
+            (
+                "target",
+                ref_labels.astype(int).astype(str),
+                known[cols.target].astype(int).astype(str),
+            )
+        )
+    for role, ref, cur in pairs:
+        name = cols.prediction if role == "prediction" else cols.target
+        report = evaluate_drift(
+            pd.DataFrame({name: ref.to_numpy()}),
+            pd.DataFrame({name: cur.to_numpy()}),
+            policy=config.drift.model_copy(update={"multivariate": False}),
+        )
+        [entry] = [f.to_dict() for f in report.features]
+        out.append(
+            {
+                "role": role,
+                "name": name,
+                "method": entry["method"],
+                "statistic": entry["statistic"],
+                "p_value": entry["p_value"],
+                "effect_size": entry["effect_size"],
+                "threshold": entry["threshold"],
+                "drifted": entry["drifted"],
+                "error": entry["error"],
+            }
+        )
+    return out
 
 
 def _segment_performance(

@@ -160,6 +160,13 @@ def model_performance(
         )
     )
     meta.update(md.numbers({f"estimated_{k}": v for k, v in perf["estimated_metrics"].items()}))
+    for out in perf["output_drift"]:
+        meta.update(md.numbers({f"{out['role']}_drift_effect": out["effect_size"]}))
+    if perf["output_drift"]:
+        meta["output_drift"] = md.table(
+            perf["output_drift"],
+            ["role", "name", "method", "effect_size", "threshold", "p_value", "drifted", "error"],
+        )
     if perf["estimate"] and perf["estimate"].get("warning"):
         meta["estimate_warning"] = perf["estimate"]["warning"]
     if perf["segments"]:
