@@ -116,8 +116,9 @@ def test_the_simulated_reference_has_the_intended_shapes(reference: pd.DataFrame
         # n_eff = 980, probability 2 exp(-2 * 3.1^2) = 1e-8 each), the categorical ones need a
         # significant test *and* TV >= 0.1, which is the edge of their noise here, and the
         # classifier's 500 + 2,000 held-out rows put AUC 0.55 at 3.5 null standard deviations
-        # (probability 3e-4). 1,000 batches gave no alarm (docs/drift.md); here 1 of 34 passes.
-        (1_000, 34),
+        # (probability 3e-4). 1,000 batches gave one alarm (docs/drift.md), so 20 batches
+        # without one (3% of 20 is less than one) happen with probability 98%.
+        (1_000, 20),
         # Out of reach for every part. KS: n_eff = 1e4 * 5e4 / 6e4 = 8,333, D >= 0.1 means
         # sqrt(n_eff) D >= 9.1, probability 2 exp(-2 * 9.1^2) = 1e-72 per feature. TV: the
         # sampling noise of the 40-category feature is about 0.5 * sqrt(2 / (pi n_eff)) *
@@ -125,7 +126,7 @@ def test_the_simulated_reference_has_the_intended_shapes(reference: pd.DataFrame
         # standard deviation of sqrt(5001 / (12 * 2500^2)) = 0.008, so 0.55 is 6 of them away
         # (probability 1e-9). So a few batches suffice, and the margin is shown by the
         # largest distances seen.
-        (10_000, 10),
+        (10_000, 8),
     ],
 )
 def test_false_alarm_rate_is_at_most_5_percent_with_margin(
@@ -144,14 +145,16 @@ def test_false_alarm_rate_is_at_most_5_percent_with_margin(
 def test_false_alarm_rate_of_small_batches_has_an_upper_bound_below_5_percent(
     reference: pd.DataFrame,
 ) -> None:
-    # Where alarms can happen at all, enough batches for the bound itself: with 500 the one-sided
-    # 95% Clopper-Pearson upper bound stays <= 5% up to 17 alarms (3.4%); about 5 are expected.
-    reports = simulate(reference, 100, 500, seed=99)
+    # Where alarms can happen at all, enough batches for the bound itself: with 400 the one-sided
+    # 95% Clopper-Pearson upper bound stays <= 5% up to 12 alarms (3%); about 5 are expected
+    # (more than 12 at the measured 1.15%: probability 3e-4).
+    reports = simulate(reference, 100, 400, seed=99)
     alarms = sum(r.dataset_drift for r in reports)
-    assert upper_bound(alarms, 500) <= 0.05, f"{alarms} alarms in 500 batches"
-    # Both parts contribute, each about at its level (fdr 0.01, multivariate_alpha 0.005).
-    assert sum("features" in r.triggered_by for r in reports) <= 15
-    assert sum("multivariate" in r.triggered_by for r in reports) <= 10
+    assert upper_bound(alarms, 400) <= 0.05, f"{alarms} alarms in 400 batches"
+    # Each part stays near its level (fdr 0.01, multivariate_alpha 0.005); beyond 12 and 8
+    # alarms out of 400 the chance is 3e-4 and 2e-4.
+    assert sum("features" in r.triggered_by for r in reports) <= 12
+    assert sum("multivariate" in r.triggered_by for r in reports) <= 8
 
 
 @pytest.mark.slow
@@ -225,11 +228,11 @@ def test_a_covariate_shift_in_two_of_nine_features_is_dataset_drift(
     # 0.3 standard deviations each: KS distance 2 Phi(0.15) - 1 = 0.119 for the normal one,
     # shift / width = 0.3 * 2.89 / 10 = 0.087 for the uniform one (below the threshold alone).
     shift = {"normal": 0.3, "uniform": 0.3 * UNIFORM_SD}
-    reports = simulate(reference, n, 8, seed=n + 2, shift=shift)
+    reports = simulate(reference, n, 5, seed=n + 2, shift=shift)
     assert all(r.dataset_drift for r in reports)
     # Both rules see it in most batches; the classifier on the two features together.
-    assert sum("multivariate" in r.triggered_by for r in reports) >= 7
-    assert sum("features" in r.triggered_by for r in reports) >= 6
+    assert sum("multivariate" in r.triggered_by for r in reports) >= 4
+    assert sum("features" in r.triggered_by for r in reports) >= 4
     for r in reports:
         assert set(r.drifted_features) <= {"normal", "uniform"}
         mv = r.multivariate
