@@ -54,7 +54,8 @@ class RowSource(Protocol):
         ...
 
     def sample_rows(self, columns: list[Any], n: int, seed: int) -> pd.DataFrame:
-        """At most `n` rows drawn uniformly without replacement, only `columns`."""
+        """At most `n` rows drawn uniformly without replacement, only `columns`: the rows at
+        `sample_positions(len(self), n, seed)`, for the check to equal the frame's."""
         ...
 
 
@@ -337,7 +338,8 @@ def domain_classifier_drift(
         seed: seed of the sampling, the split, the classifier and the importances.
 
     Raises:
-        DataError: a named column is not in both frames, or a column is named twice.
+        DataError: a named column is not in both frames, a column is named twice, or a side
+            cannot be read (a `RowSource` raised it).
     """
     keys = [*numerical, *categorical]
     if len(set(keys)) != len(keys):
