@@ -37,6 +37,23 @@ class ColumnsConfig(_Model):
         description="Column of a late-label file holding when each label became known; "
         "without it, the label file's modification time.",
     )
+    private: list[str] = Field(
+        default_factory=list,
+        description="Columns (e.g. a customer id) whose values never reach MLflow: they are "
+        "hashed or dropped in every logged dataset, and reports show no sample values of them. "
+        "They may not be features, the target, the prediction or segments.",
+    )
+    privacy: Literal["hash", "drop"] = Field(
+        default="hash",
+        description="'hash': private values are replaced by a salted SHA-256 digest (joins "
+        "across runs still work); 'drop': private columns are removed from logged data.",
+    )
+    privacy_salt_env: str = Field(
+        default="MLOPS_LOOP_PRIVACY_SALT",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the salt of 'hash'; it must be set when "
+        "there are private columns to hash.",
+    )
 
     @property
     def features(self) -> list[str]:
@@ -63,6 +80,18 @@ class ColumnsConfig(_Model):
             if column in seen:
                 raise ValueError(f"column {column!r} is both {seen[column]} and {role}")
             seen[column] = role
+        exposed = {c: "a segment" for c in self.segments}
+        named = {"numerical": "a numerical feature", "categorical": "a categorical feature"}
+        exposed.update(
+            {c: named.get(r, f"the {r}") for c, r in seen.items() if r not in ("id", "timestamp")}
+        )
+        for column in self.private:
+            if column in exposed:
+                raise ValueError(
+                    f"private column {column!r} is also {exposed[column]}: reports name the "
+                    "values of features, targets, predictions and segments; keep private "
+                    "columns to ids, timestamps and columns no role uses"
+                )
         return self
 
 

@@ -158,6 +158,7 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
             context="reference",
             source=str(config.sources.reference),
             target=cols.target,
+            columns=config.columns,
         )
         log_json(suite, "quality/suite.json")
         log_json(info, "reference/snapshot.json")
@@ -289,6 +290,7 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> dict[
             context="training",
             source=str(config.sources.reference),
             target=config.columns.target,
+            columns=config.columns,
         )
         log_dataset(
             holdout,
@@ -296,6 +298,7 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> dict[
             context="evaluation",
             source=str(config.sources.reference),
             target=config.columns.target,
+            columns=config.columns,
         )
         log_metrics(metrics, prefix="baseline_")
         log_params({"loop": config.name, **config_params(config, "model", "training")})
@@ -415,6 +418,7 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
                 context="monitoring",
                 source=key,
                 target=config.columns.target,
+                columns=config.columns,
             )
         else:  # a dataset record would profile the whole frame: the digest stands for it
             log_params({"batch.digest": (store.batch_json(key, "ingest") or {}).get("digest")})
@@ -1064,6 +1068,7 @@ def train_challenger(
             context="training",
             source=",".join(parts),
             target=config.columns.target,
+            columns=config.columns,
         )
         log_dataset(
             holdout,
@@ -1071,6 +1076,7 @@ def train_challenger(
             context="evaluation",
             source=key,
             target=config.columns.target,
+            columns=config.columns,
         )
         log_metrics(metrics, prefix="challenger_")
         log_params(

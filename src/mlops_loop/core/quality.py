@@ -454,7 +454,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if is_number else repr(value)
 
 
-def _incidents(e: dict, result: Any) -> list[Incident]:
+def _incidents(e: dict, result: Any, private: frozenset[str] = frozenset()) -> list[Incident]:
     """Map one failed GX result to incidents, in the words of its spec entry."""
     kind, col, kw, res = e["kind"], e["column"], e["kwargs"], result.result or {}
     name = repr(col) if col else "the batch"
@@ -472,6 +472,10 @@ def _incidents(e: dict, result: Any) -> list[Incident]:
     # Examples may be rows (dicts) for multi-column checks: dedupe on their JSON text.
     raw = _jsonable(res.get("partial_unexpected_list", []))
     examples = list({json.dumps(v, sort_keys=True): v for v in raw}.values())[:5]
+    # A private column's values never appear in a report, not even as examples.
+    hidden = bool(private & {col, *kw.get("column_list", [])})
+    if hidden:
+        examples = []
     seen = f"{share:.1%} of values" + (
         f" (e.g. {', '.join(map(_fmt, examples[:3]))})" if examples else ""
     )
@@ -550,6 +554,8 @@ def _incidents(e: dict, result: Any) -> list[Incident]:
             )
         ]
     observed = res.get("observed_value", res.get("unexpected_percent"))
+    if hidden and "observed_value" in res:
+        observed = "(private column: value withheld)"
     return [one(observed, kw, f"Check {e['type']} on {name} failed: observed {observed!r}.")]
 
 
@@ -610,9 +616,12 @@ def validate_batch(
         )
     }
     by_entry, gx_result = _run_gx(current, to_gx) if to_gx else ({}, None)
+    private = frozenset(config.columns.private if config else ())
+    if private:
+        gx_result = None  # GX's own pages list unexpected values
     for n, result in by_entry.items():
         if not result.success:
-            found[n] = _incidents(entries[n], result)
+            found[n] = _incidents(entries[n], result, private)
     # Blocking incidents first, each group in suite order, so summaries lead with what matters.
     incidents = sorted(
         (i for n in sorted(found) for i in found[n]), key=lambda i: i.severity != "error"

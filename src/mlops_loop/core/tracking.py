@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.config import ColumnsConfig, LoopConfig
 from mlops_loop.core.data import frame_digest
 
 TAG_RUN_KEY = "mlops_loop.run_key"
@@ -133,15 +133,28 @@ def log_file(path: Path, artifact_path: str | None = None) -> None:
 
 
 def log_dataset(
-    frame: pd.DataFrame, *, name: str, context: str, source: str, target: str | None = None
+    frame: pd.DataFrame,
+    *,
+    name: str,
+    context: str,
+    source: str,
+    target: str | None = None,
+    columns: ColumnsConfig | None = None,
 ) -> str:
-    """Record `frame` as a dataset input of the active run; returns its content digest."""
+    """Record `frame` as a dataset input of the active run; returns its content digest.
+
+    The private columns of `columns` are hashed or dropped before MLflow sees the frame; the
+    digest is that of the frame as stored, so the record still names the stored data.
+    """
     import warnings
 
     import mlflow
     import mlflow.data.pandas_dataset
 
+    from mlops_loop.core.privacy import mask_private
+
     digest = frame_digest(frame)
+    frame = mask_private(frame, columns)
     # MLflow warns that a plain name could be several kinds of source, and that integer
     # columns cannot hold NaN; neither matters for a lineage record.
     with warnings.catch_warnings():

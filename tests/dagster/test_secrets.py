@@ -1,0 +1,85 @@
+"""Secrets read from the environment (webhook URL with a token, SMTP credentials, the privacy
+salt, MLflow credentials) appear nowhere in MLflow or in Dagster's event log, even when every
+delivery fails and its error is recorded."""
+
+import socket
+
+import dagster as dg
+import pytest
+
+from mlops_loop.core.store import LoopStore
+from tests.core.test_privacy import _mlflow_text
+from tests.dagster.conftest import new_loop, run_job
+
+TOKEN = "s3cr3t-T0KEN-webhook-7781"
+SMTP_USER = "smtp-user-5521"
+SMTP_PASSWORD = "p4ss-W0RD-smtp-9934"
+SALT = "salt-V4LUE-2207"
+MLFLOW_PASSWORD = "mlflow-P4SS-4410"
+SECRETS = [TOKEN, SMTP_USER, SMTP_PASSWORD, SALT, MLFLOW_PASSWORD]
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on: every delivery fails with connection refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dagster_text(instance: dg.DagsterInstance) -> str:
+    """Every event (messages, metadata, check results) and tag of every run, as one text."""
+    parts: list[str] = []
+    for run in instance.get_runs():
+        parts.append(dg.serialize_value(run.tags))
+        parts += [dg.serialize_value(e) for e in instance.all_logs(run.run_id)]
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_mlflow_or_dagster(tmp_path, demo_frames, monkeypatch):
+    port = _closed_port()
+    monkeypatch.setenv("TEST_WEBHOOK_URL", f"http://127.0.0.1:{port}/hook/{TOKEN}?key={TOKEN}")
+    monkeypatch.setenv("TEST_SMTP_USER", SMTP_USER)
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", SMTP_PASSWORD)
+    monkeypatch.setenv("TEST_SALT", SALT)
+    # MLflow's client reads these for an http(s) server; on SQLite they are simply present.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "loop")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
+    key = "batch_004"  # covariate drift: the drift rule fires and both deliveries are tried
+    loop = new_loop(
+        tmp_path,
+        demo_frames,
+        [key],
+        **{
+            "columns.private": ["customer_id"],
+            "columns.privacy_salt_env": "TEST_SALT",
+            "alerts.notifiers": [
+                {"type": "webhook", "url_env": "TEST_WEBHOOK_URL", "timeout": 5},
+                {
+                    "type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "sender": "loop@example.org",
+                    "recipients": ["ops@example.org"],
+                    "username_env": "TEST_SMTP_USER",
+                    "password_env": "TEST_SMTP_PASSWORD",
+                    "timeout": 5,
+                },
+            ],
+        },
+    )
+    assert run_job(loop.defs, loop.instance, "bootstrap_job").success
+    loop.instance.add_dynamic_partitions("batches", [key])
+    run_job(loop.defs, loop.instance, "monitor_job", key)
+
+    alerts = LoopStore(loop.config.state_dir).batch_json(key, "alerts")
+    assert alerts is not None, "the alert step did not run"
+    deliveries = [d for d in alerts.get("deliveries", []) if not d["ok"]]
+    assert len(deliveries) == 2, alerts  # both channels were tried and failed
+
+    mlflow_text, dagster_text = _mlflow_text(loop.config), _dagster_text(loop.instance)
+    assert "drift_high" in dagster_text and "drift_high" in mlflow_text
+    for where, text in (("MLflow", mlflow_text), ("Dagster", dagster_text)):
+        leaked = [s for s in SECRETS if s in text]
+        assert not leaked, f"{where} holds {leaked}"
+    loop.instance.dispose()
