@@ -319,4 +319,6 @@ def test_estimated_performance_and_segments_are_reported_beside_realized(monitor
     assert surge["value"] == "west" and surge["share"] > surge["reference_share"] + 0.1
     assert surge["drift_share"] is not None and "age" in surge["drifted_features"]
     drift_meta = materialized(loop.runs["batch_004"])["drift_report"].metadata
+    assert 0.5 <= drift_meta["multivariate_auc"].value <= 1.0
+    assert "features" in drift_meta["triggered_by"].value
     assert {r.data["value"] for r in drift_meta["segments"].value.records} == set(seg)

@@ -471,6 +471,8 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
                 "dataset_drift": int(report.dataset_drift),
             }
         )
+        if report.multivariate is not None and report.multivariate.auc is not None:
+            log_metrics({"multivariate_auc": report.multivariate.auc})
     return report
 
 

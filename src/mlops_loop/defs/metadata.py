@@ -59,6 +59,13 @@ def drift(report: Any, html_path: str) -> dict[str, Any]:
         "max_effect": float(report.max_effect),
         "drifted_features": ", ".join(report.drifted_features) or "none",
         "rule": report.rule,
+        "triggered_by": ", ".join(report.triggered_by) or "none",
+        **numbers(
+            {
+                "multivariate_auc": getattr(report.multivariate, "auc", None),
+                "multivariate_drift": getattr(report.multivariate, "drifted", None),
+            }
+        ),
         "features": table(
             rows, ["name", "role", "kind", "method", "effect_size", "p_value", "drifted", "error"]
         ),
