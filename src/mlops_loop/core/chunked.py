@@ -377,13 +377,13 @@ def validate_parquet(path: str | Path, suite: dict, chunk_rows: int = CHUNK_ROWS
     """
     from mlops_loop.core.quality import (
         TYPE_CHECK,
-        QualityResult,
         _entries,
         _family,
         _frame,
         _incidents,
         _run_gx,
         _type_verdict,
+        assemble_result,
         validate_batch,
     )
 
@@ -490,22 +490,13 @@ def validate_parquet(path: str | Path, suite: dict, chunk_rows: int = CHUNK_ROWS
         result = outcomes.get(n)
         if result is not None and not result.success:
             found[n] = _incidents(e, result)
-    incidents = sorted(
-        (i for n in sorted(found) for i in found[n]), key=lambda i: i.severity != "error"
-    )
-    evaluated = len(typed) + len(to_gx)
-    statistics = {
-        "rows": rows,
-        "columns": header.shape[1],
-        "expectations_evaluated": evaluated,
-        "expectations_skipped": len(entries) - evaluated,
-        "expectations_failed": len(found),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    return QualityResult(
-        success=not any(i.severity == "error" for i in incidents),
-        incidents=incidents,
-        statistics=statistics,
+    return assemble_result(
+        found,
+        evaluated=len(typed) + len(to_gx),
+        planned=len(entries),
+        rows=rows,
+        columns=header.shape[1],
+        started=started,
     )
 
 
@@ -590,7 +581,7 @@ def segment_drift_parquet(
     value.
     """
     from mlops_loop.core.drift import evaluate_drift_parquet
-    from mlops_loop.core.loop import SEGMENT_MIN_ROWS
+    from mlops_loop.core.loop import segment_rows
 
     path = Path(path)
     n_rows, columns = parquet_rows(path), set(parquet_columns(path))
@@ -615,31 +606,13 @@ def segment_drift_parquet(
             finally:
                 for w in writers.values():
                     w.close()
-            for value in sorted(set(ref_counts.index) | set(cur_counts)):
-                n_ref, n_cur = int(ref_counts.get(value, 0)), int(cur_counts.get(value, 0))
-                row: dict[str, Any] = {
-                    "segment": seg,
-                    "value": value,
-                    "rows": n_cur,
-                    "share": round(n_cur / max(n_rows, 1), 6),
-                    "reference_share": round(n_ref / max(len(reference), 1), 6),
-                    "drift_share": None,
-                    "dataset_drift": None,
-                    "drifted_features": [],
-                    "note": None,
-                }
-                if min(n_ref, n_cur) < SEGMENT_MIN_ROWS:
-                    row["note"] = f"fewer than {SEGMENT_MIN_ROWS} rows on a side: not tested"
-                else:
-                    try:
-                        report = evaluate_drift_parquet(
-                            reference[ref_values == value], writers[value].path, config=config
-                        )
-                    except DataError as e:
-                        row["note"] = str(e)
-                    else:
-                        row["drift_share"] = report.drift_share
-                        row["dataset_drift"] = report.dataset_drift
-                        row["drifted_features"] = [f for f in report.drifted_features if f != seg]
-                rows.append(row)
+
+            def judge(value: str, ref: pd.Series = ref_values, files: dict = writers) -> Any:
+                return evaluate_drift_parquet(
+                    reference[ref == value], files[value].path, config=config
+                )
+
+            rows += segment_rows(
+                seg, ref_counts.to_dict(), cur_counts, len(reference), n_rows, judge
+            )
     return rows

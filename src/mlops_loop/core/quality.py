@@ -622,16 +622,37 @@ def validate_batch(
     for n, result in by_entry.items():
         if not result.success:
             found[n] = _incidents(entries[n], result, private)
+    return assemble_result(
+        found,
+        evaluated=len(typed) + len(to_gx),
+        planned=len(entries),
+        rows=len(current),
+        columns=current.shape[1],
+        started=started,
+        gx_result=gx_result,
+    )
+
+
+def assemble_result(
+    found: dict[int, list[Incident]],
+    *,
+    evaluated: int,
+    planned: int,
+    rows: int,
+    columns: int,
+    started: float,
+    gx_result: Any = None,
+) -> QualityResult:
+    """The verdict from the incidents found per suite entry (in memory or slice by slice)."""
     # Blocking incidents first, each group in suite order, so summaries lead with what matters.
     incidents = sorted(
         (i for n in sorted(found) for i in found[n]), key=lambda i: i.severity != "error"
     )
-    evaluated = len(typed) + len(to_gx)
     statistics = {
-        "rows": len(current),
-        "columns": current.shape[1],
+        "rows": rows,
+        "columns": columns,
         "expectations_evaluated": evaluated,
-        "expectations_skipped": len(entries) - evaluated,
+        "expectations_skipped": planned - evaluated,
         "expectations_failed": len(found),
         "seconds": round(time.perf_counter() - started, 3),
     }
