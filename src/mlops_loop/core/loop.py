@@ -560,6 +560,19 @@ def predict_frame(
         RegistryError: the model has no champion.
         DataError: a feature column is missing or malformed.
     """
+    model, version = serving_model(config, triggered_by)
+    scored = frame.copy()
+    scored[config.columns.prediction] = predict_scores(model, frame, config.columns)
+    return scored, version
+
+
+def serving_model(config: LoopConfig, triggered_by: str) -> tuple[Any, int]:
+    """(model, version) that `champion` points at now, after recording an alias moved outside
+    the loop.
+
+    Raises:
+        RegistryError: the model has no champion.
+    """
     registry = MlflowRegistry.from_config(config)
     registry.reconcile(triggered_by)
     version = registry.champion()
@@ -568,11 +581,7 @@ def predict_frame(
             f"model {config.mlflow.registered_model!r} has no champion; "
             "materialize baseline_model first"
         )
-    scored = frame.copy()
-    scored[config.columns.prediction] = predict_scores(
-        registry.load(version), frame, config.columns
-    )
-    return scored, version
+    return registry.load(version), version
 
 
 def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) -> dict[str, Any]:
@@ -584,15 +593,7 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
     with _run(config, ctx, "score", key, system_metrics=True):
         with measure_usage() as usage:
             big = _big_batch(config, store, key)
-            registry = MlflowRegistry.from_config(config)
-            registry.reconcile(ctx.triggered_by)
-            version = registry.champion()
-            if version is None:
-                raise RegistryError(
-                    f"model {config.mlflow.registered_model!r} has no champion; "
-                    "materialize baseline_model first"
-                )
-            model = registry.load(version)
+            model, version = serving_model(config, ctx.triggered_by)
 
             def score(part: pd.DataFrame) -> np.ndarray:
                 return predict_scores(model, part, config.columns)
