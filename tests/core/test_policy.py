@@ -171,3 +171,22 @@ def test_too_few_new_labels_hold_a_retrain_back_unless_forced():
     assert "only 120 labelled rows arrived since the last retrain (< 500)" in held.reasons[-1]
     assert decide_retrain(**args, new_labelled_rows=800).retrain
     assert decide_retrain(**args, new_labelled_rows=120, force=True).retrain
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "accuracy"])
+def test_a_challenger_without_skill_is_refused_however_bad_the_champion(metric):
+    """A collapse (the champion's scores now point the wrong way) must not hand the serving
+    slot to a model that is itself worse than a constant score."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(2000) < 0.3).astype(int)
+    champion = _scores(rng, 1 - y, 0.3)  # confidently wrong
+    challenger = _scores(rng, 1 - y, 1.5)  # wrong too, just less so
+    policy = PromotionPolicy(metric=metric, guards={})
+    d = decide_promotion(y, challenger, champion, policy)
+    assert d.delta > 0 and d.ci_low > 0  # it does beat the champion, with confidence
+    assert not d.promote
+    assert any("no better than a model without skill" in r for r in d.reasons), d.reasons
+    unchecked = decide_promotion(
+        y, challenger, champion, policy.model_copy(update={"require_skill": False})
+    )
+    assert unchecked.promote

@@ -109,3 +109,32 @@ def test_rollback_refuses_a_never_validated_version(registry_with_versions):
     assert reg.champion() == 1
     assert "| rollback |" not in reg.history_table()
     assert "| promotion | None | 1 | t (" in reg.history_table()
+
+
+def test_the_retrain_baseline_is_the_best_champion_so_far(registry_with_versions, loop_config):
+    """A weak model promoted out of a collapse must not lower the bar the loop retrains to."""
+    from mlops_loop.core.loop import _best_champion_metric, decide_batch_retrain
+    from mlops_loop.core.store import LoopStore
+
+    reg = registry_with_versions
+    reg.tag_version(1, {"mlops_loop.metric.roc_auc": 0.85})
+    reg.tag_version(2, {"mlops_loop.metric.roc_auc": 0.55})
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="t", action="bootstrap")
+    reg.promote(2, expected_champion=1, reason="beat a collapse", triggered_by="t")
+    assert _best_champion_metric(reg, 2, "roc_auc") == 0.85
+    assert _best_champion_metric(reg, 1, "roc_auc") == 0.85
+
+    loop_config = loop_config.model_copy(  # no floor: the drop alone decides
+        update={"retrain": loop_config.retrain.model_copy(update={"metric_floor": None})}
+    )
+    store = LoopStore(loop_config.state_dir)
+    store.write_batch_json("b", "quality", {"success": True})
+    store.write_batch_json("b", "drift", {"dataset_drift": False})
+    perf = {"metric": 0.56, "labelled_rows": 1000, "baseline_metric": 0.55}
+    store.write_batch_json("b", "performance", {**perf, "best_baseline_metric": 0.85})
+    best = decide_batch_retrain(loop_config, "b", record=False)
+    assert best.retrain and "baseline of 0.8500" in best.reasons[0]
+    own = loop_config.model_copy(
+        update={"retrain": loop_config.retrain.model_copy(update={"baseline": "champion"})}
+    )
+    assert not decide_batch_retrain(own, "b", record=False).retrain

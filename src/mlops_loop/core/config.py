@@ -272,6 +272,13 @@ class RetrainPolicy(_Model):
         description="Retrain whenever the primary metric is worse "
         "than this level, whatever the champion's baseline was.",
     )
+    baseline: Literal["best", "champion"] = Field(
+        default="best",
+        description="What `metric_drop` is measured from: 'best', the best validation metric "
+        "any champion of this loop has had (a loop that once did better keeps trying, even "
+        "after promoting a weak model out of a collapse); 'champion', the serving champion's "
+        "own validation metric.",
+    )
     min_labelled_rows: int = Field(
         default=100, ge=0, description="Fewest labelled rows in a batch to judge it."
     )
@@ -334,6 +341,12 @@ class PromotionPolicy(_Model):
     """When a challenger replaces the champion."""
 
     metric: Metric = Field(default="roc_auc", description="Primary metric.")
+    require_skill: bool = Field(
+        default=True,
+        description="Refuse a challenger no better on the evaluation rows than a model without "
+        "skill (a constant score at the rows' base rate: ROC AUC 0.5, the majority class's "
+        "accuracy), however much it beats a failing champion.",
+    )
     min_delta: float = Field(
         default=0.0, ge=0, description="Smallest improvement of the primary metric."
     )

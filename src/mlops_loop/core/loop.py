@@ -21,7 +21,7 @@ from mlops_loop.core.config import METRICS, LoopConfig
 from mlops_loop.core.data import frame_digest, read_table, require_columns
 from mlops_loop.core.errors import DataError, RegistryError
 from mlops_loop.core.labels import attach_labels, ingest_labels, label_coverage, now_utc
-from mlops_loop.core.performance import compute_metrics, metric_value
+from mlops_loop.core.performance import compute_metrics, improvement, metric_value
 from mlops_loop.core.plots import paired_bars_svg
 from mlops_loop.core.policy import (
     PromotionDecision,
@@ -654,6 +654,7 @@ def measure_performance(
     registry = MlflowRegistry.from_config(config)
     version = info.get("champion_version")
     baseline = _version_metric(registry, version, config.promotion.metric)
+    best = _best_champion_metric(registry, version, config.promotion.metric)
     scores = scored[config.columns.prediction].to_numpy(dtype=float)
     estimate = _estimate(store, version, scores)
     estimated = {
@@ -672,6 +673,7 @@ def measure_performance(
         "metric_name": config.promotion.metric,
         "metric": metrics.get(config.promotion.metric),
         "baseline_metric": baseline,
+        "best_baseline_metric": best,
         "estimate": estimate,
         "estimated_metrics": {k: v.get("value") for k, v in estimated.items()},
         "estimated_metric": (estimated.get(config.promotion.metric) or {}).get("value"),
@@ -862,6 +864,21 @@ def _version_metric(registry: MlflowRegistry, version: int | None, name: str) ->
     return float(value) if value not in (None, "None") else None
 
 
+def _best_champion_metric(registry: MlflowRegistry, version: int | None, name: str) -> float | None:
+    """The best validation metric of any version that has been champion, up to `version`."""
+    if version is None:
+        return None
+    versions = {version} | {
+        int(e["to_version"])
+        for e in registry.history()
+        if e.get("to_version") is not None and int(e["to_version"]) <= version
+    }
+    values = [v for v in (_version_metric(registry, n, name) for n in versions) if v is not None]
+    if not values:
+        return None
+    return max(values, key=lambda v: improvement(name, v, 0.0))
+
+
 def _batches_since_retrain(store: LoopStore, key: str) -> int | None:
     keys = [k for k in store.batch_keys() if k < key]
     for i, k in enumerate(reversed(keys)):
@@ -906,7 +923,11 @@ def decide_batch_retrain(
         ],
         metric_name=config.promotion.metric,
         metric=perf.get("metric"),
-        baseline_metric=perf.get("baseline_metric"),
+        baseline_metric=(
+            perf.get("best_baseline_metric", perf.get("baseline_metric"))
+            if config.retrain.baseline == "best"
+            else perf.get("baseline_metric")
+        ),
         labelled_rows=perf.get("labelled_rows", 0),
         batches_since_retrain=_batches_since_retrain(store, key),
         force=force,

@@ -282,6 +282,15 @@ def decide_promotion(
                 f"guard {g['metric']} is worse: {g['challenger']:.4f} vs champion "
                 f"{g['champion']:.4f} (tolerance {g['tolerance']})"
             )
+    if policy.require_skill:
+        base_rate = float(np.mean(y))
+        no_skill = metric_value(name, y, np.full(n, base_rate))
+        if not math.isnan(no_skill) and improvement(name, chal, no_skill) <= 0:
+            promote = False
+            reasons.append(
+                f"challenger {name} {chal:.4f} is no better than a model without skill "
+                f"({no_skill:.4f}: a constant score at the base rate {base_rate:.3f})"
+            )
     checked = []
     for column, values in (segments or {}).items():
         values = np.asarray(values, dtype=object)

@@ -88,8 +88,13 @@ def make_frame(
     id_offset: int,
     covariate_shift: bool = False,
     concept: str = "old",
+    new_concept_share: float | None = None,
 ) -> pd.DataFrame:
-    """`n` labelled rows with ids and timestamps one minute apart from `start`."""
+    """`n` labelled rows with ids and timestamps one minute apart from `start`.
+
+    `new_concept_share` (0 to 1), when given, overrides `concept`: that share of the rows, drawn
+    at random, follows the new concept and the rest the old one (gradual concept drift).
+    """
     x = _features(rng, n, covariate_shift)
     frame = pd.DataFrame(
         {
@@ -98,7 +103,11 @@ def make_frame(
         }
     )
     frame = pd.concat([frame, x], axis=1)
-    frame["churned"] = _churn(rng, x, concept)
+    if new_concept_share is None:
+        frame["churned"] = _churn(rng, x, concept)
+    else:
+        old, new = _churn(rng, x, "old"), _churn(rng, x, "new")
+        frame["churned"] = np.where(rng.random(n) < new_concept_share, new, old)
     return frame
 
 
