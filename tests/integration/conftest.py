@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -180,3 +181,51 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
     finally:
         strays = started.stop_all()
         assert not strays, f"processes outlived their server's group: {strays}"
+
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 180
+
+
+class MlflowServer:
+    """`mlflow server` on a SQLite backend, killed and started again on the same port."""
+
+    def __init__(
+        self,
+        servers: Servers,
+        root: Path,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.servers, self.root = servers, root
+        self.extra_args, self.extra_env = extra_args or [], extra_env or {}
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import urllib.request
+
+        self.servers.start(
+            "mlflow",
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port)]
+            + ["--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
+            + ["--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts")]
+            + self.extra_args,
+            {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.extra_env},
+            self.root,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            self.servers.check_running()
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail(f"mlflow server not up in {START_TIMEOUT} s\n{self.servers.log_tails()}")
+
+    def kill(self) -> None:
+        process = self.servers.processes["mlflow"]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

@@ -4,11 +4,7 @@ connections while a run executes. Dagster runs in process (the daemon is not the
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +20,9 @@ from mlops_loop.defs.factory import build_definitions
 from mlops_loop.deploy import DAGSTER_PG_ENV, dagster_instance_config
 from tests.conftest import write_loop
 from tests.dagster.conftest import NO_TELEMETRY, run_job, tick
-from tests.integration.conftest import PG_DSN, Postgres, Servers, _connect, free_port
+from tests.integration.conftest import PG_DSN, MlflowServer, Postgres, Servers, _connect
 
 pytestmark = pytest.mark.integration
-
-BIN = Path(sys.executable).parent
-START_TIMEOUT = 180
 
 
 def step_errors(result: dg.ExecuteInProcessResult) -> dict[str, str]:
@@ -46,42 +39,6 @@ def assert_chain(registry: MlflowRegistry) -> None:
     for before, after in zip(history, history[1:], strict=False):
         assert after["from_version"] == before["to_version"], history
     assert history[-1]["to_version"] == registry.champion(), history
-
-
-class MlflowServer:
-    """`mlflow server` on a SQLite backend, killed and started again on the same port."""
-
-    def __init__(self, servers: Servers, root: Path) -> None:
-        self.servers, self.root = servers, root
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import urllib.request
-
-        self.servers.start(
-            "mlflow",
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port)]
-            + ["--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
-            + ["--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts")],
-            {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            self.root,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            self.servers.check_running()
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        pytest.fail(f"mlflow server not up in {START_TIMEOUT} s\n{self.servers.log_tails()}")
-
-    def kill(self) -> None:
-        process = self.servers.processes["mlflow"]
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
 
 
 @pytest.fixture

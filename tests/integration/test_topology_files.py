@@ -112,7 +112,7 @@ def test_services_and_their_start_order(compose: dict[str, Any]) -> None:
 def test_credentials_come_only_from_the_environment(compose: dict[str, Any]) -> None:
     for path, value in strings(compose):
         key = path.rsplit(".", 1)[-1]
-        if re.search(r"PASSWORD|USER", key):
+        if re.search(r"PASSWORD|USER|SECRET", key):
             assert REFERENCE.match(value), f"{path} = {value!r}: expected a ${{VAR}} reference"
         for userinfo in re.findall(r"://([^@/\s]+)@", value):
             parts = userinfo.split(":")
@@ -122,7 +122,8 @@ def test_credentials_come_only_from_the_environment(compose: dict[str, Any]) -> 
         for line in (DOCKER / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert example["POSTGRES_PASSWORD"] == "", "the example must not ship a password"
+    for secret in ("POSTGRES_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY"):
+        assert example[secret] == "", f"the example must not ship {secret}"
     assert {"POSTGRES_USER", "DAGSTER_DB", "MLFLOW_DB"} <= set(example)
 
 
@@ -154,6 +155,30 @@ def test_mlflow_server_on_postgres_serving_artifacts_from_a_volume(
     destination = next(a.split("=", 1)[1] for a in command if a.startswith("--artifacts-dest"))
     assert mounts(mlflow)[destination] == "mlflow-artifacts"
     assert "--port=5000" in command and mlflow["ports"][0].endswith(":5000")
+
+
+def test_mlflow_basic_auth_is_on_and_the_loop_signs_in(compose: dict[str, Any]) -> None:
+    """The server runs MLflow's basic-auth app; its user store lives on a volume; every Dagster
+    process signs in as the admin the server creates, both from the same .env variables."""
+    import configparser
+
+    mlflow = compose["services"]["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    env = mlflow["environment"]
+    ini_path = env["MLFLOW_AUTH_CONFIG_PATH"]
+    assert mounts(mlflow)[ini_path] == "./mlflow-auth.ini"
+    ini = configparser.ConfigParser()
+    ini.read(DOCKER / "mlflow-auth.ini")
+    store = ini["mlflow"]["database_uri"].removeprefix("sqlite:///")
+    assert mounts(mlflow)[str(Path(store).parent)] == "mlflow-auth"
+    assert "admin_password" not in ini["mlflow"], "the password comes from the environment"
+    for name in DAGSTER_SERVICES:
+        dagster_env = compose["services"][name]["environment"]
+        assert dagster_env["MLFLOW_TRACKING_USERNAME"] == env["MLFLOW_AUTH_ADMIN_USERNAME"]
+        assert dagster_env["MLFLOW_TRACKING_PASSWORD"] == env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert REFERENCE.match(env["MLFLOW_FLASK_SERVER_SECRET_KEY"])
+    # The health check stays open (MLflow exempts /health), so it needs no password.
+    assert "/health" in " ".join(mlflow["healthcheck"]["test"])
 
 
 def test_compose_loop_config_is_the_demo_loop_on_the_server(compose: dict[str, Any]) -> None:
@@ -191,7 +216,7 @@ def test_image_copies_only_what_the_build_context_lets_through() -> None:
     for src in copied:
         assert src in allowed, f"{src} is excluded by Dockerfile.dockerignore"
         assert (ROOT / src).exists(), src
-    assert 'pip install -c constraints.txt ".[postgres]"' in dockerfile
+    assert 'pip install -c constraints.txt ".[postgres,server]"' in dockerfile
 
 
 @pytest.mark.parametrize(
@@ -220,7 +245,12 @@ def test_docker_compose_accepts_the_file() -> None:
         + ["--env-file", str(DOCKER / ".env.example"), "config", "--quiet"],
         capture_output=True,
         text=True,
-        env={**os.environ, "POSTGRES_PASSWORD": "checked-by-the-test"},
+        env={
+            **os.environ,
+            "POSTGRES_PASSWORD": "checked-by-the-test",
+            "MLFLOW_ADMIN_PASSWORD": "checked-by-the-test",
+            "MLFLOW_SECRET_KEY": "checked-by-the-test",
+        },
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
