@@ -23,7 +23,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mlops_loop.demo.runner import format_summary, run_demo
 
     home = Path(args.dagster_home or os.environ.get("DAGSTER_HOME") or "dagster_home")
-    status = run_demo(Path(args.workdir), home, reset=not args.keep)
+    status = run_demo(Path(args.workdir), home, reset=not args.keep, backtest=not args.no_backtest)
     print(format_summary(status, home))
     return 0
 
@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dagster-home", help="Dagster instance folder (default: $DAGSTER_HOME or ./dagster_home)"
     )
     p.add_argument("--keep", action="store_true", help="do not reset earlier demo state")
+    p.add_argument(
+        "--no-backtest",
+        action="store_true",
+        help="skip the closing backtest (a replay of the same stream through the core steps)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="champion, challenger, history and batch verdicts")

@@ -188,7 +188,7 @@ def dagster_ui(browser: Browser, tmp_path: Path) -> Iterator[DagsterUI]:
     # share this thread with Playwright's event loop, nor leave DAGSTER_HOME set in this process.
     demo = subprocess.run(
         [sys.executable, "-m", "mlops_loop.cli", "demo"]
-        + ["--workdir", str(workdir), "--dagster-home", str(dagster_home)],
+        + ["--workdir", str(workdir), "--dagster-home", str(dagster_home), "--no-backtest"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -226,3 +226,35 @@ def test_loop_steps_take_the_chunked_path_over_the_row_limit(tmp_path, loop_conf
     seg_w = loop.LoopStore(loop_config.state_dir).batch_json(name, "segment_drift")
     seg_c = loop.LoopStore(small.state_dir).batch_json(name, "segment_drift")
     assert seg_c == seg_w and seg_w
+
+
+def test_chunked_incidents_withhold_the_values_of_private_columns(tmp_path, reference):
+    """A user's check on a private column reports its verdict, never the value it observed."""
+    from mlops_loop.core.config import QualityPolicy
+
+    policy = QualityPolicy.model_validate(
+        {
+            "expectations": [
+                {
+                    "type": "ExpectColumnMaxToBeBetween",
+                    "kwargs": {"column": "customer_id", "max_value": 2_000_000},
+                }
+            ]
+        }
+    )
+    suite = build_suite(reference, COLUMNS, policy)
+    frame = make_frame(3000, seed=1)
+    frame.loc[2990:, "customer_id"] += 7_000_000  # ten ids from another system
+    path = tmp_path / "batch.parquet"
+    frame.to_parquet(path, index=False)
+    strays = [str(frame["customer_id"].max())]
+
+    def id_incident_text(private: set[str]) -> str:
+        result = validate_parquet(path, suite, chunk_rows=CHUNK, private=private)
+        hits = [i for i in result.incidents if i.column == "customer_id" and i.kind == "custom"]
+        assert hits, result.to_markdown()
+        return " ".join(f"{i.message} {i.observed} {i.expected}" for i in hits)
+
+    assert any(v in id_incident_text(set()) for v in strays)  # shown by default
+    hidden = id_incident_text({"customer_id"})
+    assert not [v for v in strays if v in hidden], hidden

@@ -355,7 +355,12 @@ def _mismatch(expected: str, observed: str | None) -> bool:
     )
 
 
-def validate_parquet(path: str | Path, suite: dict, chunk_rows: int = CHUNK_ROWS) -> QualityResult:
+def validate_parquet(
+    path: str | Path,
+    suite: dict,
+    chunk_rows: int = CHUNK_ROWS,
+    private: frozenset[str] | set[str] = frozenset(),
+) -> QualityResult:
     """`validate_batch(None, pandas.read_parquet(path), suite=suite)`, a slice at a time.
 
     Row-wise checks (nulls, ranges, domains, and custom column map checks) run on each slice and
@@ -368,6 +373,7 @@ def validate_parquet(path: str | Path, suite: dict, chunk_rows: int = CHUNK_ROWS
         path: The parquet batch.
         suite: A spec from `build_suite`.
         chunk_rows: Rows per slice; memory grows with it.
+        private: Columns whose values no incident may show (`columns.private`).
 
     Returns:
         The verdict, with the incidents and statistics `validate_batch` gives the whole frame.
@@ -489,7 +495,7 @@ def validate_parquet(path: str | Path, suite: dict, chunk_rows: int = CHUNK_ROWS
             outcomes[n] = hashes[n].outcome(mostly)
         result = outcomes.get(n)
         if result is not None and not result.success:
-            found[n] = _incidents(e, result)
+            found[n] = _incidents(e, result, frozenset(private))
     return assemble_result(
         found,
         evaluated=len(typed) + len(to_gx),

@@ -392,7 +392,9 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
         from mlops_loop.core.chunked import validate_parquet
 
         batch = None
-        result = validate_parquet(big, suite, config.operations.read_chunk_rows)
+        result = validate_parquet(
+            big, suite, config.operations.read_chunk_rows, set(config.columns.private)
+        )
     else:
         batch = store.batch(key)
         result = validate_batch(None, batch, config=config, suite=suite)

@@ -53,6 +53,7 @@ def prepare_workdir(workdir: Path, seed: int = 7) -> Path:
     (workdir / "landing").mkdir(exist_ok=True)
     (workdir / "incoming_labels").mkdir(exist_ok=True)
     (workdir / "labels").mkdir(exist_ok=True)
+    (workdir / "history").mkdir(exist_ok=True)
     reference.to_parquet(workdir / "data" / "reference.parquet", index=False)
     for name, frame in batches.items():
         # Predictions are made on unlabelled rows; whether a customer churned is known a week
@@ -64,6 +65,8 @@ def prepare_workdir(workdir: Path, seed: int = 7) -> Path:
             labelled_at=(frame[TIME].max() + pd.Timedelta(days=7)).isoformat()
         )
         labels.to_csv(workdir / "incoming_labels" / f"{name}_labels.csv", index=False)
+        # The same stream as history, labels joined: what `mlops-loop backtest` replays.
+        frame.to_parquet(workdir / "history" / f"{name}.parquet", index=False)
     return config_path
 
 
@@ -137,9 +140,19 @@ class DemoDriver:
 
 
 def run_demo(
-    workdir: Path, dagster_home: Path, *, reset: bool = True, echo: Callable[[str], None] = print
+    workdir: Path,
+    dagster_home: Path,
+    *,
+    reset: bool = True,
+    backtest: bool = True,
+    echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the whole scenario; return the loop's status at the end."""
+    """Run the whole scenario, then (with `backtest`) replay it; return the loop's status.
+
+    The backtest replays the same stream, labels joined, through the core steps in a state
+    folder of its own (`<workdir>/backtest`), and writes its JSON report to
+    `<workdir>/backtest.json`: what the policy would have done, batch by batch.
+    """
     from dagster import DagsterInstance
 
     from mlops_loop.core.config import load_config
@@ -178,10 +191,37 @@ def run_demo(
     plot = workdir / "monitoring.svg"
     plot.write_text(monitoring_plot(config))
     status["plot"] = str(plot)
-    status["seconds"] = round(time.monotonic() - started, 1)
     status["dagster_runs"] = len(instance.get_runs())
     status["config_path"] = str(config_path)
+    if backtest:
+        status["backtest"] = str(run_backtest(workdir, config, echo))
+    status["seconds"] = round(time.monotonic() - started, 1)
     return status
+
+
+def run_backtest(workdir: Path, config: Any, echo: Callable[[str], None] = print) -> Path:
+    """Replay the demo's labelled history (`mlops-loop backtest`); print it, save its JSON."""
+    import json
+
+    from mlops_loop.core.backtest import backtest
+
+    echo(
+        "\nBacktest: the same stream replayed through the core steps, each batch judged "
+        "before its labels are used (mlops-loop backtest) ..."
+    )
+    state = workdir / "backtest"
+    shutil.rmtree(state, ignore_errors=True)
+    result = backtest(
+        config,
+        workdir / "history",
+        workdir / "data" / "reference.parquet",
+        state_dir=state,
+        progress=lambda done, total, key: echo(f"  replayed {key} ({done}/{total})"),
+    )
+    report = workdir / "backtest.json"
+    report.write_text(json.dumps(result.to_dict(), indent=2))
+    echo(result.to_text())
+    return report
 
 
 def _quiet_libraries() -> None:
@@ -266,6 +306,7 @@ def format_summary(status: dict[str, Any], dagster_home: Path) -> str:
         f"  Dagster runs      : {status['dagster_runs']} in {dagster_home}",
         f"  took              : {status.get('seconds', '?')} s",
         f"  monitoring plot   : {status.get('plot', '-')}",
+        f"  backtest report   : {status.get('backtest', 'not run (--no-backtest)')}",
         "",
         "Look at it:",
         "  make ui        # Dagster UI on http://127.0.0.1:3000 (asset graph, runs, checks, plots)",
