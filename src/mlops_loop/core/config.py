@@ -302,7 +302,7 @@ class TrainingPolicy(_Model):
     """Which data trains a challenger, and which judges it."""
 
     window: Literal["all", "recent", "sliding"] = Field(
-        default="all",
+        default="recent",
         description="'all': reference plus every accepted batch; 'recent': the "
         "last `recent_batches` accepted batches (plus the reference if `include_reference`); "
         "'sliding': the latest `max_rows` rows and/or the last `max_age_days` days of "
@@ -316,8 +316,10 @@ class TrainingPolicy(_Model):
         gt=0,
         description="Age limit of a 'sliding' window, by the timestamp column.",
     )
-    recent_batches: int = Field(default=3, ge=1, description="Batches in a 'recent' window.")
-    include_reference: bool = Field(default=True, description="Train on the reference too.")
+    # The defaults adapt fastest to a new concept; a challenger trained on too little data is
+    # not promoted, since promotion needs evidence (docs/backtest.md has the measurements).
+    recent_batches: int = Field(default=1, ge=1, description="Batches in a 'recent' window.")
+    include_reference: bool = Field(default=False, description="Train on the reference too.")
     holdout_fraction: float = Field(
         default=0.5,
         gt=0,
