@@ -2,7 +2,9 @@
 
 The loop config comes from $MLOPS_LOOP_CONFIG, else `.demo/loop.yaml` (written by `make demo`).
 $MLOPS_LOOP_EXECUTOR picks the executor: `in_process` (the default: every step of a run in the
-run's process) or `multiprocess` (a subprocess per step).
+run's process) or `multiprocess` (a subprocess per step). $MLOPS_LOOP_TRACKING_URI, when set,
+overrides the config's `mlflow.tracking_uri` through `dg.EnvVar`, so a URI holding a credential
+is read from the environment where each step runs and never shown in Dagster's UI.
 """
 
 import os
@@ -13,6 +15,8 @@ import dagster as dg
 from mlops_loop.core.errors import InvalidConfigError
 from mlops_loop.defs.factory import build_definitions
 
+TRACKING_URI_ENV = "MLOPS_LOOP_TRACKING_URI"
+
 
 @dg.definitions
 def defs() -> dg.Definitions:
@@ -22,7 +26,13 @@ def defs() -> dg.Definitions:
             f"no loop config at {path.resolve()}: run `make demo` first, or "
             "set MLOPS_LOOP_CONFIG to your loop's YAML file"
         )
-    return build_definitions(path, executor=_executor(os.environ.get("MLOPS_LOOP_EXECUTOR")))
+    return build_definitions(
+        path,
+        executor=_executor(os.environ.get("MLOPS_LOOP_EXECUTOR")),
+        mlflow_tracking_uri=(
+            dg.EnvVar(TRACKING_URI_ENV) if os.environ.get(TRACKING_URI_ENV) else None
+        ),
+    )
 
 
 def _executor(name: str | None) -> dg.ExecutorDefinition | None:

@@ -53,3 +53,12 @@ def test_another_store_waits_and_nesting_in_one_thread_restores(tmp_path):
     t.join(timeout=10)
     assert order == ["a:done", "b:True"]
     assert mlflow.get_tracking_uri() == outer
+
+
+def test_a_uri_is_shown_without_its_credentials():
+    from mlops_loop.core.tracking import redact_uri
+
+    assert redact_uri("sqlite:////srv/state/mlflow.db") == "sqlite:////srv/state/mlflow.db"
+    assert redact_uri("https://loop:p4ss@mlflow:5000") == "https://loop:***@mlflow:5000"
+    assert redact_uri("https://mlflow/x?token=abc&team=a") == "https://mlflow/x?token=***&team=***"
+    assert redact_uri("http://loop@mlflow:5000") == "http://loop@mlflow:5000"

@@ -83,3 +83,30 @@ def test_no_secret_reaches_mlflow_or_dagster(tmp_path, demo_frames, monkeypatch)
         leaked = [s for s in SECRETS if s in text]
         assert not leaked, f"{where} holds {leaked}"
     loop.instance.dispose()
+
+
+@pytest.mark.slow
+def test_a_tracking_uri_given_as_envvar_is_used_and_never_shown(tmp_path, demo_frames, monkeypatch):
+    """`mlflow_tracking_uri=dg.EnvVar(...)`: the loop records where the variable points, and
+    Dagster's runs and events hold only the variable's name."""
+    from mlflow import MlflowClient
+
+    from mlops_loop.defs.factory import build_definitions
+
+    hidden = tmp_path / "store-T0KEN-3391"
+    hidden.mkdir()
+    uri = f"sqlite:///{hidden / 'mlflow.db'}"
+    monkeypatch.setenv("TEST_TRACKING_URI", uri)
+    loop = new_loop(tmp_path, demo_frames, [])
+    defs = build_definitions(loop.config_path, mlflow_tracking_uri=dg.EnvVar("TEST_TRACKING_URI"))
+    assert defs.resources["loop"].mlflow_tracking_uri == dg.EnvVar("TEST_TRACKING_URI")
+    assert run_job(defs, loop.instance, "bootstrap_job").success
+
+    champion = MlflowClient(uri, registry_uri=uri).get_model_version_by_alias(
+        loop.config.mlflow.registered_model, "champion"
+    )
+    assert int(champion.version) == 1
+    assert not (loop.config.state_dir / "mlflow.db").exists()  # the config's own default
+    text = _dagster_text(loop.instance)
+    assert "bootstrap_job" in text and "T0KEN-3391" not in text
+    loop.instance.dispose()

@@ -42,6 +42,7 @@ from mlops_loop.core.tracking import (
     log_params,
     log_text,
     mlflow_uri,
+    redact_uri,
     tracked_run,
 )
 from mlops_loop.core.training import (
@@ -1411,7 +1412,7 @@ def loop_status(config: LoopConfig) -> dict[str, Any]:
     challenger_tags = registry.version(challenger).tags or {} if challenger is not None else {}
     return {
         "model": config.mlflow.registered_model,
-        "tracking_uri": config.tracking_uri,
+        "tracking_uri": redact_uri(config.tracking_uri),
         "champion": champion,
         "champion_since": champion_tags.get("mlops_loop.champion_since"),
         "champion_metrics": {

@@ -26,6 +26,25 @@ TAG_STEP = "mlops_loop.step"
 TAG_ERROR = "mlops_loop.error"
 
 
+def redact_uri(uri: str) -> str:
+    """`uri` fit to show: a password in its user part and its query's values become `***`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    out = uri
+    if "@" in parts.netloc:
+        user, host = parts.netloc.rsplit("@", 1)
+        if ":" in user:
+            out = out.replace(parts.netloc, f"{user.split(':', 1)[0]}:***@{host}", 1)
+    if parts.query:
+        query = "&".join(
+            f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair
+            for pair in parts.query.split("&")
+        )
+        out = out.replace(f"?{parts.query}", f"?{query}", 1)
+    return out
+
+
 def ensure_experiment(config: LoopConfig) -> str:
     """The id of the loop's experiment, created with the configured artifact root if new."""
     from mlflow import MlflowClient

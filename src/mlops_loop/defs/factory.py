@@ -25,6 +25,7 @@ def build_definitions(
     monitor_cron: str = "0 * * * *",
     retrain_cron: str = "0 3 * * 0",
     executor: dg.ExecutorDefinition | None = None,
+    mlflow_tracking_uri: str | dg.EnvVar | None = None,
 ) -> dg.Definitions:
     """Dagster definitions for one loop.
 
@@ -35,15 +36,18 @@ def build_definitions(
         retrain_cron: when `retrain_schedule` retrains whatever drift says.
         executor: defaults to the in-process executor: the loop's steps are short, and a
             subprocess per step would re-import Great Expectations, MLflow and scikit-learn.
+        mlflow_tracking_uri: overrides the config's `mlflow.tracking_uri`; pass
+            `dg.EnvVar("NAME")` when the URI holds a credential.
 
     Raises:
         InvalidConfigError: the config is invalid.
     """
+    uri: dict = {} if mlflow_tracking_uri is None else {"mlflow_tracking_uri": mlflow_tracking_uri}
     if isinstance(config, LoopConfig):
-        resource = LoopResource(config_json=config.model_dump_json())
+        resource = LoopResource(config_json=config.model_dump_json(), **uri)
     else:
         load_config(config)
-        resource = LoopResource(config_path=str(Path(config).resolve()))
+        resource = LoopResource(config_path=str(Path(config).resolve()), **uri)
     return dg.Definitions(
         assets=ALL_ASSETS,
         jobs=[bootstrap_job, monitor_job, retrain_job, rollback_job, labels_job, remeasure_job],

@@ -1,4 +1,9 @@
-"""The loop resource: hands every asset the validated loop configuration."""
+"""The loop resource: hands every asset the validated loop configuration.
+
+The resource holds no secret. A tracking URI that carries one (a token in the URL, a database
+password) is given as `mlflow_tracking_uri=dg.EnvVar("...")`: Dagster resolves it in the
+process that runs the step, and its UI and run storage show only the variable's name.
+"""
 
 import dagster as dg
 from pydantic import Field
@@ -16,11 +21,22 @@ class LoopResource(dg.ConfigurableResource):
         "(used when a LoopConfig object is passed to the factory).",
     )
 
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="Overrides the config's mlflow.tracking_uri; give it as dg.EnvVar so a URI "
+        "holding a credential stays out of the YAML and of Dagster's UI.",
+    )
+
     def load(self) -> LoopConfig:
         if self.config_json:
-            return LoopConfig.model_validate_json(self.config_json)
-        if not self.config_path:
+            config = LoopConfig.model_validate_json(self.config_json)
+        elif self.config_path:
+            config = load_config(self.config_path)
+        else:
             raise dg.DagsterInvalidConfigError(
                 "LoopResource needs config_path or config_json", [], None
             )
-        return load_config(self.config_path)
+        if self.mlflow_tracking_uri:
+            mlflow = config.mlflow.model_copy(update={"tracking_uri": self.mlflow_tracking_uri})
+            config = config.model_copy(update={"mlflow": mlflow})
+        return config
