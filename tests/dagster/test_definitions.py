@@ -17,7 +17,13 @@ JOBS = {
     "labels_job",
     "remeasure_job",
 }
-SENSORS = {"landing_sensor", "retrain_sensor", "label_sensor", "failure_sensor"}
+SENSORS = {
+    "landing_sensor",
+    "retrain_sensor",
+    "label_sensor",
+    "remeasure_sensor",
+    "failure_sensor",
+}
 SCHEDULES = {"monitor_schedule", "retrain_schedule"}
 ASSETS = {
     "reference_snapshot",
@@ -55,9 +61,13 @@ def test_definitions_load_from_a_config_path(config_path):
     # The sensors target the jobs they launch; the batch assets share the dynamic partitions.
     assert defs.resolve_sensor_def("landing_sensor").job_name == "monitor_job"
     assert defs.resolve_sensor_def("retrain_sensor").job_name == "retrain_job"
-    assert {j.name for j in defs.resolve_sensor_def("label_sensor").jobs} == {
-        "labels_job",
-        "remeasure_job",
+    assert defs.resolve_sensor_def("label_sensor").job_name == "labels_job"
+    # remeasure_sensor targets the re-measured assets: it can ask the daemon for a backfill.
+    remeasure = defs.resolve_sensor_def("remeasure_sensor").asset_selection
+    assert remeasure is not None
+    assert {k.to_user_string() for k in remeasure.resolve(defs.resolve_asset_graph())} == {
+        "model_performance",
+        "retrain_decision",
     }
     for name in ("monitored_batch", "drift_report", "retrain_decision", "champion_model"):
         partitions = defs.resolve_assets_def(name).partitions_def

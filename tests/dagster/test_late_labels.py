@@ -10,6 +10,7 @@ import pytest
 
 from mlops_loop.core.registry import MlflowRegistry
 from mlops_loop.core.store import LoopStore
+from mlops_loop.defs.sensors import backfill_partitions
 from tests.dagster.conftest import materializations, materialized, new_loop, run_job, tick
 
 TARGET, ID = "churned", "customer_id"
@@ -62,10 +63,13 @@ def test_concept_drift_is_retrained_once_its_late_labels_land(tmp_path, demo_fra
     coverage = {row.data["batch"]: row.data["coverage"] for row in meta["coverage"].value.records}
     assert coverage == {"batch_001": "0", "batch_005": "1"}
 
-    # The sensor's next tick asks to measure that batch again, tagged as a late-label run.
-    follow_up = tick(defs, instance, "label_sensor")
+    # The sensor's next tick asks for a backfill that measures that batch again (the daemon
+    # starts it; here the test runs its one partition), tagged as late-label work.
+    assert tick(defs, instance, "label_sensor").run_requests == []  # the file is read
+    follow_up = tick(defs, instance, "remeasure_sensor")
     [remeasure] = follow_up.run_requests
-    assert (remeasure.job_name, remeasure.partition_key) == ("remeasure_job", "batch_005")
+    assert remeasure.requires_backfill_daemon()
+    assert backfill_partitions(remeasure) == ["batch_005"]
     assert remeasure.tags["mlops_loop/trigger"] == "late_labels"
     result = run_job(defs, instance, "remeasure_job", "batch_005", tags=remeasure.tags)
     assert result.success
@@ -86,5 +90,6 @@ def test_concept_drift_is_retrained_once_its_late_labels_land(tmp_path, demo_fra
     assert registry.champion() == challenger["version"] != first_champion
 
     # Nothing new: the broken file is not read again until it changes.
-    assert tick(defs, instance, "label_sensor", cursor=follow_up.cursor).run_requests == []
+    assert tick(defs, instance, "label_sensor").run_requests == []
+    assert tick(defs, instance, "remeasure_sensor", cursor=follow_up.cursor).run_requests == []
     assert len(materializations(instance, "late_labels")) == 1

@@ -185,7 +185,7 @@ def test_a_daemon_started_after_the_demo_relaunches_nothing(demo):
     root, _ = demo
     instance = DagsterInstance.from_config(str(root / "dagster_home"))
     defs = build_definitions(root / ".demo" / "loop.yaml")
-    for name in ("landing_sensor", "retrain_sensor", "label_sensor"):
+    for name in ("landing_sensor", "retrain_sensor", "label_sensor", "remeasure_sensor"):
         with dg.build_sensor_context(
             instance=instance, definitions=defs, resources=defs.resources
         ) as context:

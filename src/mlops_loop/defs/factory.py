@@ -16,7 +16,13 @@ from mlops_loop.defs.jobs import (
 )
 from mlops_loop.defs.resources import LoopResource
 from mlops_loop.defs.schedules import monitor_schedule, retrain_schedule
-from mlops_loop.defs.sensors import failure_sensor, label_sensor, landing_sensor, retrain_sensor
+from mlops_loop.defs.sensors import (
+    failure_sensor,
+    label_sensor,
+    landing_sensor,
+    remeasure_sensor,
+    retrain_sensor,
+)
 
 
 def build_definitions(
@@ -51,7 +57,7 @@ def build_definitions(
     return dg.Definitions(
         assets=ALL_ASSETS,
         jobs=[bootstrap_job, monitor_job, retrain_job, rollback_job, labels_job, remeasure_job],
-        sensors=[landing_sensor, retrain_sensor, label_sensor, failure_sensor],
+        sensors=[landing_sensor, retrain_sensor, label_sensor, remeasure_sensor, failure_sensor],
         schedules=[monitor_schedule(monitor_cron), retrain_schedule(retrain_cron)],
         resources={"loop": resource},
         executor=executor or dg.in_process_executor,

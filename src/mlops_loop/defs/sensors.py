@@ -4,7 +4,7 @@ import dagster as dg
 
 from mlops_loop.core.labels import pending_label_files
 from mlops_loop.core.store import LoopStore, file_stamp, landed_batches
-from mlops_loop.defs.jobs import labels_job, monitor_job, remeasure_job, retrain_job
+from mlops_loop.defs.jobs import labels_job, monitor_job, retrain_job
 from mlops_loop.defs.partitions import BATCHES, batches
 from mlops_loop.defs.resources import LoopResource
 
@@ -100,22 +100,32 @@ def _materialized_since(
 
 
 @dg.sensor(
-    jobs=[labels_job, remeasure_job],
+    job=labels_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Reads label files as they land (sources.labels), then measures again the "
-    "realized performance of every past batch the new labels belong to.",
+    description="Reads label files as they land (sources.labels); remeasure_sensor then "
+    "measures again every past batch the new labels belong to.",
 )
 def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.SensorResult:
     config = loop.load()
-    requests: list[dg.RunRequest] = []
     pending = pending_label_files(config)
-    if pending:
-        stamps = ",".join(f"{name}@{file_stamp(path)}" for name, path in pending.items())
-        requests.append(
-            dg.RunRequest(job_name=labels_job.name, run_key=f"labels:{stamps}"),
-        )
-    # Each ingest names the batches it touched; measure those again.
+    if not pending:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new label file"))
+    stamps = ",".join(f"{name}@{file_stamp(path)}" for name, path in pending.items())
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(job_name=labels_job.name, run_key=f"labels:{stamps}")]
+    )
+
+
+@dg.sensor(
+    asset_selection=["model_performance", "retrain_decision"],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After late labels are read, starts one backfill that measures again the "
+    "realized performance of every past batch they belong to (a run per batch).",
+)
+def remeasure_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    # Each ingest of late labels names the batches it touched; measure those again.
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("late_labels"), after_storage_id=after),
@@ -123,26 +133,71 @@ def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.
         ascending=True,
     ).records
     known = set(context.instance.get_dynamic_partitions(BATCHES))
+    touched: list[str] = []
     for record in records:
         mat = record.asset_materialization
         value = mat.metadata.get("remeasure") if mat else None
         for key in getattr(value, "value", None) or []:
-            if key in known and not _materialized_since(
-                context.instance, "model_performance", key, record.storage_id
-            ):
-                requests.append(
-                    dg.RunRequest(
-                        job_name=remeasure_job.name,
-                        partition_key=key,
-                        run_key=f"remeasure:{key}:{record.storage_id}",
-                        tags={"mlops_loop/trigger": "late_labels"},
-                    )
+            if (
+                key in known
+                and key not in touched
+                and not _materialized_since(
+                    context.instance, "model_performance", key, record.storage_id
                 )
+            ):
+                touched.append(key)
+    requests = remeasure_requests(context, touched, str(records[-1].storage_id)) if touched else []
     return dg.SensorResult(
         run_requests=requests,
         cursor=str(records[-1].storage_id) if records else context.cursor,
-        skip_reason=None if requests else dg.SkipReason("no new labels"),
+        skip_reason=None if requests else dg.SkipReason("no batch to measure again"),
     )
+
+
+#: What a re-measurement materializes again for each touched batch (remeasure_job's selection).
+REMEASURED = ("model_performance", "retrain_decision")
+REMEASURE_TAGS = {"mlops_loop/trigger": "late_labels"}
+
+
+def remeasure_requests(
+    context: dg.SensorEvaluationContext, keys: list[str], marker: str
+) -> list[dg.RunRequest]:
+    """One Dagster backfill that measures the batches `keys` again (a run per batch).
+
+    The daemon turns the request into a backfill, listed on the UI's Backfills page with the
+    status of each batch. Dagster 1.13 builds such a request only through
+    `RunRequest.for_asset_graph_subset`, which it marks private; should that go, the same work
+    is requested as one run per batch.
+    """
+    try:
+        from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+        from dagster._core.definitions.events import AssetKeyPartitionKey
+
+        graph = context.repository_def.asset_graph  # type: ignore[union-attr]
+        subset = AssetGraphSubset.from_asset_partition_set(
+            {AssetKeyPartitionKey(dg.AssetKey(a), k) for a in REMEASURED for k in keys}, graph
+        )
+        return [dg.RunRequest.for_asset_graph_subset(subset, tags=dict(REMEASURE_TAGS))]
+    except (ImportError, AttributeError, TypeError):
+        return [
+            dg.RunRequest(
+                asset_selection=[dg.AssetKey(a) for a in REMEASURED],
+                partition_key=key,
+                run_key=f"remeasure:{key}:{marker}",
+                tags=dict(REMEASURE_TAGS),
+            )
+            for key in keys
+        ]
+
+
+def backfill_partitions(request: dg.RunRequest) -> list[str]:
+    """The batches a re-measurement backfill request covers ([] for an ordinary run request);
+    for callers that tick the sensors themselves and run the work in process."""
+    subset = getattr(request, "asset_graph_subset", None)
+    if subset is None:
+        return []
+    parts = subset.partitions_subsets_by_asset_key.get(dg.AssetKey(REMEASURED[0]))
+    return sorted(parts.get_partition_keys()) if parts is not None else []
 
 
 @dg.run_failure_sensor(

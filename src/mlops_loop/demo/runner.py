@@ -115,6 +115,8 @@ class DemoDriver:
         """Evaluate a sensor once, apply its partition requests, run what it requests."""
         import dagster as dg
 
+        from mlops_loop.defs.sensors import backfill_partitions
+
         sensor = self.defs.resolve_sensor_def(sensor_name)
         with dg.build_sensor_context(
             instance=self.instance,
@@ -134,6 +136,15 @@ class DemoDriver:
         results = []
         for request in data.run_requests or []:
             tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
+            backfill = backfill_partitions(request)
+            if backfill:
+                # The daemon would start a backfill (a run per batch); in process, the same runs.
+                for key in backfill:
+                    results.append(self.run_job("remeasure_job", key, None, tags))
+                continue
+            if request.asset_selection and not request.job_name:  # remeasure_sensor, one batch
+                results.append(self.run_job("remeasure_job", request.partition_key, None, tags))
+                continue
             job_name = request.job_name or str(sensor.job_name)
             results.append(self.run_job(job_name, request.partition_key, request.run_config, tags))
         return results
@@ -184,7 +195,7 @@ def run_demo(
         # A week later the batch's labels land: its performance is measured again.
         land(workdir / "incoming_labels" / f"{episode.name}_labels.csv", config.sources.labels)
         label_runs = driver.tick("label_sensor")  # reads the label file
-        label_runs += driver.tick("label_sensor")  # measures the touched batch again
+        label_runs += driver.tick("remeasure_sensor")  # measures the touched batch again
         retrain_runs = driver.tick("retrain_sensor")
         echo(_episode_line(config, episode, monitor_runs + label_runs, retrain_runs))
     status = loop_status(config)
