@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from mlops_loop.core.quality import QualityResult
 
 #: Rows read at a time when no size is given.
-CHUNK_ROWS = 1_000_000
+CHUNK_ROWS = 500_000
 _SCHEMA_TYPES = frozenset({"ExpectColumnToExist", "ExpectTableColumnsToMatchSet"})
 _UNIQUE_TYPES = frozenset({"ExpectColumnValuesToBeUnique", "ExpectCompoundColumnsToBeUnique"})
 _ROW_COUNT = "ExpectTableRowCountToBeBetween"

@@ -412,10 +412,11 @@ class OperationsPolicy(_Model):
         "parquet file a slice at a time instead of being read whole.",
     )
     read_chunk_rows: int = Field(
-        default=1_000_000,
+        default=500_000,
         ge=1,
-        description="Rows read at a time from a batch larger than `in_memory_max_rows`; the "
-        "memory a step needs grows with this, not with the batch.",
+        description="Rows read at a time from a batch larger than `in_memory_max_rows`. Peak "
+        "memory grows with this and, less, with the batch: a 10M-row x 20-column batch "
+        "peaked at about 3 GB with 500,000 and 4 GB with 1,000,000 (benchmarks/big_batch.py).",
     )
 
 
