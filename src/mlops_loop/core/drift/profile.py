@@ -305,11 +305,7 @@ class ReferenceProfile:
                 replaced), or a column label is not a str, int, float or bool.
         """
         target = Path(directory)
-        if target.exists() and not _is_profile_dir(target):
-            raise DataError(
-                f"refusing to write a reference profile over {target}: it exists and holds "
-                "files that are not a reference profile's"
-            )
+        _refuse_foreign(target)  # early, before any work; again under the writers' lock
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
@@ -422,6 +418,22 @@ def _is_profile_dir(path: Path) -> bool:
     return path.is_dir() and all(_PROFILE_FILE.match(p.name) for p in path.iterdir())
 
 
+def _refuse_foreign(target: Path) -> None:
+    """Refuse a `target` that holds anything but profile files; an absent one is fine (so is
+    one another writer's swap is moving at this instant: it is a profile)."""
+    try:
+        names = [p.name for p in target.iterdir()]
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        names = [target.name]
+    if not all(_PROFILE_FILE.match(name) for name in names):
+        raise DataError(
+            f"refusing to write a reference profile over {target}: it exists and holds "
+            "files that are not a reference profile's"
+        )
+
+
 def _swap_in(tmp: Path, target: Path) -> None:
     """Rename `tmp` to `target`; an existing `target` is moved aside first, then deleted.
 
@@ -433,6 +445,9 @@ def _swap_in(tmp: Path, target: Path) -> None:
     with open(target.with_name(f".{target.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            # Checked under the lock: outside it, another writer's swap may have moved the
+            # profile aside for an instant, and the folder would look foreign (or absent).
+            _refuse_foreign(target)
             if not target.exists():
                 os.replace(tmp, target)
                 return
