@@ -134,9 +134,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=800, help="rows per batch")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--streams", default=",".join(SHARES))
-    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--policies", default="previous,defaults", help=f"of {sorted(POLICIES)}")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    for given, known in ((args.streams, SHARES), (args.policies, POLICIES)):
+        unknown = sorted(set(given.split(",")) - set(known))
+        if unknown:
+            parser.error(f"unknown {unknown}; expected some of {sorted(known)}")
     import mlflow  # noqa: F401  (its import sets its loggers' levels: quiet them afterwards)
 
     for name in ("mlflow", "alembic", "great_expectations"):
