@@ -49,10 +49,14 @@ labels_job = dg.define_asset_job(
     description="Read label files that landed apart from their batches.",
 )
 
+#: What a re-measurement materializes again for a batch: remeasure_job by hand, or the
+#: backfill remeasure_sensor asks for.
+REMEASURED = [model_performance, retrain_decision]
+
 remeasure_job = dg.define_asset_job(
     "remeasure_job",
     partitions_def=batches,
-    selection=[model_performance, retrain_decision],
+    selection=REMEASURED,
     description="Measure a past batch's realized performance again with the labels known now, "
     "and decide again whether it calls for a retrain.",
 )

@@ -4,7 +4,7 @@ import dagster as dg
 
 from mlops_loop.core.labels import pending_label_files
 from mlops_loop.core.store import LoopStore, file_stamp, landed_batches
-from mlops_loop.defs.jobs import labels_job, monitor_job, retrain_job
+from mlops_loop.defs.jobs import REMEASURED, labels_job, monitor_job, retrain_job
 from mlops_loop.defs.partitions import BATCHES, batches
 from mlops_loop.defs.resources import LoopResource
 
@@ -118,7 +118,7 @@ def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.
 
 
 @dg.sensor(
-    asset_selection=["model_performance", "retrain_decision"],
+    asset_selection=REMEASURED,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After late labels are read, starts one backfill that measures again the "
@@ -146,7 +146,7 @@ def remeasure_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 )
             ):
                 touched.append(key)
-    requests = remeasure_requests(context, touched, str(records[-1].storage_id)) if touched else []
+    requests = [remeasure_backfill(context, touched)] if touched else []
     return dg.SensorResult(
         run_requests=requests,
         cursor=str(records[-1].storage_id) if records else context.cursor,
@@ -154,40 +154,26 @@ def remeasure_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     )
 
 
-#: What a re-measurement materializes again for each touched batch (remeasure_job's selection).
-REMEASURED = ("model_performance", "retrain_decision")
 REMEASURE_TAGS = {"mlops_loop/trigger": "late_labels"}
 
 
-def remeasure_requests(
-    context: dg.SensorEvaluationContext, keys: list[str], marker: str
-) -> list[dg.RunRequest]:
+def remeasure_backfill(context: dg.SensorEvaluationContext, keys: list[str]) -> dg.RunRequest:
     """One Dagster backfill that measures the batches `keys` again (a run per batch).
 
     The daemon turns the request into a backfill, listed on the UI's Backfills page with the
     status of each batch. Dagster 1.13 builds such a request only through
-    `RunRequest.for_asset_graph_subset`, which it marks private; should that go, the same work
-    is requested as one run per batch.
+    `RunRequest.for_asset_graph_subset`, which it marks private (pinned by constraints.txt;
+    `tests/dagster/test_late_labels.py` fails if it changes).
     """
-    try:
-        from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-        from dagster._core.definitions.events import AssetKeyPartitionKey
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.definitions.events import AssetKeyPartitionKey
 
-        graph = context.repository_def.asset_graph  # type: ignore[union-attr]
-        subset = AssetGraphSubset.from_asset_partition_set(
-            {AssetKeyPartitionKey(dg.AssetKey(a), k) for a in REMEASURED for k in keys}, graph
-        )
-        return [dg.RunRequest.for_asset_graph_subset(subset, tags=dict(REMEASURE_TAGS))]
-    except (ImportError, AttributeError, TypeError):
-        return [
-            dg.RunRequest(
-                asset_selection=[dg.AssetKey(a) for a in REMEASURED],
-                partition_key=key,
-                run_key=f"remeasure:{key}:{marker}",
-                tags=dict(REMEASURE_TAGS),
-            )
-            for key in keys
-        ]
+    assert context.repository_def is not None, "sensor evaluated without its definitions"
+    subset = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(asset.key, k) for asset in REMEASURED for k in keys},
+        context.repository_def.asset_graph,
+    )
+    return dg.RunRequest.for_asset_graph_subset(subset, tags=dict(REMEASURE_TAGS))
 
 
 def backfill_partitions(request: dg.RunRequest) -> list[str]:
@@ -196,7 +182,7 @@ def backfill_partitions(request: dg.RunRequest) -> list[str]:
     subset = getattr(request, "asset_graph_subset", None)
     if subset is None:
         return []
-    parts = subset.partitions_subsets_by_asset_key.get(dg.AssetKey(REMEASURED[0]))
+    parts = subset.partitions_subsets_by_asset_key.get(REMEASURED[0].key)
     return sorted(parts.get_partition_keys()) if parts is not None else []
 
 

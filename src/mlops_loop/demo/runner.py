@@ -142,9 +142,6 @@ class DemoDriver:
                 for key in backfill:
                     results.append(self.run_job("remeasure_job", key, None, tags))
                 continue
-            if request.asset_selection and not request.job_name:  # remeasure_sensor, one batch
-                results.append(self.run_job("remeasure_job", request.partition_key, None, tags))
-                continue
             job_name = request.job_name or str(sensor.job_name)
             results.append(self.run_job(job_name, request.partition_key, request.run_config, tags))
         return results
