@@ -4,6 +4,7 @@ not pull it from under each other (a promotion once logged into a fresh, empty s
 import threading
 
 import mlflow
+import pytest
 
 from mlops_loop.core.tracking import mlflow_uri
 
@@ -29,7 +30,7 @@ def test_a_block_ending_in_one_thread_keeps_the_uri_for_another(tmp_path):
     assert mlflow.get_tracking_uri() == outer  # restored once the last block ended
 
 
-def test_another_store_waits_and_nesting_in_one_thread_restores(tmp_path):
+def test_another_store_waits_and_one_thread_cannot_nest_two(tmp_path):
     outer = mlflow.get_tracking_uri()
     a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     order: list[str] = []
@@ -46,8 +47,11 @@ def test_another_store_waits_and_nesting_in_one_thread_restores(tmp_path):
         a_in.set()
         t.join(timeout=0.5)
         assert t.is_alive()  # it waits for the block on `a` to end
-        with mlflow_uri(b):  # the same thread may nest another store
-            assert mlflow.get_tracking_uri() == b
+        with pytest.raises(RuntimeError, match="cannot open inside it"):
+            with mlflow_uri(b):  # the same thread would wait for itself
+                pass
+        with mlflow_uri(a):  # the same store nests
+            assert mlflow.get_tracking_uri() == a
         assert mlflow.get_tracking_uri() == a
         order.append("a:done")
     t.join(timeout=10)

@@ -77,51 +77,45 @@ _uri_thread = threading.local()
 def mlflow_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at `uri` (tracking and registry) for the block, then restore.
 
-    MLflow keeps the URI in process-wide state, so threads (e.g. Dagster's multi-threaded
-    executors, or two promotions at once) share it: blocks for the same URI run together and
-    the previous URI comes back only when the last of them ends; a block for another URI waits
-    until none is active. (Restoring on each exit would point a still-running step at another
-    store halfway through its run.)
+    MLflow keeps the URI in process-wide state, so threads (e.g. two promotions at once) share
+    it: blocks for the same URI run together and the previous URI comes back only when the last
+    of them ends; a block for another URI waits until none is active. (Restoring on each exit
+    would point a still-running step at another store halfway through its run.)
+
+    Raises:
+        RuntimeError: a thread already inside a block for one URI opens one for another (it
+            would wait for itself).
     """
     import mlflow
 
     depth = getattr(_uri_thread, "depth", 0)
     with _uri_state:
         if depth and _uri_active["uri"] != uri:
-            # The same thread nests another store: switch for the inner block, LIFO.
-            nested_saved = (_uri_active["uri"], _uri_active["holders"])
-            _uri_active.update(uri=uri, holders=1)
+            raise RuntimeError(
+                f"MLflow is pointed at {redact_uri(_uri_active['uri'])} for this thread's "
+                f"current step; a block for {redact_uri(uri)} cannot open inside it"
+            )
+        while _uri_active["holders"] and _uri_active["uri"] != uri:
+            _uri_state.wait()
+        if not _uri_active["holders"]:
+            _uri_active["saved"] = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+            _uri_active["uri"] = uri
             mlflow.set_tracking_uri(uri)
             mlflow.set_registry_uri(uri)
-        else:
-            nested_saved = None
-            while _uri_active["holders"] and _uri_active["uri"] != uri:
-                _uri_state.wait()
-            if not _uri_active["holders"]:
-                _uri_active["saved"] = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-                _uri_active["uri"] = uri
-                mlflow.set_tracking_uri(uri)
-                mlflow.set_registry_uri(uri)
-            _uri_active["holders"] += 1
+        _uri_active["holders"] += 1
     _uri_thread.depth = depth + 1
     try:
         yield
     finally:
         _uri_thread.depth = depth
         with _uri_state:
-            if nested_saved is not None:
-                outer_uri, outer_holders = nested_saved
-                _uri_active.update(uri=outer_uri, holders=outer_holders)
-                mlflow.set_tracking_uri(outer_uri)
-                mlflow.set_registry_uri(outer_uri)
-            else:
-                _uri_active["holders"] -= 1
-                if not _uri_active["holders"]:
-                    tracking, registry = _uri_active["saved"]
-                    mlflow.set_tracking_uri(tracking)
-                    mlflow.set_registry_uri(registry)
-                    _uri_active.update(uri=None, saved=None)
-                    _uri_state.notify_all()
+            _uri_active["holders"] -= 1
+            if not _uri_active["holders"]:
+                tracking, registry = _uri_active["saved"]
+                mlflow.set_tracking_uri(tracking)
+                mlflow.set_registry_uri(registry)
+                _uri_active.update(uri=None, saved=None)
+                _uri_state.notify_all()
 
 
 @contextmanager

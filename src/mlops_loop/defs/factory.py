@@ -48,12 +48,15 @@ def build_definitions(
     Raises:
         InvalidConfigError: the config is invalid.
     """
-    uri: dict = {} if mlflow_tracking_uri is None else {"mlflow_tracking_uri": mlflow_tracking_uri}
     if isinstance(config, LoopConfig):
-        resource = LoopResource(config_json=config.model_dump_json(), **uri)
+        resource = LoopResource(
+            config_json=config.model_dump_json(), mlflow_tracking_uri=mlflow_tracking_uri
+        )
     else:
         load_config(config)
-        resource = LoopResource(config_path=str(Path(config).resolve()), **uri)
+        resource = LoopResource(
+            config_path=str(Path(config).resolve()), mlflow_tracking_uri=mlflow_tracking_uri
+        )
     return dg.Definitions(
         assets=ALL_ASSETS,
         jobs=[bootstrap_job, monitor_job, retrain_job, rollback_job, labels_job, remeasure_job],
