@@ -115,6 +115,7 @@ class DemoDriver:
         """Evaluate a sensor once, apply its partition requests, run what it requests."""
         import dagster as dg
 
+        from mlops_loop.defs.jobs import remeasure_job
         from mlops_loop.defs.sensors import backfill_partitions
 
         sensor = self.defs.resolve_sensor_def(sensor_name)
@@ -140,7 +141,7 @@ class DemoDriver:
             if backfill:
                 # The daemon would start a backfill (a run per batch); in process, the same runs.
                 for key in backfill:
-                    results.append(self.run_job("remeasure_job", key, None, tags))
+                    results.append(self.run_job(remeasure_job.name, key, None, tags))
                 continue
             job_name = request.job_name or str(sensor.job_name)
             results.append(self.run_job(job_name, request.partition_key, request.run_config, tags))

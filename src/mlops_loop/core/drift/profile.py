@@ -413,11 +413,6 @@ _PROFILE_FILE = re.compile(
 )
 
 
-def _is_profile_dir(path: Path) -> bool:
-    """Whether `path` is a folder holding nothing but profile files (possibly damaged ones)."""
-    return path.is_dir() and all(_PROFILE_FILE.match(p.name) for p in path.iterdir())
-
-
 def _refuse_foreign(target: Path) -> None:
     """Refuse a `target` that holds anything but profile files; an absent one is fine (so is
     one another writer's swap is moving at this instant: it is a profile)."""
