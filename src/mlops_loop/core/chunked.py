@@ -580,14 +580,14 @@ def score_parquet(
 def segment_drift_parquet(
     config: LoopConfig, reference: pd.DataFrame, path: str | Path, chunk_rows: int = CHUNK_ROWS
 ) -> list[dict[str, Any]]:
-    """`loop.segment_drift(config, reference, pandas.read_parquet(path))`, a slice at a time.
+    """`segments.segment_drift(config, reference, pandas.read_parquet(path))`, a slice at a time.
 
     Each segment column splits the batch, slice by slice, into one temporary parquet file per
     value, and each file is drift-tested column by column against the reference's rows of that
     value.
     """
     from mlops_loop.core.drift import evaluate_drift_parquet
-    from mlops_loop.core.loop import segment_rows
+    from mlops_loop.core.segments import segment_rows
 
     path = Path(path)
     n_rows, columns = parquet_rows(path), set(parquet_columns(path))

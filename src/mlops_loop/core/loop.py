@@ -7,7 +7,7 @@ from the `LoopStore`, writes its verdict back there, and logs to MLflow.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -30,6 +30,7 @@ from mlops_loop.core.policy import (
     decide_retrain,
 )
 from mlops_loop.core.registry import METRIC_TAG, AliasChange, MlflowRegistry
+from mlops_loop.core.segments import segment_drift
 from mlops_loop.core.store import LoopStore, file_sha256, file_stamp
 from mlops_loop.core.tracking import (
     TAG_ERROR,
@@ -477,78 +478,6 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
         if report.multivariate is not None and report.multivariate.auc is not None:
             log_metrics({"multivariate_auc": report.multivariate.auc})
     return report
-
-
-#: Fewest rows of a segment, in the batch and in the reference, for its own drift report.
-SEGMENT_MIN_ROWS = 200
-
-
-def segment_rows(
-    seg: str,
-    ref_counts: Mapping[Any, int],
-    cur_counts: Mapping[Any, int],
-    n_reference: int,
-    n_batch: int,
-    judge: Callable[[str], Any],
-) -> list[dict[str, Any]]:
-    """One row per value of segment column `seg`: its share of the batch against its share of
-    the reference, and `judge(value)` (a drift report of that segment's rows) when both sides
-    have `SEGMENT_MIN_ROWS` rows. Shared by the in-memory and the chunked path."""
-    rows: list[dict[str, Any]] = []
-    for value in sorted(set(ref_counts) | set(cur_counts)):
-        n_ref, n_cur = int(ref_counts.get(value, 0)), int(cur_counts.get(value, 0))
-        row: dict[str, Any] = {
-            "segment": seg,
-            "value": value,
-            "rows": n_cur,
-            "share": round(n_cur / max(n_batch, 1), 6),
-            "reference_share": round(n_ref / max(n_reference, 1), 6),
-            "drift_share": None,
-            "dataset_drift": None,
-            "drifted_features": [],
-            "note": None,
-        }
-        if min(n_ref, n_cur) < SEGMENT_MIN_ROWS:
-            row["note"] = f"fewer than {SEGMENT_MIN_ROWS} rows on a side: not tested"
-        else:
-            try:
-                report = judge(value)
-            except DataError as e:
-                row["note"] = str(e)
-            else:
-                row["drift_share"] = report.drift_share
-                row["dataset_drift"] = report.dataset_drift
-                row["drifted_features"] = [f for f in report.drifted_features if f != seg]
-        rows.append(row)
-    return rows
-
-
-def segment_drift(
-    config: LoopConfig, reference: pd.DataFrame, batch: pd.DataFrame
-) -> list[dict[str, Any]]:
-    """Drift within each value of each segment column (e.g. region): its share of the batch
-    against its share of the reference, and the segment's rows tested against the reference's
-    rows of the same segment, so a surge or a shift in one region stands out."""
-    from mlops_loop.core.drift import evaluate_drift
-
-    rows: list[dict[str, Any]] = []
-    for seg in config.columns.segments:
-        if seg not in batch.columns or seg not in reference.columns:
-            continue
-        ref_values, cur_values = reference[seg].astype(str), batch[seg].astype(str)
-
-        def judge(value: str, ref: pd.Series = ref_values, cur: pd.Series = cur_values) -> Any:
-            return evaluate_drift(reference[ref == value], batch[cur == value], config=config)
-
-        rows += segment_rows(
-            seg,
-            ref_values.value_counts().to_dict(),
-            cur_values.value_counts().to_dict(),
-            len(reference),
-            len(batch),
-            judge,
-        )
-    return rows
 
 
 def predict_frame(
