@@ -18,7 +18,7 @@ import mlflow
 import mlflow.sklearn
 
 from mlops_loop.core.config import parse_config
-from mlops_loop.core.loop import _pip_requirements
+from mlops_loop.core.steps.models import pip_requirements
 from mlops_loop.core.training import model_inputs, train_model
 from mlops_loop.demo.data import generate
 
@@ -57,7 +57,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, reqs in (
                 ("inferred (MLflow default)", None),
-                ("pinned (mlops-loop)", _pip_requirements(config)),
+                ("pinned (mlops-loop)", pip_requirements(config)),
             ):
                 with mlflow.start_run():
                     t0 = time.perf_counter()

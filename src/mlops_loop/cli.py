@@ -29,52 +29,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mlops_loop.core.loop import loop_status
+    from mlops_loop.core.steps.status import loop_status, monitoring_plot
 
     config = _config(args.config)
     status = loop_status(config)
     if args.plot:
-        from mlops_loop.core.loop import monitoring_plot
-
         Path(args.plot).write_text(monitoring_plot(config))
         print(f"monitoring plot written to {args.plot}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(status, indent=2, default=str))
+        print(json.dumps(status.to_dict(), indent=2, default=str))
         return 0
-    name = status["metric_name"]
-    print(f"model {status['model']}  (tracking {status['tracking_uri']})")
+    name = status.metric_name
+    print(f"model {status.model}  (tracking {status.tracking_uri})")
     print(
-        f"  champion   : v{status['champion']}  {name}={status['champion_metric']}  "
-        f"since {status['champion_since']}"
+        f"  champion   : v{status.champion}  {name}={status.champion_metric}  "
+        f"since {status.champion_since}"
     )
     print(
-        f"  challenger : v{status['challenger']}  {name}={status['challenger_metric']}  "
-        f"({status['challenger_decision'] or 'undecided'})"
+        f"  challenger : v{status.challenger}  {name}={status.challenger_metric}  "
+        f"({status.challenger_decision or 'undecided'})"
     )
     print("history (newest last):")
-    for e in status["history"][-10:]:
+    for e in status.history[-10:]:
         print(
             f"  {e['at']}  {e['action']:9}  v{e['from_version']} -> v{e['to_version']}  "
             f"by {e['triggered_by']} ({e['user']}): {e['reason'][:90]}"
         )
     print("batches:")
-    for b in status["batches"]:
-        quality = "pass" if b["quality_success"] else f"QUARANTINED {b['incidents']}"
-        metric = "-" if b["metric"] is None else f"{b['metric']:.3f}"
+    for b in status.batches:
+        quality = "pass" if b.quality_success else f"QUARANTINED {b.incidents}"
+        metric = "-" if b.metric is None else f"{b.metric:.3f}"
         promoted = {
             None: "",
-            True: f" challenger v{b['challenger_version']} promoted",
-            False: f" challenger v{b['challenger_version']} rejected",
-        }[b["promoted"]]
+            True: f" challenger v{b.challenger_version} promoted",
+            False: f" challenger v{b.challenger_version} rejected",
+        }[b.promoted]
         print(
-            f"  {b['batch']}: quality {quality}; drift {b['dataset_drift']}; "
-            f"{status['metric_name']} {metric} (champion v{b['champion_version']}){promoted}"
+            f"  {b.batch}: quality {quality}; drift {b.dataset_drift}; "
+            f"{name} {metric} (champion v{b.champion_version}){promoted}"
         )
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from mlops_loop.core.loop import StepContext, rollback
+    from mlops_loop.core.steps.rollback import rollback
+    from mlops_loop.core.steps.run import StepContext
 
     who = f"cli ({os.environ.get('USER', 'unknown')})"
     change = rollback(_config(args.config), args.to, args.reason, StepContext(triggered_by=who))
@@ -87,7 +86,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from mlops_loop.core.data import read_table
-    from mlops_loop.core.loop import predict_frame
+    from mlops_loop.core.steps.scoring import predict_frame
 
     config = _config(args.config)
     frame = read_table(args.input)

@@ -190,14 +190,20 @@ def test_store_copies_parquet_and_adds_a_missing_target(tmp_path):
 
 @pytest.mark.slow
 def test_loop_steps_take_the_chunked_path_over_the_row_limit(tmp_path, loop_config, demo_frames):
-    from mlops_loop.core import loop
+    from mlops_loop.core.steps.drift import evaluate_batch_drift
+    from mlops_loop.core.steps.ingest import big_batch, ingest_batch
+    from mlops_loop.core.steps.performance import measure_performance
+    from mlops_loop.core.steps.quality import check_quality
+    from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
+    from mlops_loop.core.steps.scoring import score_batch
+    from mlops_loop.core.store import LoopStore
 
     _, batches = demo_frames
     name, frame = next(iter(batches.items()))
     landed = tmp_path / "landing" / f"{name}.parquet"
     frame.to_parquet(landed, index=False)
-    loop.take_reference_snapshot(loop_config)
-    loop.ensure_champion(loop_config)
+    take_reference_snapshot(loop_config)
+    ensure_champion(loop_config)
     ops = loop_config.operations
     small = loop_config.model_copy(
         update={
@@ -206,25 +212,25 @@ def test_loop_steps_take_the_chunked_path_over_the_row_limit(tmp_path, loop_conf
     )
     results = {}
     for label, config in (("whole", loop_config), ("chunked", small)):
-        info = loop.ingest_batch(config, name, landed)
-        big = loop._big_batch(config, loop.LoopStore(config.state_dir), name)
+        info = ingest_batch(config, name, landed)
+        big = big_batch(config, LoopStore(config.state_dir), name)
         assert (big is None) == (label == "whole")
-        quality = loop.check_quality(config, name)
-        drift = loop.evaluate_batch_drift(config, name)
-        scored = loop.score_batch(config, name)
-        perf = loop.measure_performance(config, name)
+        quality = check_quality(config, name)
+        drift = evaluate_batch_drift(config, name)
+        scored = score_batch(config, name)
+        perf = measure_performance(config, name)
         results[label] = (info, quality, drift, scored, perf)
     (iw, qw, dw, sw, pw), (ic, qc, dc, sc, pc) = results["whole"], results["chunked"]
-    assert ic == iw and ic["digest"] == frame_digest(frame)
+    assert ic == iw and ic.digest == frame_digest(frame)
     assert_same_verdict(qc, qw)
     assert qc.gx_result is None and qw.gx_result is not None  # the chunked path ran
-    assert dc.to_dict() == dw.to_dict()
-    assert sc["rows"] == sw["rows"] == len(frame)
-    assert "read_write_s" in sc["operations"] and "read_write_s" not in sw["operations"]
-    assert pc["metrics"] == pw["metrics"] and pc["segments"] == pw["segments"]
+    assert dc.report.to_dict() == dw.report.to_dict()
+    assert sc.rows == sw.rows == len(frame)
+    assert "read_write_s" in sc.operations and "read_write_s" not in sw.operations
+    assert pc.metrics == pw.metrics and pc.segments == pw.segments
     # Segment drift: the chunked path splits the file per value, with the same rows as in memory.
-    seg_w = loop.LoopStore(loop_config.state_dir).batch_json(name, "segment_drift")
-    seg_c = loop.LoopStore(small.state_dir).batch_json(name, "segment_drift")
+    seg_w = LoopStore(loop_config.state_dir).batch_json(name, "segment_drift")
+    seg_c = LoopStore(small.state_dir).batch_json(name, "segment_drift")
     assert seg_c == seg_w and seg_w
 
 

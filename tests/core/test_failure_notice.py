@@ -5,7 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mlops_loop.core.config import load_config
-from mlops_loop.core.loop import notify_failure
+from mlops_loop.core.steps.run import notify_failure
 from tests.conftest import write_loop
 
 
@@ -32,7 +32,7 @@ def test_a_failed_run_is_sent_to_the_webhook(tmp_path, demo_frames):
             )
         )
         [delivery] = notify_failure(config, "batch_003", "monitor_job", "quality gate failed")
-        assert delivery["ok"], delivery
+        assert delivery.ok, delivery
         [message] = received
         assert "monitor_job failed on batch_003: quality gate failed" in message["text"]
         # No notifiers configured: nothing is sent and nothing fails.

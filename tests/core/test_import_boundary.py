@@ -4,8 +4,9 @@ import sys
 
 def test_core_never_imports_dagster():
     code = (
-        "import sys, mlops_loop.core.loop, mlops_loop.core.drift, mlops_loop.core.quality, "
-        "mlops_loop.core.registry; bad = [m for m in sys.modules if m.split('.')[0] == 'dagster']; "
+        "import sys, pkgutil, importlib, mlops_loop.core, mlops_loop.core.steps; "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(mlops_loop.core.__path__, "
+        "'mlops_loop.core.')]; bad = [m for m in sys.modules if m.split('.')[0] == 'dagster']; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -24,7 +25,7 @@ def test_cli_help_is_fast_and_light():
 
 def test_great_expectations_is_imported_only_where_validation_runs():
     code = (
-        "import sys, mlops_loop, mlops_loop.core.quality, mlops_loop.core.loop, "
+        "import sys, mlops_loop, mlops_loop.core.quality, mlops_loop.core.steps.quality, "
         "mlops_loop.defs.factory; "
         "print('great_expectations' in sys.modules); "
         "sys.exit(1 if 'great_expectations' in sys.modules else 0)"

@@ -17,7 +17,7 @@ from mlops_loop.core.labels import (
     label_coverage,
     pending_label_files,
 )
-from mlops_loop.core.loop import ingest_batch
+from mlops_loop.core.steps.ingest import ingest_batch
 from tests.conftest import write_loop
 
 

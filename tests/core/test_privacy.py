@@ -9,10 +9,17 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mlops_loop.core import loop
 from mlops_loop.core.config import load_config
 from mlops_loop.core.errors import InvalidConfigError
 from mlops_loop.core.privacy import mask_private
+from mlops_loop.core.steps.drift import evaluate_batch_drift
+from mlops_loop.core.steps.ingest import ingest_batch
+from mlops_loop.core.steps.performance import measure_performance
+from mlops_loop.core.steps.promotion import promote_challenger
+from mlops_loop.core.steps.quality import check_quality
+from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
+from mlops_loop.core.steps.scoring import score_batch
+from mlops_loop.core.steps.training import train_challenger
 from tests.conftest import write_loop
 
 SALT_ENV = "TEST_PRIVACY_SALT"
@@ -76,17 +83,17 @@ def test_no_raw_private_value_reaches_mlflow(tmp_path, demo_frames, monkeypatch)
         demo_frames,
         **{"columns.private": ["customer_id"], "columns.privacy_salt_env": SALT_ENV},
     )
-    loop.take_reference_snapshot(config)
-    loop.ensure_champion(config)
-    loop.ingest_batch(config, KEY, config.sources.landing / f"{KEY}.parquet")
-    result = loop.check_quality(config, KEY)
+    take_reference_snapshot(config)
+    ensure_champion(config)
+    ingest_batch(config, KEY, config.sources.landing / f"{KEY}.parquet")
+    result = check_quality(config, KEY)
     assert result.success, result.to_dict()  # the id check only warns
     assert any(i.column == "customer_id" for i in result.incidents)
-    loop.evaluate_batch_drift(config, KEY)
-    loop.score_batch(config, KEY)
-    loop.measure_performance(config, KEY)
-    loop.train_challenger(config, KEY)
-    loop.promote_challenger(config, KEY)
+    evaluate_batch_drift(config, KEY)
+    score_batch(config, KEY)
+    measure_performance(config, KEY)
+    train_challenger(config, KEY)
+    promote_challenger(config, KEY)
 
     text = _mlflow_text(config)
     leaked = [i for i in ids if i in text]
@@ -98,9 +105,9 @@ def test_no_raw_private_value_reaches_mlflow(tmp_path, demo_frames, monkeypatch)
 def test_the_scan_finds_ids_when_no_column_is_private(tmp_path, demo_frames):
     """The same scan on the same steps without `private`: the failing id check shows ids."""
     config, ids = _setup(tmp_path, demo_frames)
-    loop.take_reference_snapshot(config)
-    loop.ingest_batch(config, KEY, config.sources.landing / f"{KEY}.parquet")
-    loop.check_quality(config, KEY)
+    take_reference_snapshot(config)
+    ingest_batch(config, KEY, config.sources.landing / f"{KEY}.parquet")
+    check_quality(config, KEY)
     assert "CUSTBAT" in _mlflow_text(config)
 
 

@@ -5,10 +5,14 @@ import threading
 
 import pytest
 
-from mlops_loop.core import loop
 from mlops_loop.core.config import load_config
 from mlops_loop.core.errors import ConcurrentPromotionError
 from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.steps.ingest import ingest_batch
+from mlops_loop.core.steps.promotion import Promotion, promote_challenger
+from mlops_loop.core.steps.quality import check_quality
+from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
+from mlops_loop.core.steps.training import train_challenger
 from tests.conftest import write_loop
 
 
@@ -22,12 +26,12 @@ def ready(tmp_path, demo_frames):
     reference, batches = demo_frames
     keys = ["batch_005", "batch_006"]
     config = load_config(write_loop(tmp_path, reference, {k: batches[k] for k in keys}))
-    loop.take_reference_snapshot(config)
-    loop.ensure_champion(config)
+    take_reference_snapshot(config)
+    ensure_champion(config)
     for k in keys:
-        loop.ingest_batch(config, k, config.sources.landing / f"{k}.parquet")
-        assert loop.check_quality(config, k).success
-        loop.train_challenger(config, k)
+        ingest_batch(config, k, config.sources.landing / f"{k}.parquet")
+        assert check_quality(config, k).success
+        train_challenger(config, k)
     return config, MlflowRegistry.from_config(config)
 
 
@@ -67,7 +71,7 @@ def test_a_crash_never_half_promotes(ready, monkeypatch, point):
 
         monkeypatch.setattr(MlflowRegistry, "client", property(client_without_alias_moves))
     with pytest.raises(Crash):
-        loop.promote_challenger(config, "batch_005")
+        promote_challenger(config, "batch_005")
     monkeypatch.undo()
 
     fresh = MlflowRegistry.from_config(config)
@@ -76,8 +80,8 @@ def test_a_crash_never_half_promotes(ready, monkeypatch, point):
     assert_consistent(fresh)
     assert fresh.previous_champion() is None  # nothing to roll back to: v1 never stopped
     # The interrupted step can simply run again, and completes.
-    result = loop.promote_challenger(config, "batch_005")
-    assert fresh.champion() == result["champion_version_after"]
+    result = promote_challenger(config, "batch_005")
+    assert fresh.champion() == result.champion_version_after
     assert_consistent(fresh)
 
 
@@ -91,7 +95,7 @@ def test_concurrent_promotions_never_both_win(ready):
 
     def promote(key: str) -> None:
         try:
-            outcomes[key] = loop.promote_challenger(config, key)
+            outcomes[key] = promote_challenger(config, key)
         except ConcurrentPromotionError as e:
             outcomes[key] = e
 
@@ -100,7 +104,7 @@ def test_concurrent_promotions_never_both_win(ready):
         t.start()
     for t in threads:
         t.join(timeout=300)
-    promoted = [k for k, o in outcomes.items() if isinstance(o, dict) and o["promoted"]]
+    promoted = [k for k, o in outcomes.items() if isinstance(o, Promotion) and o.promoted]
     refused = [k for k, o in outcomes.items() if isinstance(o, ConcurrentPromotionError)]
     assert len(outcomes) == 2
     # Either one promotion was refused by the compare-and-set, or they ran one after the other

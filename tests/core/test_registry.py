@@ -4,8 +4,8 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_loop.core.errors import ConcurrentPromotionError, RegistryError
-from mlops_loop.core.loop import _log_and_register
 from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.steps.models import log_and_register
 from mlops_loop.core.tracking import tracked_run
 from mlops_loop.core.training import train_model
 
@@ -19,7 +19,7 @@ def registry_with_versions(loop_config, demo_frames):
     model = train_model(reference.head(500), cfg.model, cfg.columns)
     for i in range(3):
         with tracked_run(cfg, run_name=f"v{i}"):
-            _log_and_register(cfg, model, reference.head(50))
+            log_and_register(cfg, model, reference.head(50))
     registry = MlflowRegistry.from_config(cfg)
     for v in registry.versions():
         registry.tag_version(v, {"mlops_loop.metric.roc_auc": 0.8})  # validated by the loop
@@ -113,7 +113,8 @@ def test_rollback_refuses_a_never_validated_version(registry_with_versions):
 
 def test_the_retrain_baseline_is_the_best_champion_so_far(registry_with_versions, loop_config):
     """A weak model promoted out of a collapse must not lower the bar the loop retrains to."""
-    from mlops_loop.core.loop import _best_champion_metric, decide_batch_retrain
+    from mlops_loop.core.steps.decision import decide_batch_retrain
+    from mlops_loop.core.steps.models import best_champion_metric
     from mlops_loop.core.store import LoopStore
 
     reg = registry_with_versions
@@ -121,8 +122,8 @@ def test_the_retrain_baseline_is_the_best_champion_so_far(registry_with_versions
     reg.tag_version(2, {"mlops_loop.metric.roc_auc": 0.55})
     reg.promote(1, expected_champion=None, reason="first", triggered_by="t", action="bootstrap")
     reg.promote(2, expected_champion=1, reason="beat a collapse", triggered_by="t")
-    assert _best_champion_metric(reg, 2, "roc_auc") == 0.85
-    assert _best_champion_metric(reg, 1, "roc_auc") == 0.85
+    assert best_champion_metric(reg, 2, "roc_auc") == 0.85
+    assert best_champion_metric(reg, 1, "roc_auc") == 0.85
 
     loop_config = loop_config.model_copy(  # no floor: the drop alone decides
         update={"retrain": loop_config.retrain.model_copy(update={"metric_floor": None})}

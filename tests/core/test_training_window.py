@@ -3,8 +3,11 @@
 import pandas as pd
 import pytest
 
-from mlops_loop.core import loop
 from mlops_loop.core.config import load_config
+from mlops_loop.core.steps.ingest import ingest_batch
+from mlops_loop.core.steps.quality import check_quality
+from mlops_loop.core.steps.reference import take_reference_snapshot
+from mlops_loop.core.steps.training import training_window
 from tests.conftest import write_loop
 
 
@@ -16,10 +19,10 @@ def monitored(tmp_path_factory, demo_frames):
     keys = ["batch_001", "batch_002", "batch_003", "batch_004"]
     path = write_loop(root, reference, {k: batches[k] for k in keys})
     config = load_config(path)
-    loop.take_reference_snapshot(config)
+    take_reference_snapshot(config)
     for k in keys:
-        loop.ingest_batch(config, k, config.sources.landing / f"{k}.parquet")
-        loop.check_quality(config, k)
+        ingest_batch(config, k, config.sources.landing / f"{k}.parquet")
+        check_quality(config, k)
     return path, batches
 
 
@@ -30,7 +33,7 @@ def window(path, key, **training):
             "training": config.training.model_validate({**config.training.model_dump(), **training})
         }
     )
-    return loop.training_window(config, key)
+    return training_window(config, key)
 
 
 def test_all_history_excludes_the_quarantined_batch_and_the_holdout(monitored):

@@ -16,8 +16,10 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_loop.core.data import frame_digest, read_table
-from mlops_loop.core.loop import _labelled_since_retrain, batch_metrics, training_window
 from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.steps.alerts import batch_metrics
+from mlops_loop.core.steps.decision import labelled_since_retrain
+from mlops_loop.core.steps.training import training_window
 from mlops_loop.core.store import LoopStore, file_stamp
 from tests.dagster.conftest import (
     QUIET,
@@ -121,10 +123,10 @@ def test_the_same_batch_copied_again_is_monitored_once(tmp_path, demo_frames):
         # Monitoring it again by hand (e.g. from the UI) replaces its verdicts, never adds to
         # them: the batch is stored once and counted once.
         metrics_before = batch_metrics(loop.config, "batch_001")
-        labelled_before = _labelled_since_retrain(loop.config, store, "batch_001")
+        labelled_before = labelled_since_retrain(loop.config, store, "batch_001")
         assert run_job(loop.defs, loop.instance, "monitor_job", "batch_001").success
         assert store.batch_keys() == ["batch_001"]
-        assert _labelled_since_retrain(loop.config, store, "batch_001") == labelled_before
+        assert labelled_since_retrain(loop.config, store, "batch_001") == labelled_before
         assert labelled_before == store.batch_json("batch_001", "performance")["labelled_rows"]
         after = batch_metrics(loop.config, "batch_001")
         for name in ("rows", "drift_share", "roc_auc", "label_coverage"):

@@ -9,8 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_loop.core.errors import DataError
-from mlops_loop.core.loop import training_window
 from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.steps.training import training_window
 from mlops_loop.core.store import LoopStore
 from tests.dagster.conftest import materializations, materialized, new_loop, run_job, tick
 

@@ -41,14 +41,14 @@ def cli(root, *args):
 
 def test_scenario_outcomes(demo):
     root, status = demo
-    batches = {b["batch"]: b for b in status["batches"]}
+    batches = {b.batch: b for b in status.status.batches}
     assert len(batches) == 7
-    promoted = [b for b in batches.values() if b["promoted"]]
-    rejected = [b for b in batches.values() if b["promoted"] is False]
+    promoted = [b for b in batches.values() if b.promoted]
+    rejected = [b for b in batches.values() if b.promoted is False]
     assert promoted and rejected, batches
     # The broken batch is caught, quarantined, and kept out of every training window.
-    assert status["quarantined"] == ["batch_003"]
-    assert batches["batch_003"]["quality_success"] is False
+    assert status.status.quarantined == ["batch_003"]
+    assert batches["batch_003"].quality_success is False
     config = load_config(root / ".demo" / "loop.yaml")
     store = LoopStore(config.state_dir)
     for key in store.batch_keys():
@@ -56,9 +56,9 @@ def test_scenario_outcomes(demo):
         if challenger:
             assert not any("batch_003" in part for part in challenger["training_parts"])
     # The covariate drift is seen; the champion is the last promoted challenger, in MLflow.
-    assert batches["batch_004"]["dataset_drift"] is True
+    assert batches["batch_004"].dataset_drift is True
     registry = MlflowRegistry.from_config(config)
-    assert registry.champion() == promoted[-1]["challenger_version"] == status["champion"]
+    assert registry.champion() == promoted[-1].challenger_version == status.status.champion
     actions = [e["action"] for e in registry.history()]
     assert actions == ["bootstrap"] + ["promotion"] * len(promoted)
     # Batches landed unlabelled; their labels, a week later, cover every accepted batch.
@@ -72,14 +72,14 @@ def test_scenario_outcomes(demo):
     }
     assert "drift_high" in fired["batch_004"] and "auc_drop" in fired["batch_005"], fired
     # The recovered champion performs on the last batch.
-    assert batches["batch_007"]["metric"] > 0.75
+    assert batches["batch_007"].metric > 0.75
 
 
 def test_the_demo_backtests_its_own_stream(demo):
     """The closing backtest replays the same seven batches and agrees with the live loop."""
     root, status = demo
     report = json.loads((root / ".demo" / "backtest.json").read_text())
-    assert status["backtest"] == str(root / ".demo" / "backtest.json")
+    assert status.backtest == str(root / ".demo" / "backtest.json")
     rows = {b["batch"]: b for b in report["batches"]}
     assert list(rows) == [f"batch_00{i}" for i in range(1, 8)]
     assert report["summary"]["quarantined"] == ["batch_003"]
@@ -91,14 +91,14 @@ def test_the_demo_backtests_its_own_stream(demo):
     assert rows["batch_007"]["metric"] > 0.75
     # The replay kept to its own folder: the live loop's registry has only its own history.
     live = MlflowRegistry.from_config(load_config(root / ".demo" / "loop.yaml"))
-    assert live.champion() == status["champion"]
+    assert live.champion() == status.status.champion
 
 
 def test_dagster_runs_are_in_the_instance(demo):
     root, status = demo
     instance = DagsterInstance.from_config(str(root / "dagster_home"))
     runs = instance.get_runs()
-    assert len(runs) == status["dagster_runs"] >= 10
+    assert len(runs) == status.dagster_runs >= 10
     jobs = {r.job_name for r in runs}
     assert {"bootstrap_job", "monitor_job", "retrain_job", "labels_job", "remeasure_job"} <= jobs
     # Labels land a week after their batch: every accepted batch was measured again.
@@ -120,14 +120,14 @@ def test_cli_status_and_rollback_on_the_demo(demo):
     root, status = demo
     out = cli(root, "status")
     assert out.returncode == 0, out.stderr
-    assert f"champion   : v{status['champion']}" in out.stdout
+    assert f"champion   : v{status.status.champion}" in out.stdout
     assert "batch_003: quality QUARANTINED" in out.stdout
 
     assert "since 20" in out.stdout  # when the champion was promoted
     rows = root / ".demo" / "incoming" / "batch_007.parquet"
     before = cli(root, "predict", str(rows), "--output", str(root / "before.parquet"))
     assert before.returncode == 0, before.stderr
-    assert f"churn-model@champion = v{status['champion']}" in before.stderr
+    assert f"churn-model@champion = v{status.status.champion}" in before.stderr
 
     bad = cli(root, "rollback", "--to", "999", "--reason", "typo")
     assert bad.returncode == 2
@@ -139,8 +139,8 @@ def test_cli_status_and_rollback_on_the_demo(demo):
     registry = MlflowRegistry.from_config(config)
     last = registry.history()[-1]
     assert last["action"] == "rollback" and last["reason"] == "canary failed"
-    assert last["from_version"] == status["champion"]
-    assert registry.champion() == last["to_version"] != status["champion"]
+    assert last["from_version"] == status.status.champion
+    assert registry.champion() == last["to_version"] != status.status.champion
     assert last["triggered_by"].startswith("cli")
     js = json.loads(cli(root, "status", "--format", "json").stdout)
     assert js["champion"] == last["to_version"]

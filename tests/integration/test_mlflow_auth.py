@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlops_loop.core import loop
 from mlops_loop.core.config import load_config
 from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
 from tests.conftest import write_loop
 from tests.integration.conftest import MlflowServer, Servers
 
@@ -77,12 +77,12 @@ def test_the_loop_signs_in_to_a_basic_auth_server_and_leaks_no_password(
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     with pytest.raises(MlflowException, match="401|[Uu]nauthori[sz]ed|credentials"):
-        loop.take_reference_snapshot(config)  # no credentials: refused, and said so
-        loop.ensure_champion(config)
+        take_reference_snapshot(config)  # no credentials: refused, and said so
+        ensure_champion(config)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
-    loop.take_reference_snapshot(config)
-    loop.ensure_champion(config)
+    take_reference_snapshot(config)
+    ensure_champion(config)
     registry = MlflowRegistry.from_config(config)
     assert registry.champion() == 1
 

@@ -26,6 +26,7 @@ from mlops_loop.core.alerts import AlertsConfig
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import read_table, require_columns
 from mlops_loop.core.errors import DataError, InvalidConfigError
+from mlops_loop.core.steps.run import StepContext
 
 SCHEMA_VERSION = "1"
 #: Row id the backtest gives every row, so late labels join to exactly their batch's rows
@@ -269,7 +270,7 @@ def backtest(
         DataError: the folder is missing or holds no batch file, or the reference is unusable.
         InvalidConfigError: `state_dir` is not a new or empty folder apart from the loop's own.
     """
-    from mlops_loop.core import loop
+    from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
 
     files, problems = batch_files(batches, config.sources.patterns)
     ref_path = Path(reference) if reference is not None else config.sources.reference
@@ -288,9 +289,9 @@ def backtest(
         _with_row_ids(ref, "reference").to_parquet(ref_copy, index=False)
         cfg = working_config(config, ref_copy, work, mlflow_uri)
         (work / "loop.json").write_text(cfg.model_dump_json(indent=2))
-        ctx = loop.StepContext(triggered_by="backtest")
-        loop.take_reference_snapshot(cfg, ctx)
-        loop.ensure_champion(cfg, ctx)
+        ctx = StepContext(triggered_by="backtest")
+        take_reference_snapshot(cfg, ctx)
+        ensure_champion(cfg, ctx)
         outcomes = []
         for i, (key, path) in enumerate(files.items()):
             outcomes.append(_replay_batch(cfg, key, path, ctx))
@@ -304,10 +305,17 @@ def backtest(
     )
 
 
-def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: Any) -> BatchOutcome:
-    from mlops_loop.core import loop
+def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: StepContext) -> BatchOutcome:
     from mlops_loop.core.labels import ingest_labels
     from mlops_loop.core.registry import MlflowRegistry
+    from mlops_loop.core.steps.decision import decide_batch_retrain
+    from mlops_loop.core.steps.drift import evaluate_batch_drift
+    from mlops_loop.core.steps.ingest import ingest_batch
+    from mlops_loop.core.steps.performance import measure_performance
+    from mlops_loop.core.steps.promotion import promote_challenger
+    from mlops_loop.core.steps.quality import check_quality
+    from mlops_loop.core.steps.scoring import score_batch
+    from mlops_loop.core.steps.training import train_challenger
 
     target, name = cfg.columns.target, cfg.promotion.metric
     registry = MlflowRegistry.from_config(cfg)
@@ -339,8 +347,8 @@ def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: Any) -> BatchOutco
     # The batch lands unlabelled; its labels arrive once it has been judged.
     landed = work_path(cfg, "landing", key)
     frame.drop(columns=[target], errors="ignore").to_parquet(landed, index=False)
-    loop.ingest_batch(cfg, key, landed)
-    quality = loop.check_quality(cfg, key, ctx)
+    ingest_batch(cfg, key, landed)
+    quality = check_quality(cfg, key, ctx)
     incidents = [f"{i.kind}:{i.column}" for i in quality.incidents if i.severity == "error"]
     if not quality.success:  # quarantined: nothing downstream runs, as in the asset graph
         return BatchOutcome(
@@ -353,9 +361,9 @@ def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: Any) -> BatchOutco
             quality_success=False,
             champion_version=registry.champion(),
         )
-    drift = loop.evaluate_batch_drift(cfg, key, ctx)
-    loop.score_batch(cfg, key, ctx)
-    before = loop.measure_performance(cfg, key, ctx)
+    drift = evaluate_batch_drift(cfg, key, ctx).report
+    score_batch(cfg, key, ctx)
+    before = measure_performance(cfg, key, ctx)
     if target in frame.columns:
         labels = frame.loc[frame[target].notna(), [ROW_ID, target]]
         label_file = work_path(cfg, "labels", key)
@@ -363,16 +371,16 @@ def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: Any) -> BatchOutco
         arrived = time.time() - 1  # known before the measurement that follows
         os.utime(label_file, (arrived, arrived))
         ingest_labels(cfg)
-    after = loop.measure_performance(cfg, key, ctx)
-    decision = loop.decide_batch_retrain(cfg, key)
+    after = measure_performance(cfg, key, ctx)
+    decision = decide_batch_retrain(cfg, key)
     challenger: int | None = None
     promoted = False
     reasons = list(decision.reasons)
     if decision.retrain:
-        challenger = int(loop.train_challenger(cfg, key, ctx)["version"])
-        promotion = loop.promote_challenger(cfg, key, ctx)
-        promoted = bool(promotion["promoted"])
-        reasons += [f"promotion: {r}" for r in promotion["decision"]["reasons"]]
+        challenger = train_challenger(cfg, key, ctx).version
+        promotion = promote_challenger(cfg, key, ctx)
+        promoted = promotion.promoted
+        reasons += [f"promotion: {r}" for r in promotion.decision.reasons]
     return BatchOutcome(
         **{
             **blank,
@@ -380,10 +388,10 @@ def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: Any) -> BatchOutco
             "incidents": incidents,
             "dataset_drift": bool(drift.dataset_drift),
             "drift_share": _clean(drift.drift_share),
-            "metric": _clean(after.get("metric")),
-            "estimated_metric": _clean(before.get("estimated_metric")),
-            "labelled_rows": int(after.get("labelled_rows", 0)),
-            "scored_by": after.get("champion_version"),
+            "metric": _clean(after.metric),
+            "estimated_metric": _clean(before.estimated_metric),
+            "labelled_rows": after.labelled_rows,
+            "scored_by": after.champion_version,
             "retrained": decision.retrain,
             "challenger_version": challenger,
             "promoted": promoted,

@@ -6,8 +6,20 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mlops_loop.core import loop as core
-from mlops_loop.core.store import LoopStore, landed_batches
+from mlops_loop.core.steps import (
+    alerts,
+    decision,
+    drift,
+    ingest,
+    labels,
+    performance,
+    promotion,
+    quality,
+    reference,
+    scoring,
+    training,
+)
+from mlops_loop.core.store import landed_batches
 from mlops_loop.defs import metadata as md
 from mlops_loop.defs.context import step_context
 from mlops_loop.defs.partitions import batches
@@ -34,14 +46,14 @@ def reference_snapshot(
     context: dg.AssetExecutionContext, loop: LoopResource
 ) -> dg.MaterializeResult:
     """The reference data, its content digest, and the quality suite learnt from it."""
-    info = core.take_reference_snapshot(loop.load(), step_context(context))
+    info = reference.take_reference_snapshot(loop.load(), step_context(context))
     return dg.MaterializeResult(
         metadata={
-            "rows": info["rows"],
-            "digest": info["digest"],
-            "expectations": info["expectations"],
-            "source": info["source"],
-            "dagster/row_count": info["rows"],
+            "rows": info.rows,
+            "digest": info.digest,
+            "expectations": info.expectations,
+            "source": info.source,
+            "dagster/row_count": info.rows,
         }
     )
 
@@ -49,11 +61,11 @@ def reference_snapshot(
 @dg.asset(group_name=MODELS, deps=[reference_snapshot], kinds={"mlflow", "scikit-learn"})
 def baseline_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """The first champion, trained on the reference when the registry has none."""
-    info = core.ensure_champion(loop.load(), step_context(context))
-    meta = {"champion_version": info["champion"], "trained": info["trained"]}
-    meta.update(md.numbers(info.get("metrics", {})))
-    if info.get("external_change"):
-        meta["external_change"] = dg.MetadataValue.json(info["external_change"])
+    info = reference.ensure_champion(loop.load(), step_context(context))
+    meta: dict[str, Any] = {"champion_version": info.champion, "trained": info.trained}
+    meta.update(md.numbers(info.metrics))
+    if info.external_change is not None:
+        meta["external_change"] = dg.MetadataValue.json(info.external_change.to_dict())
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -80,14 +92,14 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
     files, _ = landed_batches(config.sources.landing, config.sources.patterns)
     if key not in files:
         raise dg.Failure(f"batch {key!r} is not in the landing folder {config.sources.landing}")
-    info = core.ingest_batch(config, key, files[key])
-    result = core.check_quality(config, key, step_context(context))
+    info = ingest.ingest_batch(config, key, files[key])
+    result = quality.check_quality(config, key, step_context(context))
     yield dg.MaterializeResult(
         metadata={
-            "rows": info["rows"],
-            "digest": info["digest"],
-            "source": info["source"],
-            "dagster/row_count": info["rows"],
+            "rows": info.rows,
+            "digest": info.digest,
+            "source": info.source,
+            "dagster/row_count": info.rows,
             "quality_success": result.success,
         },
         check_results=[md.quality_check(result)],
@@ -103,16 +115,11 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
 )
 def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """Per-feature and dataset-level drift of the batch against the reference."""
-    config = loop.load()
-    key = context.partition_key
-    report = core.evaluate_batch_drift(config, key, step_context(context))
-    store = LoopStore(config.state_dir)
-    html = store.batch_dir(key) / "drift.html"
-    meta = md.drift(report, str(html))
-    segments = store.batch_json(key, "segment_drift") or []
-    if segments:
+    result = drift.evaluate_batch_drift(loop.load(), context.partition_key, step_context(context))
+    meta = md.drift(result.report, result.html_path)
+    if result.segments:
         meta["segments"] = md.table(
-            segments,
+            result.segments,
             ["segment", "value", "rows", "share", "reference_share", "drift_share", "note"],
         )
     return dg.MaterializeResult(metadata=meta)
@@ -127,12 +134,12 @@ def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
 )
 def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """The batch scored by the model `champion` points at when the run starts."""
-    info = core.score_batch(loop.load(), context.partition_key, step_context(context))
+    info = scoring.score_batch(loop.load(), context.partition_key, step_context(context))
     return dg.MaterializeResult(
         metadata={
-            "champion_version": info["champion_version"],
-            "rows": info["rows"],
-            **md.operations(info["operations"]),
+            "champion_version": info.champion_version,
+            "rows": info.rows,
+            **md.operations(info.operations),
         }
     )
 
@@ -148,31 +155,33 @@ def model_performance(
 ) -> dg.MaterializeResult:
     """Realized performance of the champion on the batch's labelled rows, the performance
     estimated from its scores alone (before labels arrive), and both per segment."""
-    perf = core.measure_performance(loop.load(), context.partition_key, step_context(context))
-    meta = md.numbers(perf["metrics"])
+    perf = performance.measure_performance(
+        loop.load(), context.partition_key, step_context(context)
+    )
+    meta = md.numbers(perf.metrics)
     meta.update(
         md.numbers(
             {
-                "label_coverage": perf["label_coverage"],
-                "baseline_metric": perf["baseline_metric"],
-                "champion_version": perf["champion_version"],
+                "label_coverage": perf.label_coverage,
+                "baseline_metric": perf.baseline_metric,
+                "champion_version": perf.champion_version,
             }
         )
     )
-    meta.update(md.numbers({f"estimated_{k}": v for k, v in perf["estimated_metrics"].items()}))
-    for out in perf["output_drift"]:
-        meta.update(md.numbers({f"{out['role']}_drift_effect": out["effect_size"]}))
-    if perf["output_drift"]:
+    meta.update(md.numbers({f"estimated_{k}": v for k, v in perf.estimated_metrics.items()}))
+    for out in perf.output_drift:
+        meta.update(md.numbers({f"{out.role}_drift_effect": out.effect_size}))
+    if perf.output_drift:
         meta["output_drift"] = md.table(
-            perf["output_drift"],
+            [o.to_dict() for o in perf.output_drift],
             ["role", "name", "method", "effect_size", "threshold", "p_value", "drifted", "error"],
         )
-    if perf["estimate"] and perf["estimate"].get("warning"):
-        meta["estimate_warning"] = perf["estimate"]["warning"]
-    if perf["segments"]:
-        name = perf["metric_name"]
+    if perf.estimate and perf.estimate.get("warning"):
+        meta["estimate_warning"] = perf.estimate["warning"]
+    if perf.segments:
+        name = perf.metric_name
         meta["segments"] = md.table(
-            perf["segments"],
+            perf.segments,
             ["segment", "value", "rows", "share", "labelled", name, f"estimated_{name}"],
         )
     return dg.MaterializeResult(metadata=meta)
@@ -196,20 +205,18 @@ def model_performance(
 def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource):
     """Whether this batch calls for a challenger; the retrain sensor acts on it."""
     config = loop.load()
-    decision = core.decide_batch_retrain(config, context.partition_key)
-    alerts = core.check_alerts(config, context.partition_key, step_context(context))
-    for delivery in alerts["deliveries"]:
-        if not delivery["ok"]:
-            context.log.warning(
-                f"alert not delivered by {delivery['notifier']}: {delivery['error']}"
-            )
+    verdict = decision.decide_batch_retrain(config, context.partition_key)
+    checked = alerts.check_alerts(config, context.partition_key, step_context(context))
+    for delivery in checked.deliveries:
+        if not delivery.ok:
+            context.log.warning(f"alert not delivered by {delivery.notifier}: {delivery.error}")
     yield dg.MaterializeResult(
         metadata={
-            "retrain": decision.retrain,
-            "triggers": ", ".join(decision.triggers) or "none",
-            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            "retrain": verdict.retrain,
+            "triggers": ", ".join(verdict.triggers) or "none",
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in verdict.reasons)),
         },
-        check_results=[md.alerts_check(alerts)],
+        check_results=[md.alerts_check(checked)],
     )
 
 
@@ -217,8 +224,8 @@ def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource):
 def late_labels(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """Labels that landed apart from their batches, joined to them by id; the batches they
     touch get their realized performance measured again (the label sensor requests it)."""
-    result = core.ingest_late_labels(loop.load(), step_context(context))
-    for problem in result["problems"]:
+    result = labels.ingest_late_labels(loop.load(), step_context(context))
+    for problem in result.problems:
         context.log.warning(problem)
     return dg.MaterializeResult(metadata=md.late_labels(result))
 
@@ -243,20 +250,20 @@ def challenger_model(
     """A model trained on the accepted history when the retrain decision says so."""
     cfg = loop.load()
     key = context.partition_key
-    decision = core.decide_batch_retrain(cfg, key, force=config.force, record=False)
-    if not decision.retrain:
-        context.log.info("No challenger for batch %s: %s", key, "; ".join(decision.reasons))
+    verdict = decision.decide_batch_retrain(cfg, key, force=config.force, record=False)
+    if not verdict.retrain:
+        context.log.info("No challenger for batch %s: %s", key, "; ".join(verdict.reasons))
         return
-    info = core.train_challenger(cfg, key, step_context(context))
+    info = training.train_challenger(cfg, key, step_context(context))
     meta = {
-        "version": info["version"],
-        "training_rows": info["training_rows"],
-        "training_digest": info["training_digest"],
-        "holdout_rows": info["holdout_rows"],
-        "training_parts": ", ".join(info["training_parts"]),
-        "triggers": ", ".join(decision.triggers),
+        "version": info.version,
+        "training_rows": info.training_rows,
+        "training_digest": info.training_digest,
+        "holdout_rows": info.holdout_rows,
+        "training_parts": ", ".join(info.training_parts),
+        "triggers": ", ".join(verdict.triggers),
     }
-    meta.update(md.numbers(info["metrics"]))
+    meta.update(md.numbers(info.metrics))
     yield dg.MaterializeResult(metadata=meta)
 
 
@@ -269,21 +276,21 @@ def challenger_model(
 )
 def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """The promotion step: the challenger replaces the champion only on evidence."""
-    result = core.promote_challenger(loop.load(), context.partition_key, step_context(context))
-    decision = result["decision"]
+    result = promotion.promote_challenger(loop.load(), context.partition_key, step_context(context))
+    evidence = result.decision
     return dg.MaterializeResult(
         metadata={
-            "promoted": result["promoted"],
-            "challenger_version": result["challenger_version"],
-            "champion_version": result["champion_version_after"],
-            "delta": decision["delta"] if decision["delta"] is not None else 0.0,
-            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"])),
-            "comparison": md.table(result["comparison"], ["metric", "challenger", "champion"]),
+            "promoted": result.promoted,
+            "challenger_version": result.challenger_version,
+            "champion_version": result.champion_version_after,
+            "delta": evidence.delta if evidence.delta is not None else 0.0,
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in evidence.reasons)),
+            "comparison": md.table(result.comparison, ["metric", "challenger", "champion"]),
             "guards_and_segments": md.table(
-                decision["guards"] + decision["segments"],
+                [*evidence.guards, *evidence.segments],
                 ["where", "metric", "challenger", "champion", "change", "tolerance", "ok"],
             ),
-            "champion_history": dg.MetadataValue.md(result["history_table"]),
+            "champion_history": dg.MetadataValue.md(result.history_table),
         }
     )
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_loop.core.loop import StepContext
+from mlops_loop.core.steps.run import StepContext
 
 
 def step_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> StepContext:

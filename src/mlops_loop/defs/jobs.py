@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mlops_loop.core import loop as core
+from mlops_loop.core.steps.rollback import champion_history_table, rollback
 from mlops_loop.defs.assets import (
     baseline_model,
     challenger_model,
@@ -74,7 +74,7 @@ class RollbackConfig(dg.Config):
 @dg.op(description="Move the champion alias back and record who, when and why.")
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, loop: LoopResource):
     cfg = loop.load()
-    change = core.rollback(cfg, config.to, config.reason, step_context(context))
+    change = rollback(cfg, config.to, config.reason, step_context(context))
     meta: dict[str, Any] = {
         "from_version": change.from_version if change.from_version is not None else -1,
         "to_version": change.to_version,
@@ -82,7 +82,7 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lo
         "triggered_by": change.triggered_by,
         "user": change.user,
         "at": change.at,
-        "champion_history": dg.MetadataValue.md(core.champion_history_table(cfg)),
+        "champion_history": dg.MetadataValue.md(champion_history_table(cfg)),
     }
     context.log_event(dg.AssetObservation(asset_key="champion_model", metadata=meta))
     context.log.info(

@@ -4,6 +4,11 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_loop.core.drift.report import DriftReport
+from mlops_loop.core.quality import QualityResult
+from mlops_loop.core.steps.alerts import AlertsChecked
+from mlops_loop.core.steps.labels import LabelsRead
+
 
 def _cell(value: Any) -> str:
     if value is None:
@@ -30,7 +35,7 @@ def numbers(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def quality_check(result: Any) -> dg.AssetCheckResult:
+def quality_check(result: QualityResult) -> dg.AssetCheckResult:
     incidents = [i.to_dict() for i in result.incidents]
     return dg.AssetCheckResult(
         check_name="quality_gate",
@@ -51,7 +56,7 @@ def quality_check(result: Any) -> dg.AssetCheckResult:
     )
 
 
-def drift(report: Any, html_path: str) -> dict[str, Any]:
+def drift(report: DriftReport, html_path: str) -> dict[str, Any]:
     rows = [f.to_dict() for f in report.features]
     return {
         "dataset_drift": report.dataset_drift,
@@ -73,16 +78,16 @@ def drift(report: Any, html_path: str) -> dict[str, Any]:
     }
 
 
-def late_labels(result: dict[str, Any]) -> dict[str, Any]:
+def late_labels(result: LabelsRead) -> dict[str, Any]:
     """What a pass over the labels folder read, and the label coverage of every batch."""
     return {
-        "files": ", ".join(result["files"]) or "none",
-        "new_labels": result["new_labels"],
-        "corrected_labels": result["corrected_labels"],
-        "known_labels": result["known_labels"],
-        "remeasure": dg.MetadataValue.json(result["remeasure"]),
-        "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in result["problems"]) or "none"),
-        "coverage": table(result["coverage"], ["batch", "rows", "labelled", "coverage"]),
+        "files": ", ".join(result.files) or "none",
+        "new_labels": result.new_labels,
+        "corrected_labels": result.corrected_labels,
+        "known_labels": result.known_labels,
+        "remeasure": dg.MetadataValue.json(result.remeasure),
+        "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in result.problems) or "none"),
+        "coverage": table(result.coverage, ["batch", "rows", "labelled", "coverage"]),
     }
 
 
@@ -116,24 +121,27 @@ def operations(ops: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def alerts_check(result: dict[str, Any]) -> dg.AssetCheckResult:
+def alerts_check(result: AlertsChecked) -> dg.AssetCheckResult:
     """Passes unless a rule started firing on this batch; ERROR if any of those is an error."""
-    fired = [e for e in result["events"] if e["kind"] == "firing"]
-    worst = "error" if any(e["severity"] == "error" for e in fired) else "warn"
+    fired = result.fired
+    worst = "error" if any(e.severity == "error" for e in fired) else "warn"
     return dg.AssetCheckResult(
         check_name="alerts",
         passed=not fired,
         severity=dg.AssetCheckSeverity.ERROR if worst == "error" else dg.AssetCheckSeverity.WARN,
-        description="; ".join(e["message"] for e in fired)
+        description="; ".join(e.message for e in fired)
         if fired
-        else f"{result['rules']} rule(s), none started firing"
-        + (f" (still firing: {', '.join(result['firing'])})" if result.get("firing") else ""),
+        else f"{result.rules} rule(s), none started firing"
+        + (f" (still firing: {', '.join(result.firing)})" if result.firing else ""),
         metadata={
             "fired": len(fired),
-            "resolved": sum(e["kind"] == "resolved" for e in result["events"]),
+            "resolved": sum(e.kind == "resolved" for e in result.events),
             "events": table(
-                result["events"], ["rule", "kind", "severity", "metric", "value", "threshold"]
+                [e.to_dict() for e in result.events],
+                ["rule", "kind", "severity", "metric", "value", "threshold"],
             ),
-            "deliveries": table(result["deliveries"], ["notifier", "ok", "events", "error"]),
+            "deliveries": table(
+                [d.to_dict() for d in result.deliveries], ["notifier", "ok", "events", "error"]
+            ),
         },
     )

@@ -193,7 +193,7 @@ def backfill_partitions(request: dg.RunRequest) -> list[str]:
     "failing step and its error, counted in step_failures) and tells the alert notifiers.",
 )
 def failure_sensor(context: dg.RunFailureSensorContext, loop: LoopResource) -> None:
-    from mlops_loop.core.loop import StepContext, notify_failure, record_failure
+    from mlops_loop.core.steps.run import StepContext, notify_failure, record_failure
 
     run = context.dagster_run
     steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
@@ -209,7 +209,5 @@ def failure_sensor(context: dg.RunFailureSensorContext, loop: LoopResource) -> N
     partition = run.tags.get("dagster/partition")
     record_failure(config, ctx, partition, "failure", message)
     for delivery in notify_failure(config, partition, run.job_name, message):
-        if not delivery["ok"]:
-            context.log.warning(
-                f"failure not delivered by {delivery['notifier']}: {delivery['error']}"
-            )
+        if not delivery.ok:
+            context.log.warning(f"failure not delivered by {delivery.notifier}: {delivery.error}")

@@ -11,14 +11,18 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
 
 from mlops_loop.demo.data import SCENARIO, generate
+
+if TYPE_CHECKING:
+    from mlops_loop.core.steps.status import LoopStatus
 
 # The demo data's label, id and event-time columns (see loop.yaml).
 TARGET, ID, TIME = "churned", "customer_id", "event_time"
@@ -148,6 +152,18 @@ class DemoDriver:
         return results
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """What `run_demo` did: the loop's status after the scenario, and where things are."""
+
+    status: LoopStatus
+    plot: str  # the monitoring timeline (SVG)
+    dagster_runs: int
+    config_path: str
+    backtest: str | None  # the backtest's JSON report; None with backtest=False
+    seconds: float
+
+
 def run_demo(
     workdir: Path,
     dagster_home: Path,
@@ -155,8 +171,8 @@ def run_demo(
     reset: bool = True,
     backtest: bool = True,
     echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Run the whole scenario, then (with `backtest`) replay it; return the loop's status.
+) -> DemoRun:
+    """Run the whole scenario, then (with `backtest`) replay it; the loop's status after it.
 
     The backtest replays the same stream, labels joined, through the core steps in a state
     folder of its own (`<workdir>/backtest`), and writes its JSON report to
@@ -165,7 +181,7 @@ def run_demo(
     from dagster import DagsterInstance
 
     from mlops_loop.core.config import load_config
-    from mlops_loop.core.loop import loop_status, monitoring_plot
+    from mlops_loop.core.steps.status import loop_status, monitoring_plot
 
     workdir, dagster_home = workdir.resolve(), dagster_home.resolve()
     if reset:
@@ -199,13 +215,16 @@ def run_demo(
     status = loop_status(config)
     plot = workdir / "monitoring.svg"
     plot.write_text(monitoring_plot(config))
-    status["plot"] = str(plot)
-    status["dagster_runs"] = len(instance.get_runs())
-    status["config_path"] = str(config_path)
-    if backtest:
-        status["backtest"] = str(run_backtest(workdir, config, echo))
-    status["seconds"] = round(time.monotonic() - started, 1)
-    return status
+    runs = len(instance.get_runs())
+    report = str(run_backtest(workdir, config, echo)) if backtest else None
+    return DemoRun(
+        status=status,
+        plot=str(plot),
+        dagster_runs=runs,
+        config_path=str(config_path),
+        backtest=report,
+        seconds=round(time.monotonic() - started, 1),
+    )
 
 
 def run_backtest(workdir: Path, config: Any, echo: Callable[[str], None] = print) -> Path:
@@ -247,38 +266,25 @@ def _quiet_libraries() -> None:
 
 
 def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: list) -> str:
-    from mlops_loop.core.store import LoopStore
+    from mlops_loop.core.steps.status import batch_status
 
-    store = LoopStore(config.state_dir)
     key = episode.name
-    quality = store.batch_json(key, "quality") or {}
-    drift = store.batch_json(key, "drift") or {}
-    perf = store.batch_json(key, "performance") or {}
-    promotion = store.batch_json(key, "promotion")
+    b = batch_status(config, key)
     parts = [f"{key} [{episode.kind:9}]"]
-    if not quality.get("success"):
-        kinds = sorted(
-            {i["kind"] for i in quality.get("incidents", []) if i["severity"] == "error"}
-        )
-        parts.append(f"QUARANTINED ({', '.join(kinds)})")
+    if not b.quality_success:
+        parts.append(f"QUARANTINED ({', '.join(b.incident_kinds)})")
     else:
-        parts.append(f"drift {'YES' if drift.get('dataset_drift') else 'no '}")
-        metric = perf.get("metric")
+        parts.append(f"drift {'YES' if b.dataset_drift else 'no '}")
         parts.append(
-            f"{perf.get('metric_name', 'metric')} {metric:.3f} once labels landed"
-            if metric is not None
+            f"{config.promotion.metric} {b.metric:.3f} once labels landed"
+            if b.metric is not None
             else "no labels"
         )
-        fired = [
-            e["rule"]
-            for e in (store.batch_json(key, "alerts") or {}).get("events", [])
-            if e["kind"] == "firing"
-        ]
-        if fired:
-            parts.append(f"ALERT {', '.join(fired)}")
-        if promotion is not None:
-            verdict = "PROMOTED" if promotion["promoted"] else "rejected"
-            parts.append(f"challenger v{promotion['challenger_version']} {verdict}")
+        if b.alerts_fired:
+            parts.append(f"ALERT {', '.join(b.alerts_fired)}")
+        if b.promoted is not None:
+            verdict = "PROMOTED" if b.promoted else "rejected"
+            parts.append(f"challenger v{b.challenger_version} {verdict}")
         elif retrain_runs:
             parts.append("retrain run failed")
     runs = monitor_runs + retrain_runs
@@ -294,28 +300,29 @@ def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: l
     return line
 
 
-def format_summary(status: dict[str, Any], dagster_home: Path) -> str:
-    batches = status["batches"]
-    promotions = [b for b in batches if b["promoted"]]
-    rejections = [b for b in batches if b["promoted"] is False]
+def format_summary(run: DemoRun, dagster_home: Path) -> str:
+    status = run.status
+    batches = status.batches
+    promotions = [b for b in batches if b.promoted]
+    rejections = [b for b in batches if b.promoted is False]
     lines = [
         "",
         "Summary",
         f"  batches monitored : {len(batches)}",
-        f"  quality incidents : {len(status['quarantined'])} batch(es) quarantined "
-        f"{status['quarantined']} (kept out of training)",
-        f"  drift detected    : {sum(bool(b['dataset_drift']) for b in batches)} batch(es)",
-        f"  retrains          : {sum(b['challenger_version'] is not None for b in batches)}",
+        f"  quality incidents : {len(status.quarantined)} batch(es) quarantined "
+        f"{status.quarantined} (kept out of training)",
+        f"  drift detected    : {sum(bool(b.dataset_drift) for b in batches)} batch(es)",
+        f"  retrains          : {sum(b.challenger_version is not None for b in batches)}",
         f"  promotions        : {len(promotions)} "
-        + ", ".join(f"v{b['challenger_version']} at {b['batch']}" for b in promotions),
+        + ", ".join(f"v{b.challenger_version} at {b.batch}" for b in promotions),
         f"  rejections        : {len(rejections)} "
-        + ", ".join(f"v{b['challenger_version']} at {b['batch']}" for b in rejections),
-        f"  champion          : {status['model']}@champion = v{status['champion']} "
-        f"({status['metric_name']} {status['champion_metric']})",
-        f"  Dagster runs      : {status['dagster_runs']} in {dagster_home}",
-        f"  took              : {status.get('seconds', '?')} s",
-        f"  monitoring plot   : {status.get('plot', '-')}",
-        f"  backtest report   : {status.get('backtest', 'not run (--no-backtest)')}",
+        + ", ".join(f"v{b.challenger_version} at {b.batch}" for b in rejections),
+        f"  champion          : {status.model}@champion = v{status.champion} "
+        f"({status.metric_name} {status.champion_metric})",
+        f"  Dagster runs      : {run.dagster_runs} in {dagster_home}",
+        f"  took              : {run.seconds} s",
+        f"  monitoring plot   : {run.plot}",
+        f"  backtest report   : {run.backtest or 'not run (--no-backtest)'}",
         "",
         "Look at it:",
         "  make ui        # Dagster UI on http://127.0.0.1:3000 (asset graph, runs, checks, plots)",

@@ -1,0 +1,25 @@
+"""The loop's steps, one module per stage, named like the asset, check or job that runs it.
+
+=============  ==============================================  ==================================
+module         steps                                           Dagster
+=============  ==============================================  ==================================
+reference      take_reference_snapshot, ensure_champion        reference_snapshot, baseline_model
+ingest         ingest_batch                                    monitored_batch
+quality        check_quality                                   quality_gate check
+drift          evaluate_batch_drift                            drift_report
+scoring        score_batch, predict_frame, serving_model       scored_batch
+performance    measure_performance                             model_performance
+labels         ingest_late_labels                              late_labels, labels_job
+decision       decide_batch_retrain                            retrain_decision
+alerts         check_alerts, batch_metrics                     alerts check
+training       train_challenger, training_window               challenger_model
+promotion      promote_challenger                              champion_model
+rollback       rollback, champion_history_table                rollback_job
+status         loop_status, batch_status, monitoring_plot      (the CLI's status)
+run            StepContext, record_failure, notify_failure     failure_sensor
+=============  ==============================================  ==================================
+
+Each step reads its inputs from the `LoopStore`, writes its verdict back there, logs to MLflow
+and returns a typed result. Steps import blocks (`mlops_loop.core.*`) and the shared pieces
+`run`, `result` and `models`, never an orchestrator.
+"""

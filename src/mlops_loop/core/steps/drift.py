@@ -1,0 +1,76 @@
+"""Drift of a stored batch against the reference, overall and per segment: `drift_report`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.segments import segment_drift
+from mlops_loop.core.steps.ingest import big_batch
+from mlops_loop.core.steps.run import StepContext, step_run
+from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tracking import config_params, log_json, log_metrics, log_params, log_text
+
+if TYPE_CHECKING:
+    from mlops_loop.core.drift.report import DriftReport
+
+
+@dataclass(frozen=True)
+class BatchDrift:
+    """A batch's drift report (`<batch>/drift.json`, `drift.html`) and its drift per segment
+    value (`<batch>/segment_drift.json`)."""
+
+    report: DriftReport
+    segments: list[dict[str, Any]]  # rows of `segments.segment_rows`
+    html_path: str
+
+
+def evaluate_batch_drift(
+    config: LoopConfig, key: str, ctx: StepContext | None = None
+) -> BatchDrift:
+    """Compare a stored batch with the reference; write JSON and HTML reports."""
+    from mlops_loop.core.drift import evaluate_drift
+
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    big = big_batch(config, store, key)
+    if big is not None:
+        from mlops_loop.core.chunked import segment_drift_parquet
+        from mlops_loop.core.drift import evaluate_drift_parquet
+
+        report = evaluate_drift_parquet(store.reference_profile(config), big, config=config)
+        segments = segment_drift_parquet(
+            config, store.reference(), big, config.operations.read_chunk_rows
+        )
+    else:
+        batch = store.batch(key)
+        report = evaluate_drift(store.reference_profile(config), batch, config=config)
+        segments = segment_drift(config, store.reference(), batch)
+    store.write_batch_json(key, "drift", report.to_dict())
+    store.write_batch_json(key, "segment_drift", segments)
+    html_path = store.batch_dir(key) / "drift.html"
+    html_path.write_text(report.to_html())
+    with step_run(config, ctx, "drift", key):
+        log_json(report.to_dict(), f"drift/{key}.json")
+        if segments:
+            log_json(segments, f"drift/segments_{key}.json")
+            log_metrics(
+                {
+                    f"segment.{r['segment']}.{r['value']}.drift_share": r["drift_share"]
+                    for r in segments
+                    if r["drift_share"] is not None
+                }
+            )
+        log_text(report.to_html(), f"drift/{key}.html")
+        log_params(config_params(config, "drift"))
+        log_metrics(
+            {
+                "drift_share": report.drift_share,
+                "drift_max_effect": report.max_effect,
+                "dataset_drift": int(report.dataset_drift),
+            }
+        )
+        if report.multivariate is not None and report.multivariate.auc is not None:
+            log_metrics({"multivariate_auc": report.multivariate.auc})
+    return BatchDrift(report=report, segments=segments, html_path=str(html_path))

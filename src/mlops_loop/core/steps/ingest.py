@@ -1,0 +1,98 @@
+"""A landed batch file copied into the store: the `monitored_batch` asset's first half."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.data import frame_digest, read_table
+from mlops_loop.core.errors import DataError
+from mlops_loop.core.steps.result import StepResult
+from mlops_loop.core.store import LoopStore, file_sha256, file_stamp
+
+#: Verdicts of a batch that no longer hold once a new copy of it lands.
+VERDICTS = ("quality", "drift", "performance", "decision")
+
+
+@dataclass(frozen=True)
+class Ingested(StepResult):
+    """A batch as stored (`<batch>/ingest.json`)."""
+
+    rows: int
+    columns: int
+    digest: str
+    source: str = ""
+    stamp: str = ""  # size and mtime of the landed file: a re-delivery changes it
+    sha256: str = ""
+
+
+def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) -> Ingested:
+    """Put a landed file into the store as parquet.
+
+    Parquet is copied, not read, so a batch of tens of millions of rows never has to fit in
+    memory; CSV is read and written. A batch without its label column gets an empty one.
+    """
+    dest, target = store.batch_dir(key) / "batch.parquet", config.columns.target
+    if path.suffix.lower() in (".parquet", ".pq"):
+        from mlops_loop.core.chunked import store_parquet
+
+        return Ingested.from_dict(
+            store_parquet(path, dest, target, config.operations.read_chunk_rows)
+        )
+    frame = read_table(path)
+    if target not in frame.columns:
+        # Labels often land later and apart (sources.labels): the batch is simply unlabelled.
+        frame[target] = np.nan
+    store.write_frame(dest, frame)
+    return Ingested(rows=len(frame), columns=len(frame.columns), digest=frame_digest(frame))
+
+
+def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
+    """Copy a landed batch file into the store as parquet.
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    store = LoopStore(config.state_dir)
+    path = Path(path)
+    stamp, sha256 = file_stamp(path), file_sha256(path)
+    try:
+        stored = _store_landed(config, store, key, path)
+    except DataError as e:
+        # Verdicts of an earlier copy no longer hold, and the failed delivery is remembered,
+        # so that the landing sensor monitors the batch again once a fixed file replaces it.
+        _forget_verdicts(store, key)
+        failed = {"source": str(path), "stamp": stamp, "sha256": sha256, "error": str(e)}
+        store.write_batch_json(key, "ingest", failed)
+        raise
+    # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
+    _forget_verdicts(store, key)
+    info = Ingested(
+        rows=stored.rows,
+        columns=stored.columns,
+        digest=stored.digest,
+        source=str(path),
+        stamp=stamp,
+        sha256=sha256,
+    )
+    store.write_batch_json(key, "ingest", info.to_dict())
+    return info
+
+
+def _forget_verdicts(store: LoopStore, key: str) -> None:
+    for stale in VERDICTS:
+        (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
+
+
+def big_batch(config: LoopConfig, store: LoopStore, key: str) -> Path | None:
+    """The stored batch's file when it has more rows than `operations.in_memory_max_rows`:
+    such a batch is checked and scored from the file a slice at a time, never read whole."""
+    from mlops_loop.core.chunked import parquet_rows
+
+    path = store.batch_dir(key) / "batch.parquet"
+    if path.exists() and parquet_rows(path) > config.operations.in_memory_max_rows:
+        return path
+    return None

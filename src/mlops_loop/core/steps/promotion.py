@@ -1,0 +1,189 @@
+"""The promotion: the challenger against the champion on the same held-out rows, and the
+`champion` alias moved only on evidence: `champion_model`."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from mlops_loop.core.config import METRICS, LoopConfig
+from mlops_loop.core.errors import DataError
+from mlops_loop.core.labels import attach_labels
+from mlops_loop.core.performance import metric_value
+from mlops_loop.core.plots import paired_bars_svg
+from mlops_loop.core.policy import PromotionDecision, decide_promotion
+from mlops_loop.core.registry import AliasChange, MlflowRegistry
+from mlops_loop.core.steps.result import StepResult
+from mlops_loop.core.steps.run import StepContext, step_run
+from mlops_loop.core.steps.training import Challenger, split_holdout
+from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tracking import config_params, log_json, log_metrics, log_params, log_text
+from mlops_loop.core.training import labels, predict_scores
+
+
+@dataclass(frozen=True)
+class Promotion(StepResult):
+    """A promotion decided at a batch (`<batch>/promotion.json`)."""
+
+    promoted: bool
+    challenger_version: int
+    champion_version_before: int | None
+    champion_version_after: int | None
+    decision: PromotionDecision
+    comparison: list[dict[str, Any]] = field(default_factory=list)  # metric, both models
+    change: AliasChange | None = None  # the alias move, when promoted
+    history_table: str = ""
+
+
+def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = None) -> Promotion:
+    """Compare the challenger trained at batch `key` with the champion on the same held-out rows;
+    move `champion` only if the challenger wins with confidence.
+
+    Works on the explicit version recorded by this batch's retrain, never on a shared alias.
+    """
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    saved = store.batch_json(key, "challenger")
+    if saved is None:
+        raise DataError(f"batch {key!r} has no challenger; materialize challenger_model first")
+    challenger = Challenger.from_dict(saved)
+    version = int(challenger.version)
+    champion = registry.champion()
+    # The same held-out rows the challenger was evaluated on: labels known when it was trained.
+    as_of = challenger.labels_as_of
+    _, holdout = split_holdout(
+        attach_labels(config, store.batch(key), datetime.fromisoformat(as_of) if as_of else None),
+        config,
+    )
+    y = labels(holdout, config.columns)
+    chal_scores = predict_scores(registry.load(version), holdout, config.columns)
+    champ_scores = (
+        predict_scores(registry.load(champion), holdout, config.columns)
+        if champion is not None
+        else None
+    )
+    segments = {c: holdout[c].to_numpy() for c in config.columns.segments if c in holdout}
+    decision = decide_promotion(
+        y,
+        chal_scores,
+        champ_scores,
+        config.promotion,
+        seed=config.training.random_state,
+        segments=segments,
+    )
+    table = _comparison_table(config, y, chal_scores, champ_scores)
+    with step_run(config, ctx, "promotion", key):
+        log_json(
+            {
+                "decision": decision.to_dict(),
+                "challenger_version": version,
+                "champion_version": champion,
+                "comparison": table,
+            },
+            f"promotion/{key}.json",
+        )
+        log_text(_comparison_html(decision, version, champion, table), f"promotion/{key}.html")
+        log_text(_comparison_svg(version, champion, table), f"promotion/{key}.svg")
+        log_metrics({f"challenger_{r['metric']}": r["challenger"] for r in table})
+        log_metrics(
+            {f"champion_{r['metric']}": r["champion"] for r in table if r["champion"] is not None}
+        )
+        log_metrics({"promoted": int(decision.promote), "challenger_version": version})
+        log_json(
+            [*decision.guards, *decision.segments],
+            f"promotion/{key}.guards_and_segments.json",
+        )
+        log_params(config_params(config, "promotion"))
+    change: AliasChange | None = None
+    if decision.promote:
+        change = registry.promote(
+            version,
+            expected_champion=champion,
+            reason="; ".join(decision.reasons),
+            triggered_by=ctx.triggered_by,
+            metrics={r["metric"]: r["challenger"] for r in table},
+        )
+        registry.tag_version(version, {"mlops_loop.decision": "promoted"})
+        with step_run(config, ctx, "promotion", key):
+            log_history(registry)
+    else:
+        registry.tag_version(
+            version,
+            {
+                "mlops_loop.decision": "rejected",
+                "mlops_loop.rejected_reason": "; ".join(decision.reasons)[:4000],
+            },
+        )
+    result = Promotion(
+        promoted=decision.promote,
+        challenger_version=version,
+        champion_version_before=champion,
+        champion_version_after=version if decision.promote else champion,
+        decision=decision,
+        comparison=table,
+        change=change,
+        history_table=registry.history_table(),
+    )
+    store.write_batch_json(key, "promotion", result.to_dict())
+    return result
+
+
+def _comparison_table(
+    config: LoopConfig, y: np.ndarray, chal: np.ndarray, champ: np.ndarray | None
+) -> list[dict[str, Any]]:
+    rows = []
+    for name in METRICS:
+        c = metric_value(name, y, chal) if len(y) else float("nan")
+        d = metric_value(name, y, champ) if champ is not None and len(y) else None
+        rows.append(
+            {
+                "metric": name,
+                "challenger": None if np.isnan(c) else round(c, 6),
+                "champion": None if d is None or np.isnan(d) else round(d, 6),
+            }
+        )
+    return rows
+
+
+def _comparison_svg(chal: int, champ: int | None, table: list[dict[str, Any]]) -> str:
+    rows = [(r["metric"], r["challenger"], r["champion"]) for r in table]
+    return paired_bars_svg(
+        rows, f"challenger v{chal}", f"champion v{champ}", "Same held-out rows, both models"
+    )
+
+
+def _comparison_html(
+    decision: PromotionDecision, chal: int, champ: int | None, table: list[dict[str, Any]]
+) -> str:
+    verdict = "PROMOTED" if decision.promote else "REJECTED"
+    rows = "".join(
+        f"<tr><td>{r['metric']}</td><td>{r['challenger']}</td><td>{r['champion']}</td></tr>"
+        for r in table
+    )
+    checks = "".join(
+        f"<tr><td>{html.escape(g['where'])}</td><td>{g['metric']}</td><td>{g['challenger']}"
+        f"</td><td>{g['champion']}</td><td>{g['tolerance']}</td><td>"
+        f"{'ok' if g['ok'] else 'WORSE'}</td></tr>"
+        for g in [*decision.guards, *decision.segments]
+    )
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in decision.reasons)
+    return (
+        f"<!doctype html><meta charset=utf-8><title>Challenger v{chal} vs champion v{champ}"
+        f"</title><style>body{{font:14px sans-serif;margin:2em}}td,th{{padding:4px 12px;"
+        f"border-bottom:1px solid #ddd}}</style><h1>Challenger v{chal} vs champion v{champ}: "
+        f"{verdict}</h1><ul>{reasons}</ul><table><tr><th>metric</th><th>challenger</th>"
+        f"<th>champion</th></tr>{rows}</table><p>{_comparison_svg(chal, champ, table)}</p>"
+        f"<h2>Guards and segments</h2><table><tr><th>where</th><th>metric</th>"
+        f"<th>challenger</th><th>champion</th><th>tolerance</th><th></th></tr>{checks}</table>"
+    )
+
+
+def log_history(registry: MlflowRegistry) -> None:
+    """The append-only champion history, as JSON and as a table, in the active run."""
+    log_json(registry.history(), "registry/history.json")
+    log_text(registry.history_table(), "registry/history.md")

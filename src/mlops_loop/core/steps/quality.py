@@ -1,0 +1,79 @@
+"""The quality gate on a stored batch: the `quality_gate` check of `monitored_batch`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.errors import DataError
+from mlops_loop.core.steps.ingest import big_batch
+from mlops_loop.core.steps.run import StepContext, step_run
+from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tracking import (
+    config_params,
+    log_dataset,
+    log_json,
+    log_metrics,
+    log_params,
+    log_text,
+)
+
+if TYPE_CHECKING:
+    from mlops_loop.core.quality import QualityResult
+
+
+def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) -> QualityResult:
+    """Validate a stored batch against the suite learnt from the reference.
+
+    A failed batch is quarantined: its verdict is recorded, and nothing downstream (training,
+    baselines) ever reads it until a re-validation passes.
+    """
+    from mlops_loop.core.quality import validate_batch
+
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    suite = store.read_json(store.snapshot_dir / "suite.json")
+    if suite is None:
+        raise DataError("the reference snapshot has no quality suite; materialize it first")
+    big = big_batch(config, store, key)
+    if big is not None:
+        from mlops_loop.core.chunked import validate_parquet
+
+        batch = None
+        result = validate_parquet(
+            big, suite, config.operations.read_chunk_rows, set(config.columns.private)
+        )
+    else:
+        batch = store.batch(key)
+        result = validate_batch(None, batch, config=config, suite=suite)
+    rows = int(result.statistics["rows"])
+    with step_run(config, ctx, "quality", key):
+        log_json(result.to_dict(), f"quality/{key}.json")
+        log_text(result.to_html(), f"quality/{key}.html")
+        docs = result.data_docs_html()
+        if docs:
+            log_text(docs, f"quality/data_docs/{key}.html")
+        log_params({"loop": config.name, "batch.rows": rows, **config_params(config, "quality")})
+        log_metrics(
+            {
+                "quality_success": int(result.success),
+                "quality_incidents": len(result.incidents),
+                "batch_rows": rows,
+            }
+        )
+        if batch is not None:
+            log_dataset(
+                batch,
+                name=f"batch-{key}",
+                context="monitoring",
+                source=key,
+                target=config.columns.target,
+                columns=config.columns,
+            )
+        else:  # a dataset record would profile the whole frame: the digest stands for it
+            log_params({"batch.digest": (store.batch_json(key, "ingest") or {}).get("digest")})
+    # Recorded once MLflow has it: with the tracking server down, no verdict is left behind
+    # (and no batch accepted for training) that the system of record never saw.
+    store.write_batch_json(key, "quality", result.to_dict())
+    (store.batch_dir(key) / "quality.html").write_text(result.to_html())
+    return result

@@ -1,0 +1,139 @@
+"""The reference snapshot (with the quality suite learnt from it) and the first champion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.data import frame_digest, read_table, require_columns
+from mlops_loop.core.performance import compute_metrics
+from mlops_loop.core.registry import AliasChange, MlflowRegistry
+from mlops_loop.core.steps.models import log_and_register, metric_tags, save_estimator
+from mlops_loop.core.steps.result import StepResult
+from mlops_loop.core.steps.run import StepContext, step_run
+from mlops_loop.core.steps.training import split_holdout
+from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tracking import config_params, log_dataset, log_json, log_metrics, log_params
+from mlops_loop.core.training import labels, predict_scores, train_model
+
+
+@dataclass(frozen=True)
+class Snapshot(StepResult):
+    """The reference as snapshotted (`snapshot/snapshot.json`)."""
+
+    digest: str
+    rows: int
+    columns: list[str]
+    source: str
+    expectations: int  # in the quality suite learnt from it
+
+
+@dataclass(frozen=True)
+class ChampionCheck(StepResult):
+    """Whether a champion existed or the first one was trained now."""
+
+    champion: int
+    trained: bool
+    metrics: dict[str, Any] = field(default_factory=dict)  # of a newly trained one
+    change: AliasChange | None = None  # the bootstrap move of the alias
+    external_change: AliasChange | None = None  # an alias moved outside the loop, recorded
+
+
+def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) -> Snapshot:
+    """Copy the reference into the store, learn the quality suite from it, and log both.
+
+    Raises:
+        DataError: the reference cannot be read or lacks a configured column.
+    """
+    from mlops_loop.core.quality import build_suite
+
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    reference = read_table(config.sources.reference)
+    cols = config.columns
+    require_columns(
+        reference, [*cols.features, cols.target], f"reference {config.sources.reference}"
+    )
+    suite = build_suite(reference, cols, config.quality)
+    store.write_frame(store.snapshot_dir / "reference.parquet", reference)
+    store.write_json(store.snapshot_dir / "suite.json", suite)
+    info = Snapshot(
+        digest=frame_digest(reference),
+        rows=len(reference),
+        columns=list(map(str, reference.columns)),
+        source=str(config.sources.reference),
+        expectations=len(suite.get("expectations", [])),
+    )
+    store.write_json(store.snapshot_dir / "snapshot.json", info.to_dict())
+    store.write_reference_profile(config, info.digest)  # drift reuses it for each batch
+    with step_run(config, ctx, "reference_snapshot"):
+        log_dataset(
+            reference,
+            name="reference",
+            context="reference",
+            source=str(config.sources.reference),
+            target=cols.target,
+            columns=config.columns,
+        )
+        log_json(suite, "quality/suite.json")
+        log_json(info.to_dict(), "reference/snapshot.json")
+        log_params(
+            {
+                "loop": config.name,
+                "reference.rows": info.rows,
+                "reference.digest": info.digest,
+                "quality.expectations": info.expectations,
+                **config_params(config, "quality"),
+            }
+        )
+    return info
+
+
+def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> ChampionCheck:
+    """Make sure a champion exists: train the first one on the reference if there is none.
+
+    An alias moved outside the loop (e.g. in the MLflow UI) is recorded in the history first.
+    """
+    ctx = ctx or StepContext()
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    external = registry.reconcile(ctx.triggered_by)
+    champion = registry.champion()
+    if champion is not None:
+        return ChampionCheck(champion=champion, trained=False, external_change=external)
+    reference = store.reference()
+    train, holdout = split_holdout(reference, config)
+    with step_run(config, ctx, "baseline_model"):
+        model = train_model(train, config.model, config.columns)
+        y_hold, s_hold = (
+            labels(holdout, config.columns),
+            predict_scores(model, holdout, config.columns),
+        )
+        metrics = compute_metrics(y_hold, s_hold)
+        for frame, name, context in (
+            (train, "reference-train", "training"),
+            (holdout, "reference-holdout", "evaluation"),
+        ):
+            log_dataset(
+                frame,
+                name=name,
+                context=context,
+                source=str(config.sources.reference),
+                target=config.columns.target,
+                columns=config.columns,
+            )
+        log_metrics(metrics, prefix="baseline_")
+        log_params({"loop": config.name, **config_params(config, "model", "training")})
+        version = log_and_register(config, model, train)
+        save_estimator(store, version, s_hold, y_hold)
+    registry.tag_version(version, {**metric_tags(metrics), "mlops_loop.trained_on": "reference"})
+    change = registry.promote(
+        version,
+        expected_champion=None,
+        action="bootstrap",
+        reason="first model, trained on the reference snapshot",
+        triggered_by=ctx.triggered_by,
+        metrics=metrics,
+    )
+    return ChampionCheck(champion=version, trained=True, metrics=metrics, change=change)

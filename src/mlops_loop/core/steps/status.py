@@ -1,0 +1,145 @@
+"""What the loop knows now, for the CLI's `status` and the demo: champion, challenger,
+history and every batch's verdicts, and a timeline plot of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.registry import METRIC_TAG, MlflowRegistry
+from mlops_loop.core.steps.models import version_metric
+from mlops_loop.core.steps.performance import Performance
+from mlops_loop.core.steps.result import StepResult
+from mlops_loop.core.steps.training import Challenger
+from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tracking import redact_uri
+
+
+@dataclass(frozen=True)
+class BatchStatus(StepResult):
+    """One batch's verdicts as the state folder holds them now."""
+
+    batch: str
+    quality_success: bool | None = None  # None: not validated yet
+    incidents: list[str] = field(default_factory=list)  # blocking ones, "kind:column"
+    dataset_drift: bool | None = None
+    drift_share: float | None = None
+    metric: float | None = None  # realized, on the labels known now
+    estimated_metric: float | None = None
+    label_coverage: float | None = None
+    champion_version: int | None = None  # the version that scored it
+    retrain: bool | None = None
+    challenger_version: int | None = None
+    promoted: bool | None = None  # None: no promotion decided
+    alerts_fired: list[str] = field(default_factory=list)  # rules that started firing
+
+    @property
+    def incident_kinds(self) -> list[str]:
+        return sorted({i.split(":", 1)[0] for i in self.incidents})
+
+
+@dataclass(frozen=True)
+class LoopStatus(StepResult):
+    """The loop's state: the registry's champion and challenger, and every batch."""
+
+    model: str
+    tracking_uri: str  # credentials redacted
+    champion: int | None
+    champion_since: str | None
+    champion_metrics: dict[str, Any]
+    challenger: int | None
+    challenger_decision: str | None
+    challenger_metric: float | None
+    champion_metric: float | None
+    metric_name: str
+    history: list[dict[str, Any]]
+    batches: list[BatchStatus]
+    quarantined: list[str]
+
+
+def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -> BatchStatus:
+    """A batch's verdicts, read from the state folder."""
+    store = store or LoopStore(config.state_dir)
+    quality = store.batch_json(key, "quality") or {}
+    drift = store.batch_json(key, "drift") or {}
+    perf_json = store.batch_json(key, "performance")
+    perf = Performance.from_dict(perf_json) if perf_json else None
+    decision = store.batch_json(key, "decision") or {}
+    promotion = store.batch_json(key, "promotion")
+    challenger = store.batch_json(key, "challenger")
+    alerts = store.batch_json(key, "alerts") or {}
+    return BatchStatus(
+        batch=key,
+        quality_success=quality.get("success"),
+        incidents=[
+            f"{i['kind']}:{i.get('column')}"
+            for i in quality.get("incidents", [])
+            if i.get("severity") == "error"
+        ],
+        dataset_drift=drift.get("dataset_drift"),
+        drift_share=drift.get("drift_share"),
+        metric=None if perf is None else perf.metric,
+        estimated_metric=None if perf is None else perf.estimated_metric,
+        label_coverage=None if perf is None else perf.label_coverage,
+        champion_version=None if perf is None else perf.champion_version,
+        retrain=decision.get("retrain"),
+        challenger_version=None if challenger is None else Challenger.from_dict(challenger).version,
+        promoted=None if promotion is None else bool(promotion["promoted"]),
+        alerts_fired=[e["rule"] for e in alerts.get("events", []) if e.get("kind") == "firing"],
+    )
+
+
+def loop_status(config: LoopConfig) -> LoopStatus:
+    """What the loop knows now: champion, challenger, history, and every batch's verdicts."""
+    store = LoopStore(config.state_dir)
+    registry = MlflowRegistry.from_config(config)
+    champion, challenger = registry.champion(), registry.challenger()
+    champion_tags = registry.version(champion).tags or {} if champion is not None else {}
+    challenger_tags = registry.version(challenger).tags or {} if challenger is not None else {}
+    return LoopStatus(
+        model=config.mlflow.registered_model,
+        tracking_uri=redact_uri(config.tracking_uri),
+        champion=champion,
+        champion_since=champion_tags.get("mlops_loop.champion_since"),
+        champion_metrics={
+            k.removeprefix(METRIC_TAG): v
+            for k, v in champion_tags.items()
+            if k.startswith(METRIC_TAG)
+        },
+        challenger=challenger,
+        challenger_decision=challenger_tags.get("mlops_loop.decision"),
+        challenger_metric=version_metric(registry, challenger, config.promotion.metric),
+        champion_metric=version_metric(registry, champion, config.promotion.metric),
+        metric_name=config.promotion.metric,
+        history=registry.history(),
+        batches=[batch_status(config, key, store) for key in store.batch_keys()],
+        quarantined=store.quarantined_keys(),
+    )
+
+
+def monitoring_plot(config: LoopConfig) -> str:
+    """An SVG timeline of the batches: realized and estimated primary metric, drift share,
+    with quarantined batches, rejections and promotions marked."""
+    from mlops_loop.core.plots import timeline_svg
+
+    status = loop_status(config)
+    batches, name = status.batches, status.metric_name
+    marks = []
+    for i, b in enumerate(batches):
+        if b.quality_success is False:
+            marks.append((i, "quarantined", "#c0392b"))
+        elif b.promoted:
+            marks.append((i, f"v{b.challenger_version} promoted", "#27ae60"))
+        elif b.promoted is False:
+            marks.append((i, f"v{b.challenger_version} rejected", "#7f8c8d"))
+    return timeline_svg(
+        [b.batch for b in batches],
+        [
+            (f"{name} (realized)", [b.metric for b in batches], "#2c7fb8"),
+            (f"{name} (estimated)", [b.estimated_metric for b in batches], "#9ecae1"),
+            ("drift share", [b.drift_share for b in batches], "#e67e22"),
+        ],
+        marks,
+        title=f"{config.name}: champion performance and drift per batch",
+    )
