@@ -6,24 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_loop.core.config import LoopConfig
-from mlops_loop.core.labels import ingest_labels, label_coverage
-from mlops_loop.core.steps.result import StepResult
+from mlops_loop.core.labels import LabelIngest, ingest_labels, label_coverage
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import log_json, log_metrics
 
 
 @dataclass(frozen=True)
-class LabelsRead(StepResult):
-    """One pass over the labels folder (`labels/last_ingest.json`)."""
+class LabelsRead(LabelIngest):
+    """One pass over the labels folder (`labels/last_ingest.json`), with the batches it calls
+    for measuring again."""
 
-    files: list[str] = field(default_factory=list)  # files read this time
-    rows: int = 0  # label rows in those files
-    new_labels: int = 0  # ids that had no label before
-    corrected_labels: int = 0  # ids whose label changed
-    affected: list[str] = field(default_factory=list)  # batches with new or changed labels
-    problems: list[str] = field(default_factory=list)  # files skipped, and why
-    known_labels: int = 0  # labels known in all, after this pass
     remeasure: list[str] = field(default_factory=list)  # accepted, scored batches affected
     coverage: list[dict[str, Any]] = field(default_factory=list)  # per batch
 
