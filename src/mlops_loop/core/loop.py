@@ -327,7 +327,7 @@ def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) ->
     """
     dest, target = store.batch_dir(key) / "batch.parquet", config.columns.target
     if path.suffix.lower() in (".parquet", ".pq"):
-        from mlops_loop.core.chunked import store_parquet
+        from mlops_loop.core.parquet import store_parquet
 
         return store_parquet(path, dest, target, config.operations.read_chunk_rows)
     frame = read_table(path)
@@ -368,7 +368,7 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> dict[str, An
 def _big_batch(config: LoopConfig, store: LoopStore, key: str) -> Path | None:
     """The stored batch's file when it has more rows than `operations.in_memory_max_rows`:
     such a batch is checked and scored from the file a slice at a time, never read whole."""
-    from mlops_loop.core.chunked import parquet_rows
+    from mlops_loop.core.parquet import parquet_rows
 
     path = store.batch_dir(key) / "batch.parquet"
     if path.exists() and parquet_rows(path) > config.operations.in_memory_max_rows:
@@ -391,7 +391,7 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
         raise DataError("the reference snapshot has no quality suite; materialize it first")
     big = _big_batch(config, store, key)
     if big is not None:
-        from mlops_loop.core.chunked import validate_parquet
+        from mlops_loop.core.quality.chunked import validate_parquet
 
         batch = None
         result = validate_parquet(
@@ -441,8 +441,8 @@ def evaluate_batch_drift(config: LoopConfig, key: str, ctx: StepContext | None =
     store = LoopStore(config.state_dir)
     big = _big_batch(config, store, key)
     if big is not None:
-        from mlops_loop.core.chunked import segment_drift_parquet
         from mlops_loop.core.drift import evaluate_drift_parquet
+        from mlops_loop.core.segments import segment_drift_parquet
 
         report = evaluate_drift_parquet(store.reference_profile(config), big, config=config)
         segments = segment_drift_parquet(
@@ -532,7 +532,7 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
 
             out = store.batch_dir(key) / "scored.parquet"
             if big is not None:
-                from mlops_loop.core.chunked import score_parquet
+                from mlops_loop.core.operations import score_parquet
 
                 figures = score_parquet(
                     score,
@@ -639,7 +639,7 @@ def measure_performance(
 
 def _scored_columns(config: LoopConfig, store: LoopStore, key: str) -> pd.DataFrame:
     """The columns of a scored batch that performance reads: id, label, score, segments."""
-    from mlops_loop.core.chunked import parquet_columns
+    from mlops_loop.core.parquet import parquet_columns
 
     path, cols = store.batch_dir(key) / "scored.parquet", config.columns
     if not path.exists():
