@@ -105,10 +105,10 @@ def run(folder: Path, mode: str, batch: str, out: Path) -> None:
     """One subprocess: the three stages on one batch, figures as JSON."""
     import great_expectations  # noqa: F401  # the import is not part of any stage
 
-    from mlops_loop.core.chunked import score_parquet, validate_parquet
     from mlops_loop.core.drift import ReferenceProfile, evaluate_drift, evaluate_drift_parquet
-    from mlops_loop.core.operations import measure_usage, timed_scoring
+    from mlops_loop.core.operations import measure_usage, score_parquet, timed_scoring
     from mlops_loop.core.quality import validate_batch
+    from mlops_loop.core.quality.chunked import validate_parquet
     from mlops_loop.core.training import predict_scores
 
     cols = columns()

@@ -8,16 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_loop.core.chunked import (
-    parquet_digest,
-    score_parquet,
-    store_parquet,
-    validate_parquet,
-)
 from mlops_loop.core.config import ColumnsConfig, ModelSpec
 from mlops_loop.core.data import frame_digest
 from mlops_loop.core.errors import DataError
+from mlops_loop.core.operations import score_parquet
+from mlops_loop.core.parquet import parquet_digest, store_parquet
 from mlops_loop.core.quality import QualityResult, build_suite, validate_batch
+from mlops_loop.core.quality.chunked import validate_parquet
 from mlops_loop.core.training import predict_scores, train_model
 
 COLUMNS = ColumnsConfig(

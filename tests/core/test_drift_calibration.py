@@ -254,7 +254,7 @@ def main() -> None:
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     ref = population(np.random.default_rng(2024), N_REFERENCE)
     if sys.argv[2:] == ["classifier"]:
-        from mlops_loop.core.multivariate import domain_classifier_drift
+        from mlops_loop.core.drift.multivariate import domain_classifier_drift
 
         rng = np.random.default_rng(5)
         kinds = {c: pd.api.types.is_numeric_dtype(ref[c]) for c in ref.columns}

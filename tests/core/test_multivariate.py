@@ -9,8 +9,8 @@ from scipy import stats
 
 from mlops_loop.core.config import DriftPolicy
 from mlops_loop.core.drift import SCHEMA_VERSION, evaluate_drift
+from mlops_loop.core.drift.multivariate import _mann_whitney, domain_classifier_drift
 from mlops_loop.core.errors import DataError
-from mlops_loop.core.multivariate import _mann_whitney, domain_classifier_drift
 
 FEATURES = (["a", "b", "noise"], ["c"])
 

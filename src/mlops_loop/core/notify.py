@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from mlops_loop.core.errors import InvalidConfigError, MlopsLoopError
 
 if TYPE_CHECKING:
-    from mlops_loop.core.alerts import AlertEvent, AlertsConfig
+    # A type only: at run time notify needs nothing of the alerts package, which imports it.
+    from mlops_loop.core.alerts.event import AlertEvent
 
 Severity = Literal["warn", "error"]
 _RANK = {"warn": 0, "error": 1}
@@ -393,8 +394,16 @@ class SmtpNotifier:
             )
 
 
+class NotifiersSection(Protocol):
+    """What `build_notifiers` reads of a config section: its notifier configs (`AlertsConfig`)."""
+
+    @property
+    def notifiers(self) -> Sequence[WebhookNotifierConfig | SmtpNotifierConfig]: ...
+
+
 def build_notifiers(
-    config: AlertsConfig | Sequence[WebhookNotifierConfig | SmtpNotifierConfig | Mapping[str, Any]],
+    config: NotifiersSection
+    | Sequence[WebhookNotifierConfig | SmtpNotifierConfig | Mapping[str, Any]],
 ) -> list[Notifier]:
     """Notifiers from the `alerts` config section (or a list of notifier configs/mappings).
 
@@ -404,7 +413,8 @@ def build_notifiers(
     Raises:
         InvalidConfigError: a notifier mapping is invalid (the message names the field).
     """
-    items = getattr(config, "notifiers", config)
+    # The section's notifier configs, or the sequence given.
+    items = cast("Iterable[Any]", getattr(config, "notifiers", config))
     built: list[Notifier] = []
     for i, item in enumerate(items):
         if isinstance(item, Mapping):

@@ -1,18 +1,22 @@
 """Drift within segments (e.g. region): each value's share of the batch against its share of
 the reference, and its rows tested against the reference's rows of the same value.
 
-Shared by the in-memory drift step and the chunked (larger-than-memory) path.
+`segment_drift` judges a frame in memory; `segment_drift_parquet` a parquet batch a slice at a
+time. Both build their rows with `segment_rows`.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import DataError
+from mlops_loop.core.parquet import CHUNK_ROWS, _Writer, iter_parquet, parquet_columns, parquet_rows
 
 #: Fewest rows of a segment, in the batch and in the reference, for its own drift report.
 SEGMENT_MIN_ROWS = 200
@@ -83,4 +87,50 @@ def segment_drift(
             len(batch),
             judge,
         )
+    return rows
+
+
+def segment_drift_parquet(
+    config: LoopConfig, reference: pd.DataFrame, path: str | Path, chunk_rows: int = CHUNK_ROWS
+) -> list[dict[str, Any]]:
+    """`segments.segment_drift(config, reference, pandas.read_parquet(path))`, a slice at a time.
+
+    Each segment column splits the batch, slice by slice, into one temporary parquet file per
+    value, and each file is drift-tested column by column against the reference's rows of that
+    value.
+    """
+    from mlops_loop.core.drift import evaluate_drift_parquet
+
+    path = Path(path)
+    n_rows, columns = parquet_rows(path), set(parquet_columns(path))
+    rows: list[dict[str, Any]] = []
+    for seg in config.columns.segments:
+        if seg not in columns or seg not in reference.columns:
+            continue
+        ref_values = reference[seg].astype(str)
+        ref_counts = ref_values.value_counts()
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".segments-") as tmp:
+            writers: dict[str, _Writer] = {}
+            cur_counts: dict[str, int] = {}
+            try:
+                for chunk in iter_parquet(path, chunk_rows):
+                    values = chunk[seg].astype(str)
+                    for value, part in chunk.groupby(values, sort=False):
+                        value = str(value)
+                        cur_counts[value] = cur_counts.get(value, 0) + len(part)
+                        if value not in writers:
+                            writers[value] = _Writer(Path(tmp) / f"{len(writers)}.parquet")
+                        writers[value].write(part)
+            finally:
+                for w in writers.values():
+                    w.close()
+
+            def judge(value: str, ref: pd.Series = ref_values, files: dict = writers) -> Any:
+                return evaluate_drift_parquet(
+                    reference[ref == value], files[value].path, config=config
+                )
+
+            rows += segment_rows(
+                seg, ref_counts.to_dict(), cur_counts, len(reference), n_rows, judge
+            )
     return rows

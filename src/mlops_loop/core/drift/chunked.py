@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlops_loop.core.drift.evaluate import evaluate_drift
 from mlops_loop.core.drift.measures import sorted_finite
 from mlops_loop.core.drift.sides import (
+    ColumnarBatch,
     SourceError,
     category_counts,
     is_numeric,
@@ -44,7 +46,7 @@ def _plain_number(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_boolean(t) or t in (pa.float32(), pa.float64())
 
 
-class ParquetBatch:
+class ParquetBatch(ColumnarBatch):
     """A parquet file as the current side of `evaluate_drift`, read a column at a time.
 
     Args:
@@ -97,7 +99,7 @@ class ParquetBatch:
     def sample_rows(self, columns: list[Any], n: int, seed: int) -> pd.DataFrame:
         """The multivariate check's rows: the ones it would draw from the frame, read one
         column at a time."""
-        from mlops_loop.core.multivariate import sample_positions
+        from mlops_loop.core.drift.multivariate import sample_positions
 
         positions = sample_positions(self._n_rows, n, seed)
         picked = {k: self.series(k).iloc[positions].to_numpy() for k in columns}
@@ -167,6 +169,4 @@ def evaluate_drift_parquet(
         DataError: the file is missing or unreadable (the message names it), or as for
             `evaluate_drift`.
     """
-    from mlops_loop.core.drift.evaluate import evaluate_drift
-
     return evaluate_drift(reference, ParquetBatch(path), config=config, policy=policy)

@@ -24,13 +24,13 @@ import pandas as pd
 from scipy import stats
 
 from mlops_loop.core.config import DriftPolicy, LoopConfig
-from mlops_loop.core.drift.chunked import ParquetBatch
 from mlops_loop.core.drift.measures import (
     jensen_shannon,
     numeric_measures,
     psi,
     total_variation,
 )
+from mlops_loop.core.drift.multivariate import MultivariateDrift, domain_classifier_drift
 from mlops_loop.core.drift.profile import ReferenceProfile
 from mlops_loop.core.drift.report import (
     SCHEMA_VERSION,
@@ -42,13 +42,13 @@ from mlops_loop.core.drift.sides import (
     NULL_LABEL as NULL_LABEL,  # re-exported: part of this module's API
 )
 from mlops_loop.core.drift.sides import (
+    ColumnarBatch,
     FrameTable,
     SourceError,
     Table,
     error_text,
 )
 from mlops_loop.core.errors import DataError
-from mlops_loop.core.multivariate import MultivariateDrift, domain_classifier_drift
 
 #: Most categories tested individually; the rest are pooled into one bucket.
 MAX_CATEGORIES = 1000
@@ -248,7 +248,7 @@ def _evaluate_column(
 
 def evaluate_drift(
     reference: pd.DataFrame | ReferenceProfile,
-    current: pd.DataFrame | ParquetBatch,
+    current: pd.DataFrame | ColumnarBatch,
     config: LoopConfig | None = None,
     policy: DriftPolicy | None = None,
 ) -> DriftReport:
@@ -276,7 +276,7 @@ def evaluate_drift(
             "reference must be a pandas DataFrame or a ReferenceProfile, "
             f"got {type(reference).__name__}"
         )
-    if not isinstance(current, pd.DataFrame | ParquetBatch):
+    if not isinstance(current, pd.DataFrame | ColumnarBatch):
         raise DataError(
             f"current must be a pandas DataFrame or a ParquetBatch, got {type(current).__name__}"
         )

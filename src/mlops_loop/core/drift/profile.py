@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_loop.core.config import DriftPolicy, LoopConfig
+from mlops_loop.core.drift.multivariate import RowSample
 from mlops_loop.core.drift.sides import (
     SourceError,
     Unusable,
@@ -45,7 +46,6 @@ from mlops_loop.core.drift.sides import (
     series_sorted_finite,
 )
 from mlops_loop.core.errors import DataError
-from mlops_loop.core.multivariate import RowSample
 
 #: Name of the manifest in a saved profile's folder.
 MANIFEST = "profile.json"

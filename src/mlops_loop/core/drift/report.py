@@ -5,12 +5,14 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlops_loop.core.drift.jsonable import clean
+
 if TYPE_CHECKING:
-    from mlops_loop.core.multivariate import MultivariateDrift
+    from mlops_loop.core.drift.multivariate import MultivariateDrift
 
 #: Version 2 added `multivariate` and `triggered_by`.
 SCHEMA_VERSION = "2"
@@ -19,21 +21,6 @@ SUMMARY_CATEGORIES = 20
 #: Levels of the quantiles kept in a numerical summary (the deciles).
 LEVELS = np.linspace(0.0, 1.0, 11)
 _LEVELS = LEVELS
-
-
-def _clean(value: Any) -> Any:
-    """Turn numpy scalars into Python ones and NaN/inf into None, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_clean(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 @dataclass(frozen=True)
@@ -57,7 +44,7 @@ class FeatureDrift:
 
     def to_dict(self) -> dict:
         """A JSON-serialisable mapping of every field; NaN and infinities become None."""
-        return {f.name: _clean(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: clean(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -82,7 +69,7 @@ class DriftReport:
             "schema_version": self.schema_version,
             "dataset_drift": self.dataset_drift,
             "triggered_by": list(self.triggered_by),
-            "drift_share": _clean(self.drift_share),
+            "drift_share": clean(self.drift_share),
             "rule": self.rule,
             "n_reference": self.n_reference,
             "n_current": self.n_current,

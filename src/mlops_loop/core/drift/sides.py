@@ -122,6 +122,15 @@ class Table(Protocol):
         ...
 
 
+class ColumnarBatch(Table):
+    """A current side that is not a frame: a batch read a column at a time (`ParquetBatch`).
+
+    `evaluate_drift` accepts a DataFrame or one of these. The type lives here, beside `Table`,
+    so the in-memory path accepts the chunked one without importing it (the chunked path
+    depends on the in-memory one, never the reverse).
+    """
+
+
 class FrameTable:
     """A DataFrame as a side: every statistic computed on demand."""
 

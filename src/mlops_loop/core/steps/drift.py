@@ -36,8 +36,8 @@ def evaluate_batch_drift(
     store = LoopStore(config.state_dir)
     big = big_batch(config, store, key)
     if big is not None:
-        from mlops_loop.core.chunked import segment_drift_parquet
         from mlops_loop.core.drift import evaluate_drift_parquet
+        from mlops_loop.core.segments import segment_drift_parquet
 
         report = evaluate_drift_parquet(store.reference_profile(config), big, config=config)
         segments = segment_drift_parquet(

@@ -37,7 +37,7 @@ def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) ->
     """
     dest, target = store.batch_dir(key) / "batch.parquet", config.columns.target
     if path.suffix.lower() in (".parquet", ".pq"):
-        from mlops_loop.core.chunked import store_parquet
+        from mlops_loop.core.parquet import store_parquet
 
         return Ingested.from_dict(
             store_parquet(path, dest, target, config.operations.read_chunk_rows)
@@ -90,7 +90,7 @@ def _forget_verdicts(store: LoopStore, key: str) -> None:
 def big_batch(config: LoopConfig, store: LoopStore, key: str) -> Path | None:
     """The stored batch's file when it has more rows than `operations.in_memory_max_rows`:
     such a batch is checked and scored from the file a slice at a time, never read whole."""
-    from mlops_loop.core.chunked import parquet_rows
+    from mlops_loop.core.parquet import parquet_rows
 
     path = store.batch_dir(key) / "batch.parquet"
     if path.exists() and parquet_rows(path) > config.operations.in_memory_max_rows:

@@ -134,7 +134,7 @@ def measure_performance(
 
 def _scored_columns(config: LoopConfig, store: LoopStore, key: str) -> pd.DataFrame:
     """The columns of a scored batch that performance reads: id, label, score, segments."""
-    from mlops_loop.core.chunked import parquet_columns
+    from mlops_loop.core.parquet import parquet_columns
 
     path, cols = store.batch_dir(key) / "scored.parquet", config.columns
     if not path.exists():

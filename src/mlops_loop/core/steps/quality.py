@@ -37,7 +37,7 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
         raise DataError("the reference snapshot has no quality suite; materialize it first")
     big = big_batch(config, store, key)
     if big is not None:
-        from mlops_loop.core.chunked import validate_parquet
+        from mlops_loop.core.quality.chunked import validate_parquet
 
         batch = None
         result = validate_parquet(

@@ -80,7 +80,7 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
 
             out = store.batch_dir(key) / "scored.parquet"
             if big is not None:
-                from mlops_loop.core.chunked import score_parquet
+                from mlops_loop.core.operations import score_parquet
 
                 figures = score_parquet(
                     score,

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mlops_loop.core.drift.jsonable import clean
 from mlops_loop.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -84,9 +85,7 @@ class MultivariateDrift:
 
     def to_dict(self) -> dict:
         """A JSON-serialisable mapping of every field; NaN and infinities become None."""
-        from mlops_loop.core.drift.report import _clean
-
-        return {f.name: _clean(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: clean(getattr(self, f.name)) for f in fields(self)}
 
 
 def sample_positions(n_rows: int, n: int, seed: int) -> np.ndarray:
