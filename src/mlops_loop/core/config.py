@@ -126,19 +126,73 @@ class ModelSpec(_Model):
     )
 
     @model_validator(mode="after")
-    def _estimator_is_importable(self) -> ModelSpec:
-        module_name, _, attr = self.estimator.rpartition(".")
-        if not module_name:
-            raise ValueError(f"estimator {self.estimator!r} is not a dotted import path")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"estimator module {module_name!r} cannot be imported: {e}") from e
-        if not callable(getattr(module, attr, None)):
-            raise ValueError(
-                f"estimator {self.estimator!r}: {module_name} has no callable {attr!r}"
-            )
+    def _estimator_is_a_valid_sklearn_estimator(self) -> ModelSpec:
+        # Checked at load and before anything is called: a path to any other callable
+        # (`os.system`) would run it with the params as arguments at training time.
+        cls = estimator_class(self.estimator)
+        validate_estimator_params(cls, self.estimator, self.params)
         return self
+
+
+def estimator_class(path: str) -> type:
+    """The scikit-learn estimator class an import path names, imported but never called.
+
+    Raises:
+        ValueError: the path is not dotted, its module cannot be imported, or it names
+            anything but a class deriving from `sklearn.base.BaseEstimator` with `fit`.
+    """
+    from sklearn.base import BaseEstimator
+
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"estimator {path!r} is not a dotted import path")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"estimator module {module_name!r} cannot be imported: {e}") from e
+    found = getattr(module, attr, None)
+    if found is None:
+        raise ValueError(f"estimator {path!r}: {module_name} has no callable {attr!r}")
+    if not (
+        isinstance(found, type)
+        and issubclass(found, BaseEstimator)
+        and callable(getattr(found, "fit", None))
+    ):
+        what = type(found).__name__ if not isinstance(found, type) else f"class {found!r}"
+        raise ValueError(
+            f"estimator {path!r} is a {what}, not a scikit-learn estimator: expected a class "
+            "deriving from sklearn.base.BaseEstimator with a fit method (e.g. "
+            "sklearn.ensemble.HistGradientBoostingClassifier)"
+        )
+    return found
+
+
+def validate_estimator_params(cls: type, path: str, params: dict[str, Any]) -> None:
+    """Check `params` with scikit-learn's own validation of `cls` (names, types, ranges).
+
+    Raises:
+        ValueError: naming `model.params.<name>`, the value and what the estimator expects.
+    """
+    import re
+
+    names = sorted(cls._get_param_names())  # type: ignore[attr-defined]
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise ValueError(
+            f"model.params.{unknown[0]}: {path} has no parameter {unknown[0]!r}; "
+            f"expected one of {names}"
+        )
+    try:
+        estimator = cls(**params)
+        check = getattr(estimator, "_validate_params", None)
+        if check is not None:
+            check()
+    except (TypeError, ValueError) as e:
+        named = re.search(r"The '(\w+)' parameter", str(e))
+        name = named.group(1) if named else None
+        where = f"model.params.{name}" if name in params else "model.params"
+        value = f" = {params[name]!r}" if name in params else f" {params}"
+        raise ValueError(f"{where}{value} is refused by {path}: {e}") from None
 
 
 class CustomExpectation(_Model):
@@ -506,7 +560,26 @@ def parse_config(
         config = LoopConfig.model_validate(data)
     except ValidationError as e:
         raise InvalidConfigError(f"{source} is invalid:\n{_describe(e)}") from e
-    return config.resolve_paths(base or Path.cwd())
+    config = config.resolve_paths(base or Path.cwd())
+    _folders_apart(config, source)
+    return config
+
+
+def _folders_apart(config: LoopConfig, source: str) -> None:
+    """Refuse a state folder inside a watched folder (or one inside it): the loop would
+    read its own state files as batches, or write its state among the user's files."""
+    state = config.state_dir.resolve()
+    watched = {"sources.landing": config.sources.landing, "sources.labels": config.sources.labels}
+    for field_name, folder in watched.items():
+        if folder is None:
+            continue
+        folder = folder.resolve()
+        if state == folder or state.is_relative_to(folder) or folder.is_relative_to(state):
+            raise InvalidConfigError(
+                f"{source} is invalid:\n  state_dir ({state}) and {field_name} ({folder}) "
+                "overlap: the loop would read its own state files as batches; expected two "
+                "folders neither of which is inside the other"
+            )
 
 
 def load_config(path: str | Path) -> LoopConfig:

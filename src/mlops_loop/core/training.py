@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlops_loop.core.config import ColumnsConfig, ModelSpec
+from mlops_loop.core.config import ColumnsConfig, ModelSpec, estimator_class
 from mlops_loop.core.data import require_columns
 from mlops_loop.core.errors import DataError, InvalidConfigError
 
@@ -26,11 +25,11 @@ def build_estimator(spec: ModelSpec, columns: ColumnsConfig) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    module_name, _, attr = spec.estimator.rpartition(".")
-    factory = getattr(importlib.import_module(module_name), attr)
     try:
+        # Again here: a spec built without validation must not call an arbitrary callable.
+        factory = estimator_class(spec.estimator)
         estimator = factory(**spec.params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise InvalidConfigError(
             f"model.params {spec.params} rejected by {spec.estimator}: {e}"
         ) from e
