@@ -76,6 +76,22 @@ def _percentiles(values_ms: list[float]) -> dict[str, float]:
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
 
 
+def _timed_call(
+    score: Callable[[pd.DataFrame], np.ndarray],
+    part: pd.DataFrame,
+    call_ms: list[float],
+    per_row_ms: list[float] | None = None,
+) -> np.ndarray:
+    """`score(part)` as floats; its time (ms) appended to `call_ms`, per row to `per_row_ms`."""
+    t0 = time.perf_counter()
+    scores = np.asarray(score(part), dtype=float)
+    ms = (time.perf_counter() - t0) * 1e3
+    call_ms.append(ms)
+    if per_row_ms is not None:
+        per_row_ms.append(ms / len(part))
+    return scores
+
+
 def timed_scoring(
     score: Callable[[pd.DataFrame], np.ndarray],
     frame: pd.DataFrame,
@@ -94,20 +110,13 @@ def timed_scoring(
     per_row_ms: list[float] = []
     start = time.perf_counter()
     for lo in range(0, n, chunk_rows):
-        part = frame.iloc[lo : lo + chunk_rows]
-        t0 = time.perf_counter()
-        chunks.append(np.asarray(score(part), dtype=float))
-        ms = (time.perf_counter() - t0) * 1e3
-        chunk_ms.append(ms)
-        per_row_ms.append(ms / len(part))
+        chunks.append(_timed_call(score, frame.iloc[lo : lo + chunk_rows], chunk_ms, per_row_ms))
     batch_s = time.perf_counter() - start
     scores = np.concatenate(chunks) if chunks else np.empty(0)
     single_ms: list[float] = []
     if n and single_rows:
         for i in np.linspace(0, n - 1, min(single_rows, n)).astype(int):
-            t0 = time.perf_counter()
-            score(frame.iloc[[i]])
-            single_ms.append((time.perf_counter() - t0) * 1e3)
+            _timed_call(score, frame.iloc[[i]], single_ms)
     figures: dict[str, Any] = {
         "rows": n,
         "scoring_s": batch_s,
@@ -172,16 +181,10 @@ def score_parquet(
             parts = []
             for start in range(0, len(frame), call_rows):
                 part = frame.iloc[start : start + call_rows]
-                t0 = time.perf_counter()
-                parts.append(np.asarray(score(part), dtype=float))
-                ms = (time.perf_counter() - t0) * 1e3
-                chunk_ms.append(ms)
-                per_row_ms.append(ms / len(part))
-                scoring_s += ms / 1e3
+                parts.append(_timed_call(score, part, chunk_ms, per_row_ms))
+                scoring_s += chunk_ms[-1] / 1e3
             for i in (i for i in singles if lo <= i < lo + len(frame)):
-                t0 = time.perf_counter()
-                score(frame.iloc[[i - lo]])
-                single_ms.append((time.perf_counter() - t0) * 1e3)
+                _timed_call(score, frame.iloc[[i - lo]], single_ms)
             frame[prediction] = np.concatenate(parts) if parts else np.empty(0)
             writer.write(frame)
             lo += len(frame)

@@ -14,7 +14,7 @@ from mlops_loop.core.errors import DataError
 from mlops_loop.core.performance import improvement
 from mlops_loop.core.registry import METRIC_TAG, MlflowRegistry
 from mlops_loop.core.store import LoopStore
-from mlops_loop.core.tracking import log_json
+from mlops_loop.core.tracking import log_dataset, log_json
 from mlops_loop.core.training import model_inputs, predict_scores
 
 
@@ -113,3 +113,27 @@ def best_champion_metric(registry: MlflowRegistry, version: int | None, name: st
     if not values:
         return None
     return max(values, key=lambda v: improvement(name, v, 0.0))
+
+
+def log_split(
+    config: LoopConfig,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    names: tuple[str, str],
+    sources: tuple[str, str],
+) -> str:
+    """Log a model's training rows and held-out rows as MLflow dataset inputs; the training
+    rows' digest."""
+    target, columns = config.columns.target, config.columns
+    digest = log_dataset(
+        train, name=names[0], context="training", source=sources[0], target=target, columns=columns
+    )
+    log_dataset(
+        holdout,
+        name=names[1],
+        context="evaluation",
+        source=sources[1],
+        target=target,
+        columns=columns,
+    )
+    return digest

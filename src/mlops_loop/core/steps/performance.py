@@ -4,7 +4,7 @@ from its scores alone, per segment, and the drift of its outputs: `model_perform
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 import numpy as np
@@ -59,9 +59,8 @@ class Performance(StepResult):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        plain = super().from_dict(data)
         drift = [OutputDrift.from_dict(o) for o in data.get("output_drift") or []]
-        return cls(**{**plain.__dict__, "output_drift": drift})
+        return replace(super().from_dict(data), output_drift=drift)
 
 
 def measure_performance(

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import DataError
-from mlops_loop.core.steps.ingest import big_batch
+from mlops_loop.core.steps.ingest import Ingested, big_batch
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import (
@@ -71,7 +71,8 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
                 columns=config.columns,
             )
         else:  # a dataset record would profile the whole frame: the digest stands for it
-            log_params({"batch.digest": (store.batch_json(key, "ingest") or {}).get("digest")})
+            ingested = store.batch_json(key, "ingest")
+            log_params({"batch.digest": Ingested.from_dict(ingested).digest if ingested else None})
     # Recorded once MLflow has it: with the tracking server down, no verdict is left behind
     # (and no batch accepted for training) that the system of record never saw.
     store.write_batch_json(key, "quality", result.to_dict())

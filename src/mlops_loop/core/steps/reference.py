@@ -9,7 +9,12 @@ from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import frame_digest, read_table, require_columns
 from mlops_loop.core.performance import compute_metrics
 from mlops_loop.core.registry import AliasChange, MlflowRegistry
-from mlops_loop.core.steps.models import log_and_register, metric_tags, save_estimator
+from mlops_loop.core.steps.models import (
+    log_and_register,
+    log_split,
+    metric_tags,
+    save_estimator,
+)
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.steps.training import split_holdout
@@ -111,18 +116,10 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> Champ
             predict_scores(model, holdout, config.columns),
         )
         metrics = compute_metrics(y_hold, s_hold)
-        for frame, name, context in (
-            (train, "reference-train", "training"),
-            (holdout, "reference-holdout", "evaluation"),
-        ):
-            log_dataset(
-                frame,
-                name=name,
-                context=context,
-                source=str(config.sources.reference),
-                target=config.columns.target,
-                columns=config.columns,
-            )
+        source = str(config.sources.reference)
+        log_split(
+            config, train, holdout, ("reference-train", "reference-holdout"), (source, source)
+        )
         log_metrics(metrics, prefix="baseline_")
         log_params({"loop": config.name, **config_params(config, "model", "training")})
         version = log_and_register(config, model, train)

@@ -13,11 +13,16 @@ from mlops_loop.core.errors import DataError
 from mlops_loop.core.labels import attach_labels, now_utc
 from mlops_loop.core.performance import compute_metrics
 from mlops_loop.core.registry import MlflowRegistry
-from mlops_loop.core.steps.models import log_and_register, metric_tags, save_estimator
+from mlops_loop.core.steps.models import (
+    log_and_register,
+    log_split,
+    metric_tags,
+    save_estimator,
+)
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.store import LoopStore
-from mlops_loop.core.tracking import config_params, log_dataset, log_json, log_metrics, log_params
+from mlops_loop.core.tracking import config_params, log_json, log_metrics, log_params
 from mlops_loop.core.training import labelled_rows, labels, predict_scores, train_model
 
 
@@ -122,21 +127,8 @@ def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = Non
             predict_scores(model, holdout, config.columns),
         )
         metrics = compute_metrics(y_hold, s_hold)
-        digest = log_dataset(
-            train,
-            name=f"train-{key}",
-            context="training",
-            source=",".join(parts),
-            target=config.columns.target,
-            columns=config.columns,
-        )
-        log_dataset(
-            holdout,
-            name=f"holdout-{key}",
-            context="evaluation",
-            source=key,
-            target=config.columns.target,
-            columns=config.columns,
+        digest = log_split(
+            config, train, holdout, (f"train-{key}", f"holdout-{key}"), (",".join(parts), key)
         )
         log_metrics(metrics, prefix="challenger_")
         log_params(
