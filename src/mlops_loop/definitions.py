@@ -13,9 +13,8 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_loop.core.errors import InvalidConfigError
+from mlops_loop.core.tracking import TRACKING_URI_ENV
 from mlops_loop.defs.factory import build_definitions
-
-TRACKING_URI_ENV = "MLOPS_LOOP_TRACKING_URI"
 
 
 @dg.definitions

@@ -111,6 +111,43 @@ def test_rollback_refuses_a_never_validated_version(registry_with_versions):
     assert "| promotion | None | 1 | t (" in reg.history_table()
 
 
+def test_rollback_to_a_version_never_champion_is_refused_naming_its_rejection(
+    registry_with_versions, loop_config
+):
+    """A rejected challenger never served: rolling back to it is refused unless forced, and
+    the refusal says why its promotion was rejected."""
+    from mlops_loop.core.steps.rollback import rollback
+
+    reg = registry_with_versions
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="t", action="bootstrap")
+    reg.promote(2, expected_champion=1, reason="better", triggered_by="t")
+    reg.tag_version(
+        3,
+        {
+            "mlops_loop.decision": "rejected",
+            "mlops_loop.rejected_reason": "roc_auc 0.71 is below the champion's 0.80",
+        },
+    )
+    with pytest.raises(
+        RegistryError,
+        match=r"version 3 of .* was never champion \(its promotion was rejected: roc_auc 0.71 "
+        r"is below the champion's 0.80\).*--force",
+    ):
+        reg.rollback(3, reason="try the challenger", triggered_by="t")
+    with pytest.raises(RegistryError, match="never champion"):
+        rollback(loop_config, 3, "the core step refuses too")
+    assert reg.champion() == 2 and len(reg.history()) == 2
+    # Versions that served (the bootstrap champion) are rolled back to without force.
+    assert reg.rollback(1, reason="back to v1", triggered_by="t").to_version == 1
+    change = rollback(loop_config, 3, "oncall insists", force=True)
+    assert (change.from_version, change.to_version) == (1, 3)
+    assert reg.champion() == 3
+    assert reg.history()[-1]["reason"].startswith("oncall insists (forced: v3 was never champion")
+    # Once it served, it is an ordinary rollback target.
+    reg.rollback(1, reason="again", triggered_by="t")
+    assert reg.rollback(3, reason="v3 served before", triggered_by="t").to_version == 3
+
+
 def test_the_retrain_baseline_is_the_best_champion_so_far(registry_with_versions, loop_config):
     """A weak model promoted out of a collapse must not lower the bar the loop retrains to."""
     from mlops_loop.core.steps.decision import decide_batch_retrain

@@ -20,3 +20,12 @@ class RegistryError(MlopsLoopError, LookupError):
 
 class ConcurrentPromotionError(RegistryError):
     """The champion moved while a promotion was being decided (compare-and-set failed)."""
+
+
+class TrackingError(MlopsLoopError, ConnectionError):
+    """The MLflow tracking server cannot be reached, refused a request or failed; the message
+    names its URI with any credential redacted."""
+
+
+class LoopStateError(MlopsLoopError, FileNotFoundError):
+    """The loop has no state where it was asked to read it (it never ran there)."""

@@ -88,11 +88,10 @@ class MlflowRegistry:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from mlflow import MlflowClient
+            from mlops_loop.core.tracking_errors import mlflow_client
 
-            self._client = MlflowClient(
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-            )
+            # Its failures are TrackingErrors naming the URI redacted; "not found" stays MLflow's.
+            self._client = mlflow_client(self.tracking_uri)
         return self._client
 
     # -- reading ---------------------------------------------------------------------------------
@@ -253,16 +252,44 @@ class MlflowRegistry:
                 return int(event["from_version"])
         return None
 
-    def rollback(self, to: int | str, *, reason: str, triggered_by: str) -> AliasChange:
+    def rollback(
+        self, to: int | str, *, reason: str, triggered_by: str, force: bool = False
+    ) -> AliasChange:
         """Move the champion back to version `to`, or to the "previous" champion.
 
+        A version that was never champion (a rejected challenger, say) is refused unless
+        `force`: the refusal says why its promotion was rejected.
+
         Raises:
-            RegistryError: unknown version, no previous champion, or `to` is already champion.
+            RegistryError: unknown version, no previous champion, `to` is already champion, or
+                `to` was never champion and `force` is not set.
         """
         with self._exclusive():
-            return self._rollback(to, reason=reason, triggered_by=triggered_by)
+            return self._rollback(to, reason=reason, triggered_by=triggered_by, force=force)
 
-    def _rollback(self, to: int | str, *, reason: str, triggered_by: str) -> AliasChange:
+    def was_champion(self, version: int, tags: dict[str, Any] | None = None) -> bool:
+        """Whether `version` ever served as champion: the loop moved the alias to it, or the
+        history records it moved there outside the loop."""
+        tags = (self.version(version).tags or {}) if tags is None else tags
+        if MOVED_TAG in tags:
+            return True
+        return any(
+            e["action"] == "external" and e["to_version"] == version for e in self.history()
+        )
+
+    @staticmethod
+    def _never_champion_why(tags: dict[str, Any]) -> str:
+        decision = tags.get("mlops_loop.decision")
+        if decision == "rejected":
+            reason = tags.get("mlops_loop.rejected_reason") or "no reason recorded"
+            return f"its promotion was rejected: {reason}"
+        if decision:
+            return f"its promotion decision is {decision!r}, yet the alias never moved to it"
+        return "no promotion was decided for it"
+
+    def _rollback(
+        self, to: int | str, *, reason: str, triggered_by: str, force: bool = False
+    ) -> AliasChange:
         """The body of `rollback`, under the lock."""
         if not reason or not reason.strip():
             raise RegistryError("a rollback needs a reason (who asked and why)")
@@ -289,13 +316,21 @@ class MlflowRegistry:
             )
         if target == current:
             raise RegistryError(f"version {target} is already the champion of {self.model_name!r}")
+        reason = reason.strip()
+        if not self.was_champion(target, tags):
+            why = self._never_champion_why(tags)
+            if not force:
+                raise RegistryError(
+                    f"version {target} of {self.model_name!r} was never champion ({why}); a "
+                    "rollback returns to a version that served. To make it champion anyway, "
+                    "roll back with force (--force, or force: true in rollback_job's config)"
+                )
+            reason = f"{reason} (forced: v{target} was never champion; {why})"
         # The target's metrics when it was validated: what the loop knew of it at this moment.
         metrics = {
             k.removeprefix(METRIC_TAG): v for k, v in tags.items() if k.startswith(METRIC_TAG)
         }
-        change = AliasChange(
-            "rollback", current, target, reason.strip(), triggered_by, metrics=metrics
-        )
+        change = AliasChange("rollback", current, target, reason, triggered_by, metrics=metrics)
         return self._move_champion(change)
 
     def reconcile(self, triggered_by: str) -> AliasChange | None:

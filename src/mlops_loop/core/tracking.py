@@ -19,6 +19,13 @@ import pandas as pd
 
 from mlops_loop.core.config import ColumnsConfig, LoopConfig
 from mlops_loop.core.data import frame_digest
+from mlops_loop.core.tracking_errors import mlflow_client, redact_text, redact_uri, tracking_errors
+
+__all__ = ["redact_text", "redact_uri", "resolve_tracking_uri"]
+
+#: Names a tracking URI that overrides the loop YAML's, for the CLI and the Dagster code
+#: location alike (a URI holding a credential stays out of the YAML).
+TRACKING_URI_ENV = "MLOPS_LOOP_TRACKING_URI"
 
 TAG_RUN_KEY = "mlops_loop.run_key"
 TAG_PARTITION = "mlops_loop.partition"
@@ -26,30 +33,25 @@ TAG_STEP = "mlops_loop.step"
 TAG_ERROR = "mlops_loop.error"
 
 
-def redact_uri(uri: str) -> str:
-    """`uri` fit to show: a password in its user part and its query's values become `***`."""
-    from urllib.parse import urlsplit
+def resolve_tracking_uri(config: LoopConfig, override: str | None = None) -> LoopConfig:
+    """`config` with the tracking URI the loop uses: `override` if given, else the variable
+    $MLOPS_LOOP_TRACKING_URI if set, else the YAML's `mlflow.tracking_uri`."""
+    import os
 
-    parts = urlsplit(uri)
-    out = uri
-    if "@" in parts.netloc:
-        user, host = parts.netloc.rsplit("@", 1)
-        if ":" in user:
-            out = out.replace(parts.netloc, f"{user.split(':', 1)[0]}:***@{host}", 1)
-    if parts.query:
-        query = "&".join(
-            f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair
-            for pair in parts.query.split("&")
-        )
-        out = out.replace(f"?{parts.query}", f"?{query}", 1)
-    return out
+    uri = override or os.environ.get(TRACKING_URI_ENV)
+    if not uri:
+        return config
+    mlflow = config.mlflow.model_copy(update={"tracking_uri": uri})
+    return config.model_copy(update={"mlflow": mlflow})
 
 
 def ensure_experiment(config: LoopConfig) -> str:
-    """The id of the loop's experiment, created with the configured artifact root if new."""
-    from mlflow import MlflowClient
+    """The id of the loop's experiment, created with the configured artifact root if new.
 
-    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+    Raises:
+        TrackingError: the tracking server cannot be reached or refused.
+    """
+    client = mlflow_client(config.tracking_uri)
     exp = client.get_experiment_by_name(config.mlflow.experiment)
     if exp is not None:
         return exp.experiment_id
@@ -85,9 +87,17 @@ def mlflow_uri(uri: str) -> Iterator[None]:
     Raises:
         RuntimeError: a thread already inside a block for one URI opens one for another (it
             would wait for itself).
+        TrackingError: the tracking server cannot be reached, refused or failed in the block.
     """
     import mlflow
 
+    with tracking_errors(uri):
+        with _pointed_at(uri, mlflow):
+            yield
+
+
+@contextmanager
+def _pointed_at(uri: str, mlflow: Any) -> Iterator[None]:
     depth = getattr(_uri_thread, "depth", 0)
     with _uri_state:
         if depth and _uri_active["uri"] != uri:
@@ -164,7 +174,8 @@ def tracked_run(
             except BaseException as e:
                 # The run ends FAILED; say which step failed and why, and count it.
                 step = all_tags.get(TAG_STEP, run_name)
-                mlflow.set_tag(TAG_ERROR, f"{step}: {type(e).__name__}: {e}"[:5000])
+                error = redact_text(f"{step}: {type(e).__name__}: {e}", config.tracking_uri)
+                mlflow.set_tag(TAG_ERROR, error[:5000])
                 mlflow.log_metric("step_failures", 1)
                 raise
 

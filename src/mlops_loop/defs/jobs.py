@@ -69,12 +69,17 @@ class RollbackConfig(dg.Config):
         "'previous' for the champion before the current one.",
     )
     reason: str = Field(description="Why the champion is rolled back (kept in the audit history).")
+    force: bool = Field(
+        default=False,
+        description="Also make champion a version that never was one (a rejected challenger); "
+        "without it such a rollback is refused, naming why the version was rejected.",
+    )
 
 
 @dg.op(description="Move the champion alias back and record who, when and why.")
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, loop: LoopResource):
     cfg = loop.load()
-    change = rollback(cfg, config.to, config.reason, step_context(context))
+    change = rollback(cfg, config.to, config.reason, step_context(context), force=config.force)
     meta: dict[str, Any] = {
         "from_version": change.from_version if change.from_version is not None else -1,
         "to_version": change.to_version,

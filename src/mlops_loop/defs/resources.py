@@ -2,13 +2,15 @@
 
 The resource holds no secret. A tracking URI that carries one (a token in the URL, a database
 password) is given as `mlflow_tracking_uri=dg.EnvVar("...")`: Dagster resolves it in the
-process that runs the step, and its UI and run storage show only the variable's name.
+process that runs the step, and its UI and run storage show only the variable's name. Without
+it, $MLOPS_LOOP_TRACKING_URI, then the YAML, name the store: the resolution the CLI uses too.
 """
 
 import dagster as dg
 from pydantic import Field
 
 from mlops_loop.core.config import LoopConfig, load_config
+from mlops_loop.core.tracking import resolve_tracking_uri
 
 
 class LoopResource(dg.ConfigurableResource):
@@ -23,8 +25,9 @@ class LoopResource(dg.ConfigurableResource):
 
     mlflow_tracking_uri: str | None = Field(
         default=None,
-        description="Overrides the config's mlflow.tracking_uri; give it as dg.EnvVar so a URI "
-        "holding a credential stays out of the YAML and of Dagster's UI.",
+        description="Overrides $MLOPS_LOOP_TRACKING_URI and the config's mlflow.tracking_uri; "
+        "give it as dg.EnvVar so a URI holding a credential stays out of the YAML and of "
+        "Dagster's UI.",
     )
 
     def load(self) -> LoopConfig:
@@ -36,7 +39,4 @@ class LoopResource(dg.ConfigurableResource):
             raise dg.DagsterInvalidConfigError(
                 "LoopResource needs config_path or config_json", [], None
             )
-        if self.mlflow_tracking_uri:
-            mlflow = config.mlflow.model_copy(update={"tracking_uri": self.mlflow_tracking_uri})
-            config = config.model_copy(update={"mlflow": mlflow})
-        return config
+        return resolve_tracking_uri(config, self.mlflow_tracking_uri)

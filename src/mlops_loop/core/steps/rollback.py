@@ -10,17 +10,24 @@ from mlops_loop.core.tracking import log_json, log_metrics, log_params
 
 
 def rollback(
-    config: LoopConfig, to: int | str, reason: str, ctx: StepContext | None = None
+    config: LoopConfig,
+    to: int | str,
+    reason: str,
+    ctx: StepContext | None = None,
+    *,
+    force: bool = False,
 ) -> AliasChange:
     """Move `champion` back to a version (or "previous"), recording who, when and why.
 
     Raises:
-        RegistryError: unknown version, nothing to roll back to, or no reason given.
+        RegistryError: unknown version, nothing to roll back to, no reason given, or a
+            version that was never champion (its rejected reason named) without `force`.
+        TrackingError: the tracking server cannot be reached or refused.
     """
     ctx = ctx or StepContext()
     registry = MlflowRegistry.from_config(config)
     registry.reconcile(ctx.triggered_by)
-    change = registry.rollback(to, reason=reason, triggered_by=ctx.triggered_by)
+    change = registry.rollback(to, reason=reason, triggered_by=ctx.triggered_by, force=force)
     with step_run(config, ctx, "rollback"):
         log_json(change.to_dict(), "registry/rollback.json")
         log_history(registry)

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.config import LoopConfig
-from mlops_loop.core.tracking import TAG_ERROR, TAG_PARTITION, TAG_STEP, log_metrics, mlflow_uri
+from mlops_loop.core.tracking import (
+    TAG_ERROR,
+    TAG_PARTITION,
+    TAG_STEP,
+    log_metrics,
+    mlflow_uri,
+    redact_text,
+)
 from mlops_loop.core.tracking import tracked_run as _tracked_run
 
 if TYPE_CHECKING:
@@ -51,9 +58,16 @@ def step_run(
 def record_failure(
     config: LoopConfig, ctx: StepContext, partition: str | None, step: str, message: str
 ) -> None:
-    """Mark the MLflow run of a failed orchestrator run: error tag, failure count, FAILED."""
+    """Mark the MLflow run of a failed orchestrator run: error tag, failure count, FAILED.
+
+    The message is recorded with every URL in it redacted (and the tracking URI's secrets).
+
+    Raises:
+        TrackingError: the tracking server cannot be reached or refused.
+    """
     import mlflow
 
+    message = redact_text(message, config.tracking_uri)
     with step_run(config, ctx, step, partition) as run:
         mlflow.set_tag(TAG_ERROR, message[:5000])
         log_metrics({"step_failures": 1})
@@ -73,6 +87,7 @@ def notify_failure(
     notifiers = build_notifiers(config.alerts)
     if not notifiers:
         return []
+    message = redact_text(message, config.tracking_uri)
     event = AlertEvent(
         rule="run_failed",
         metric="step_failures",
