@@ -9,14 +9,42 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlops_loop.core.errors import MlopsLoopError
+
 DEFAULT_CONFIG = ".demo/loop.yaml"
 
 
+class OutputPathError(MlopsLoopError, OSError):
+    """An --output or --plot path cannot be written (a folder, or under a file)."""
+
+
 def _config(path: str | None) -> Any:
+    """The loop config, its tracking URI resolved as the Dagster code location resolves it:
+    $MLOPS_LOOP_TRACKING_URI first, then the YAML's."""
     from mlops_loop.core.config import load_config
+    from mlops_loop.core.tracking import resolve_tracking_uri
 
     path = path or os.environ.get("MLOPS_LOOP_CONFIG") or DEFAULT_CONFIG
-    return load_config(path)
+    return resolve_tracking_uri(load_config(path))
+
+
+def _output(path: str, option: str) -> Path:
+    """Where `option` writes: its folder created if missing.
+
+    Raises:
+        OutputPathError: the path is a folder, or a file stands where a folder should be.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise OutputPathError(f"{option} {out}: is a folder; expected the path of a file")
+    blocking = next((p for p in [out.parent, *out.parent.parents] if p.is_file()), None)
+    if blocking is not None:
+        raise OutputPathError(
+            f"{option} {out}: {blocking} is a file, not a folder; expected a path whose "
+            "folders are folders (missing ones are created)"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -29,12 +57,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mlops_loop.core.steps.status import loop_status, monitoring_plot
+    from mlops_loop.core.steps.status import loop_status, monitoring_plot, require_loop_state
 
     config = _config(args.config)
+    plot = _output(args.plot, "--plot") if args.plot else None
+    require_loop_state(config)
     status = loop_status(config)
-    if args.plot:
-        Path(args.plot).write_text(monitoring_plot(config))
+    if plot is not None:
+        plot.write_text(monitoring_plot(config))
         print(f"monitoring plot written to {args.plot}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(status.to_dict(), indent=2, default=str))
@@ -74,9 +104,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from mlops_loop.core.steps.rollback import rollback
     from mlops_loop.core.steps.run import StepContext
+    from mlops_loop.core.steps.status import require_tracking_store
 
     who = f"cli ({os.environ.get('USER', 'unknown')})"
-    change = rollback(_config(args.config), args.to, args.reason, StepContext(triggered_by=who))
+    config = _config(args.config)
+    require_tracking_store(config)
+    change = rollback(
+        config, args.to, args.reason, StepContext(triggered_by=who), force=args.force
+    )
     print(
         f"champion moved from v{change.from_version} to v{change.to_version} "
         f"at {change.at} by {change.triggered_by}: {change.reason}"
@@ -87,13 +122,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from mlops_loop.core.data import read_table
     from mlops_loop.core.steps.scoring import predict_frame
+    from mlops_loop.core.steps.status import require_tracking_store
 
     config = _config(args.config)
+    out = _output(args.output, "--output") if args.output else None
     frame = read_table(args.input)
+    require_tracking_store(config)
     who = f"cli predict ({os.environ.get('USER', 'unknown')})"
     scored, version = predict_frame(config, frame, who)
-    if args.output:
-        out = Path(args.output)
+    if out is not None:
         if out.suffix.lower() in (".parquet", ".pq"):
             scored.to_parquet(out, index=False)
         else:
@@ -115,10 +152,10 @@ def _two_frames(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return read_table(args.reference), read_table(args.current), config
 
 
-def _emit(result: Any, args: argparse.Namespace) -> None:
+def _emit(result: Any, args: argparse.Namespace, out: Path | None) -> None:
     text = result.to_html() if args.format == "html" else json.dumps(result.to_dict(), indent=2)
-    if args.output:
-        Path(args.output).write_text(text)
+    if out is not None:
+        out.write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(text)
@@ -127,16 +164,18 @@ def _emit(result: Any, args: argparse.Namespace) -> None:
 def cmd_drift(args: argparse.Namespace) -> int:
     from mlops_loop.core.drift import evaluate_drift
 
+    out = _output(args.output, "--output") if args.output else None
     reference, current, config = _two_frames(args)
-    _emit(evaluate_drift(reference, current, config=config), args)
+    _emit(evaluate_drift(reference, current, config=config), args, out)
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from mlops_loop.core.quality import validate_batch
 
+    out = _output(args.output, "--output") if args.output else None
     reference, current, config = _two_frames(args)
-    _emit(validate_batch(reference, current, config=config), args)
+    _emit(validate_batch(reference, current, config=config), args, out)
     return 0
 
 
@@ -210,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(a second 'previous' undoes the first)",
     )
     p.add_argument("--reason", required=True, help="why (kept in the audit history)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also roll back to a version that was never champion (a rejected challenger)",
+    )
     p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_rollback)
 
@@ -258,8 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlops_loop.core.errors import MlopsLoopError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

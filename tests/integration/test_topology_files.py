@@ -181,6 +181,29 @@ def test_mlflow_basic_auth_is_on_and_the_loop_signs_in(compose: dict[str, Any]) 
     assert "/health" in " ".join(mlflow["healthcheck"]["test"])
 
 
+def test_published_ports_bind_to_the_loopback_unless_told_otherwise(
+    compose: dict[str, Any],
+) -> None:
+    """The Dagster UI has no sign-in and launches runs: Compose publishes it (and MLflow) on
+    127.0.0.1 by default; another address is a deliberate choice through a variable, which
+    the scaling guide explains (an authenticating proxy first)."""
+    expected = {
+        "dagster-webserver": ("DAGSTER_WEBSERVER_BIND", "DAGSTER_PORT", 3000),
+        "mlflow": ("MLFLOW_BIND", "MLFLOW_PORT", 5000),
+    }
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert name in expected, f"{name} publishes {port}"
+            bind, host_port, container = expected[name]
+            assert port == f"${{{bind}:-127.0.0.1}}:${{{host_port}:-{container}}}:{container}"
+    example = (DOCKER / ".env.example").read_text()
+    for bind, _, _ in expected.values():
+        assert f"\n{bind}=127.0.0.1\n" in example + "\n"
+    scaling = " ".join((ROOT / "docs" / "scaling.md").read_text().split())
+    assert "dagster-webserver -h 0.0.0.0" not in scaling
+    assert "reverse proxy" in scaling and "DAGSTER_WEBSERVER_BIND" in scaling
+
+
 def test_compose_loop_config_is_the_demo_loop_on_the_server(compose: dict[str, Any]) -> None:
     service = compose["services"]["code-location"]
     config_path = service["environment"]["MLOPS_LOOP_CONFIG"]

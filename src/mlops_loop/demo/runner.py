@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
+from mlops_loop.core.store import LoopStore
 from mlops_loop.demo.data import SCENARIO, generate
 
 if TYPE_CHECKING:
-    from mlops_loop.core.steps.status import LoopStatus
+    from mlops_loop.core.steps.status import BatchStatus, LoopStatus
 
 # The demo data's label, id and event-time columns (see loop.yaml).
 TARGET, ID, TIME = "churned", "customer_id", "event_time"
@@ -162,6 +163,47 @@ class DemoRun:
     config_path: str
     backtest: str | None  # the backtest's JSON report; None with backtest=False
     seconds: float
+    #: Each episode's verdicts as this run produced them (with `reset=False`, what earlier
+    #: runs left in the state folder is not counted).
+    episodes: list[BatchStatus] = field(default_factory=list)
+
+
+#: A batch's JSON files as they are before an episode: {file name: (inode, mtime in ns)}.
+Stamps = dict[str, tuple[int, int]]
+
+
+def batch_stamps(store: LoopStore, key: str) -> Stamps:
+    """What the state folder holds for batch `key` now (`episode_status` compares with it)."""
+    folder = store.batch_dir(key)
+    if not folder.is_dir():
+        return {}
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.json")}
+
+
+class _WrittenSince(LoopStore):
+    """The state folder with the batch files that were there before, unchanged, left out:
+    every write replaces a file (a new inode), so what is left is what this run wrote."""
+
+    def __init__(self, root: Path, before: Stamps) -> None:
+        super().__init__(root)
+        self.before = before
+
+    def batch_json(self, key: str, name: str) -> Any:
+        path = self.batch_dir(key) / f"{name}.json"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        if self.before.get(path.name) == (stat.st_ino, stat.st_mtime_ns):
+            return None
+        return super().batch_json(key, name)
+
+
+def episode_status(config: Any, key: str, before: Stamps) -> BatchStatus:
+    """Batch `key`'s verdicts from the files written since `before` (`batch_stamps`)."""
+    from mlops_loop.core.steps.status import batch_status
+
+    return batch_status(config, key, _WrittenSince(config.state_dir, before))
 
 
 def run_demo(
@@ -203,7 +245,9 @@ def run_demo(
     if not result.success:
         raise RuntimeError("bootstrap_job failed; see the Dagster UI for the run's logs")
     assert config.sources.labels is not None
+    store, episodes = LoopStore(config.state_dir), []
     for episode in SCENARIO:
+        before = batch_stamps(store, episode.name)
         land(workdir / "incoming" / f"{episode.name}.parquet", config.sources.landing)
         monitor_runs = driver.tick("landing_sensor")
         # A week later the batch's labels land: its performance is measured again.
@@ -211,7 +255,8 @@ def run_demo(
         label_runs = driver.tick("label_sensor")  # reads the label file
         label_runs += driver.tick("remeasure_sensor")  # measures the touched batch again
         retrain_runs = driver.tick("retrain_sensor")
-        echo(_episode_line(config, episode, monitor_runs + label_runs, retrain_runs))
+        episodes.append(episode_status(config, episode.name, before))
+        echo(_episode_line(config, episode, episodes[-1], monitor_runs + label_runs, retrain_runs))
     status = loop_status(config)
     plot = workdir / "monitoring.svg"
     plot.write_text(monitoring_plot(config))
@@ -224,6 +269,7 @@ def run_demo(
         config_path=str(config_path),
         backtest=report,
         seconds=round(time.monotonic() - started, 1),
+        episodes=episodes,
     )
 
 
@@ -265,13 +311,14 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"great_expectations\..*")
 
 
-def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: list) -> str:
-    from mlops_loop.core.steps.status import batch_status
-
-    key = episode.name
-    b = batch_status(config, key)
-    parts = [f"{key} [{episode.kind:9}]"]
-    if not b.quality_success:
+def _episode_line(
+    config: Any, episode: Any, b: BatchStatus, monitor_runs: list, retrain_runs: list
+) -> str:
+    """One episode as this run saw it: `b` holds only the verdicts this run wrote."""
+    parts = [f"{episode.name} [{episode.kind:9}]"]
+    if b.quality_success is None:
+        parts.append("not monitored by this run (see `mlops-loop status` for earlier runs)")
+    elif not b.quality_success:
         parts.append(f"QUARANTINED ({', '.join(b.incident_kinds)})")
     else:
         parts.append(f"drift {'YES' if b.dataset_drift else 'no '}")
@@ -301,16 +348,18 @@ def _episode_line(config: Any, episode: Any, monitor_runs: list, retrain_runs: l
 
 
 def format_summary(run: DemoRun, dagster_home: Path) -> str:
+    """What this run did (its episodes), then where the loop stands (the champion)."""
     status = run.status
-    batches = status.batches
+    batches = run.episodes
     promotions = [b for b in batches if b.promoted]
     rejections = [b for b in batches if b.promoted is False]
+    quarantined = [b.batch for b in batches if b.quality_success is False]
     lines = [
         "",
         "Summary",
-        f"  batches monitored : {len(batches)}",
-        f"  quality incidents : {len(status.quarantined)} batch(es) quarantined "
-        f"{status.quarantined} (kept out of training)",
+        f"  batches monitored : {sum(b.quality_success is not None for b in batches)}",
+        f"  quality incidents : {len(quarantined)} batch(es) quarantined "
+        f"{quarantined} (kept out of training)",
         f"  drift detected    : {sum(bool(b.dataset_drift) for b in batches)} batch(es)",
         f"  retrains          : {sum(b.challenger_version is not None for b in batches)}",
         f"  promotions        : {len(promotions)} "

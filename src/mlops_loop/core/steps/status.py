@@ -4,9 +4,11 @@ history and every batch's verdicts, and a timeline plot of them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.errors import LoopStateError
 from mlops_loop.core.registry import METRIC_TAG, MlflowRegistry
 from mlops_loop.core.steps.models import version_metric
 from mlops_loop.core.steps.performance import Performance
@@ -88,6 +90,45 @@ def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -
         promoted=None if promotion is None else bool(promotion["promoted"]),
         alerts_fired=[e["rule"] for e in alerts.get("events", []) if e.get("kind") == "firing"],
     )
+
+
+_FIRST_RUN = "run bootstrap_job (or `mlops-loop demo`) first, or point --config at the loop's YAML"
+
+
+def require_tracking_store(config: LoopConfig) -> None:
+    """Refuse a tracking URI naming a SQLite file that does not exist: MLflow would create an
+    empty store there, and report a loop with no champion instead of saying it never ran.
+
+    Raises:
+        LoopStateError: naming the file.
+    """
+    uri = config.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if str(path) not in ("", ":memory:") and not path.exists():
+        raise LoopStateError(
+            f"no MLflow store at {path} (tracking URI {redact_uri(uri)}): the loop has not run "
+            f"with this config; {_FIRST_RUN}, or set MLOPS_LOOP_TRACKING_URI to its server"
+        )
+
+
+def require_loop_state(config: LoopConfig) -> None:
+    """Refuse a state folder the loop never ran in (missing, or without a reference snapshot),
+    creating nothing.
+
+    Raises:
+        LoopStateError: naming the folder and what is missing.
+    """
+    state = config.state_dir
+    if not state.is_dir():
+        raise LoopStateError(f"no loop state in {state}: the folder does not exist; {_FIRST_RUN}")
+    if LoopStore(state).snapshot_info() is None:
+        raise LoopStateError(
+            f"no loop state in {state}: it holds no reference snapshot (snapshot/snapshot.json); "
+            f"{_FIRST_RUN}"
+        )
+    require_tracking_store(config)
 
 
 def loop_status(config: LoopConfig) -> LoopStatus:
