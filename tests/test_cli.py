@@ -143,3 +143,143 @@ def test_backtest_names_unusable_input(tmp_path):
     )
     out = run("backtest", "--config", str(tmp_path / "bad.yaml"), "--batches", str(history))
     assert out.returncode == 2 and "retrain.metric_drop" in out.stderr
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_status_without_loop_state_says_so_and_creates_nothing(tmp_path, demo_frames):
+    from tests.conftest import write_loop
+
+    config = write_loop(tmp_path, demo_frames[0].head(200))
+    before = _listing(tmp_path)
+    out = run("status", "--config", str(config), "--plot", str(tmp_path / "plots" / "p.svg"))
+    assert out.returncode == 2, out.stderr
+    assert f"no loop state in {tmp_path / 'state'}: the folder does not exist" in out.stderr
+    assert "bootstrap_job" in out.stderr and "Traceback" not in out.stderr
+    assert _listing(tmp_path) == before  # no mlflow.db, no state folder, no plot folder
+    (tmp_path / "state").mkdir()
+    out = run("status", "--config", str(config))
+    assert out.returncode == 2 and "holds no reference snapshot" in out.stderr
+    assert _listing(tmp_path) == [*before, "state"]
+
+
+def test_output_folders_are_created_or_refused(tmp_path):
+    ref, cur = _frames(tmp_path)
+    target = tmp_path / "reports" / "week 1" / "drift.json"
+    out = run("drift", str(ref), str(cur), "--output", str(target))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(target.read_text())["dataset_drift"] is True
+    (tmp_path / "taken").write_text("a file")
+    for args, where in (
+        (["--output", str(tmp_path / "taken" / "drift.json")], "taken is a file, not a folder"),
+        (["--output", str(tmp_path / "reports")], "is a folder; expected the path of a file"),
+    ):
+        out = run("validate", str(ref), str(cur), *args)
+        assert out.returncode == 2, out.stderr
+        assert f"mlops-loop validate: error: --output {args[1]}: " in out.stderr
+        assert where in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def ran_loop(tmp_path_factory, demo_frames):
+    """A loop bootstrapped through the core steps (v1 champion), plus a v2 challenger the
+    promotion rejected."""
+    from mlops_loop.core.config import load_config
+    from mlops_loop.core.registry import MlflowRegistry
+    from mlops_loop.core.steps.models import log_and_register
+    from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
+    from mlops_loop.core.tracking import tracked_run
+    from mlops_loop.core.training import train_model
+    from tests.conftest import write_loop
+
+    root = tmp_path_factory.mktemp("ran")
+    path = write_loop(root, demo_frames[0].head(1500))
+    config = load_config(path)
+    take_reference_snapshot(config)
+    ensure_champion(config)
+    model = train_model(demo_frames[0].head(300), config.model, config.columns)
+    with tracked_run(config, run_name="challenger"):
+        version = log_and_register(config, model, demo_frames[0].head(20))
+    MlflowRegistry.from_config(config).tag_version(
+        version,
+        {
+            "mlops_loop.metric.roc_auc": 0.6,
+            "mlops_loop.decision": "rejected",
+            "mlops_loop.rejected_reason": "roc_auc 0.600 is worse than the champion's",
+        },
+    )
+    (root / "rows.csv").write_text(demo_frames[0].head(5).to_csv(index=False))
+    return root, path, config
+
+
+@pytest.mark.slow
+def test_status_plot_into_a_new_folder_and_rollback_refuses_a_rejected_version(ran_loop):
+    root, path, _ = ran_loop
+    plot = root / "out" / "plots" / "timeline.svg"
+    out = run("status", "--config", str(path), "--plot", str(plot))
+    assert out.returncode == 0, out.stderr
+    assert "champion   : v1" in out.stdout and plot.read_text().startswith("<svg")
+    out = run("rollback", "--config", str(path), "--to", "2", "--reason", "try v2")
+    assert out.returncode == 2
+    assert (
+        "version 2 of 'churn-model' was never champion (its promotion was rejected: roc_auc "
+        "0.600 is worse than the champion's)" in out.stderr
+    )
+    assert "--force" in out.stderr and "Traceback" not in out.stderr
+    out = run("rollback", "--config", str(path), "--to", "2", "--reason", "try v2", "--force")
+    assert out.returncode == 0, out.stderr
+    assert "champion moved from v1 to v2" in out.stdout
+    assert run("rollback", "--config", str(path), "--to", "1", "--reason", "back").returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["unreachable", "401", "500"])
+def test_a_failing_tracking_server_is_one_line_without_the_password(ran_loop, tmp_path, mode):
+    """status, rollback and predict against a tracking server that cannot be reached, refuses
+    or fails: exit 2 with one line naming the URI redacted, no traceback, no password; from
+    the YAML, and from $MLOPS_LOOP_TRACKING_URI, which wins over the YAML's own store."""
+    import os
+
+    import yaml
+
+    from tests.tracking_stub import FAILURES, PASSWORD, failing_tracking_uri, files_holding, shown
+
+    root, path, config = ran_loop
+    commands = {
+        "status": ["status"],
+        "rollback": ["rollback", "--to", "previous", "--reason", "server down"],
+        "predict": ["predict", str(root / "rows.csv")],
+    }
+    with failing_tracking_uri(mode) as uri:
+        data = yaml.safe_load(path.read_text())
+        data["mlflow"] = {**data.get("mlflow", {}), "tracking_uri": uri}
+        data["state_dir"] = str(config.state_dir)
+        data["sources"] = config.sources.model_dump(mode="json")
+        in_yaml = tmp_path / "loop.yaml"
+        in_yaml.write_text(yaml.safe_dump(data))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+        runs = {}
+        for name, args in commands.items():
+            runs[f"{name} (yaml)"] = _run_env(env, *args, "--config", str(in_yaml))
+            runs[f"{name} (env)"] = _run_env(
+                {**env, "MLOPS_LOOP_TRACKING_URI": uri}, *args, "--config", str(path)
+            )
+    for where, out in runs.items():
+        assert out.returncode == 2, (where, out.stdout, out.stderr)
+        expected = f"error: MLflow tracking server {shown(uri)} {FAILURES[mode]}"
+        assert expected in out.stderr, (where, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, where
+        assert PASSWORD not in out.stdout + out.stderr, where
+    assert not files_holding(config.state_dir)
+
+
+def _run_env(env, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_loop.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )

@@ -60,8 +60,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from mlops_loop.core.steps.status import loop_status, monitoring_plot, require_loop_state
 
     config = _config(args.config)
+    require_loop_state(config)  # before anything is written
     plot = _output(args.plot, "--plot") if args.plot else None
-    require_loop_state(config)
     status = loop_status(config)
     if plot is not None:
         plot.write_text(monitoring_plot(config))

@@ -1,8 +1,10 @@
 """Secrets read from the environment (webhook URL with a token, SMTP credentials, the privacy
-salt, MLflow credentials) appear nowhere in MLflow or in Dagster's event log, even when every
-delivery fails and its error is recorded."""
+salt, MLflow credentials, a password in the tracking URI) appear nowhere in MLflow, in Dagster's
+event log or in the loop's state, even when every delivery fails and its error is recorded, or
+the tracking server itself cannot be reached, refuses or fails."""
 
 import socket
+import traceback
 
 import dagster as dg
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from mlops_loop.core.store import LoopStore
 from tests.core.test_privacy import _mlflow_text
 from tests.dagster.conftest import new_loop, run_job
+from tests.tracking_stub import FAILURES, PASSWORD, failing_tracking_uri, files_holding, shown
 
 TOKEN = "s3cr3t-T0KEN-webhook-7781"
 SMTP_USER = "smtp-user-5521"
@@ -109,4 +112,55 @@ def test_a_tracking_uri_given_as_envvar_is_used_and_never_shown(tmp_path, demo_f
     assert not (loop.config.state_dir / "mlflow.db").exists()  # the config's own default
     text = _dagster_text(loop.instance)
     assert "bootstrap_job" in text and "T0KEN-3391" not in text
+    loop.instance.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", sorted(FAILURES))
+def test_a_failing_tracking_server_is_told_without_its_password(
+    tmp_path, demo_frames, monkeypatch, mode
+):
+    """The tracking URI, with a password, from `dg.EnvVar("MLOPS_LOOP_TRACKING_URI")`; the
+    server is unreachable, refuses (401) or fails (500). bootstrap_job fails, its step failure
+    names the URI redacted, and neither Dagster's events, the failure sensor's error nor the
+    state folder hold the password."""
+    from mlops_loop.core.errors import TrackingError
+    from mlops_loop.core.tracking_errors import HTTP_DEFAULTS
+    from mlops_loop.defs.factory import build_definitions
+
+    for name in HTTP_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    loop = new_loop(tmp_path, demo_frames, [])
+    with failing_tracking_uri(mode) as uri:
+        monkeypatch.setenv("MLOPS_LOOP_TRACKING_URI", uri)
+        defs = build_definitions(
+            loop.config_path, mlflow_tracking_uri=dg.EnvVar("MLOPS_LOOP_TRACKING_URI")
+        )
+        result = run_job(defs, loop.instance, "bootstrap_job")
+        assert not result.success
+        [failure] = result.get_step_failure_events()
+        error = failure.event_specific_data.error
+        assert failure.step_key == "reference_snapshot"
+        told = error.to_string()
+        assert f"TrackingError: MLflow tracking server {shown(uri)} {FAILURES[mode]}" in told
+        # The run failure sensor records and notifies the failure: it cannot reach the server
+        # either, and says so the same way.
+        context = dg.build_run_status_sensor_context(
+            sensor_name="failure_sensor",
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=loop.instance,
+            dagster_run=loop.instance.get_run_by_id(result.run_id),
+            resources=defs.resources,
+        ).for_run_failure()
+        with pytest.raises(TrackingError) as caught:
+            defs.resolve_sensor_def("failure_sensor")(context)
+    sensor_told = "".join(traceback.format_exception(caught.value))
+    types = {e.dagster_event_type for e in loop.instance.all_logs(result.run_id)}
+    assert {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE} <= types
+    text = _dagster_text(loop.instance)
+    assert shown(uri) in text
+    for where, found in (("Dagster", text), ("failure sensor", sensor_told)):
+        assert PASSWORD not in found, where
+    assert not files_holding(loop.config.state_dir)
+    assert not files_holding(tmp_path / "dagster_home")
     loop.instance.dispose()
