@@ -143,3 +143,40 @@ def test_the_promotion_is_logged_with_its_evidence(promoted_loop):
     assert open(svg).read().startswith("<svg") and "challenger v2" in open(svg).read()
     assert run.data.metrics["challenger_roc_auc"] > run.data.metrics["champion_roc_auc"]
     assert run.data.params["promotion.metric"] == "roc_auc"
+
+
+def test_rollback_to_a_rejected_version_needs_force(promoted_loop):
+    """A version that never served (a rejected challenger) is refused, naming why it was
+    rejected; `force: true` in the Launchpad config makes it champion anyway."""
+    from mlops_loop.core.steps.models import log_and_register
+    from mlops_loop.core.store import LoopStore
+    from mlops_loop.core.tracking import tracked_run
+
+    loop = promoted_loop
+    registry = MlflowRegistry.from_config(loop.config)
+    with tracked_run(loop.config, run_name="a challenger"):
+        example = LoopStore(loop.config.state_dir).reference().head(20)
+        version = log_and_register(loop.config, registry.load(2), example)
+    registry.tag_version(
+        version,
+        {
+            "mlops_loop.metric.roc_auc": 0.61,
+            "mlops_loop.decision": "rejected",
+            "mlops_loop.rejected_reason": "roc_auc 0.610 below the champion's 0.700",
+        },
+    )
+    champion, history = registry.champion(), registry.history()
+    config = rollback_config(str(version), "try it")
+    result = run_job(loop.defs, loop.instance, "rollback_job", run_config=config)
+    assert not result.success
+    error = result.failure_data_for_node("rollback_champion").error
+    assert error.cause.cls_name == "RegistryError"
+    assert (
+        f"version {version} of 'churn-model' was never champion (its promotion was rejected: "
+        "roc_auc 0.610 below the champion's 0.700)" in error.cause.message
+    )
+    assert registry.champion() == champion and registry.history() == history
+    config["ops"]["rollback_champion"]["config"]["force"] = True
+    assert run_job(loop.defs, loop.instance, "rollback_job", run_config=config).success
+    assert registry.champion() == version
+    assert "(forced: " in registry.history()[-1]["reason"]
