@@ -109,9 +109,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     who = f"cli ({os.environ.get('USER', 'unknown')})"
     config = _config(args.config)
     require_tracking_store(config)
-    change = rollback(
-        config, args.to, args.reason, StepContext(triggered_by=who), force=args.force
-    )
+    change = rollback(config, args.to, args.reason, StepContext(triggered_by=who), force=args.force)
     print(
         f"champion moved from v{change.from_version} to v{change.to_version} "
         f"at {change.at} by {change.triggered_by}: {change.reason}"

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import traceback
 
-from mlflow import environment_variables as mlflow_env
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow import environment_variables as mlflow_env
 
 from mlops_loop.core.errors import MlopsLoopError, TrackingError
 from mlops_loop.core.registry import MlflowRegistry
@@ -93,9 +93,12 @@ def test_the_failure_record_and_tag_hold_no_credential(loop_config):
         raise RuntimeError(leaked)
     record_failure(loop_config, StepContext(run_key="r1"), "b1", "failure", leaked)
     client = MlflowClient(loop_config.tracking_uri)
-    runs = client.search_runs([client.get_experiment_by_name(loop_config.mlflow.experiment).experiment_id])
+    experiment = client.get_experiment_by_name(loop_config.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id])
     tags = {r.info.run_id: r.data.tags[TAG_ERROR] for r in runs}
-    assert tags[run_id] == "boom: RuntimeError: API request to http://loop:***@10.0.0.9:5000/api failed"
+    assert tags[run_id] == (
+        "boom: RuntimeError: API request to http://loop:***@10.0.0.9:5000/api failed"
+    )
     assert len(tags) == 2 and all(PASSWORD not in t for t in tags.values())
 
 

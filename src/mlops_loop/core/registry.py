@@ -273,9 +273,7 @@ class MlflowRegistry:
         tags = (self.version(version).tags or {}) if tags is None else tags
         if MOVED_TAG in tags:
             return True
-        return any(
-            e["action"] == "external" and e["to_version"] == version for e in self.history()
-        )
+        return any(e["action"] == "external" and e["to_version"] == version for e in self.history())
 
     @staticmethod
     def _never_champion_why(tags: dict[str, Any]) -> str:

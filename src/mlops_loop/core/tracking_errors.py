@@ -90,7 +90,9 @@ def _status_code(error: BaseException) -> int | None:
         return 401
     if code == "PERMISSION_DENIED":
         return 403
-    found = re.search(r"failed with error code (\d{3})|too many (\d{3}) error responses", str(error))
+    found = re.search(
+        r"failed with error code (\d{3})|too many (\d{3}) error responses", str(error)
+    )
     return int(found.group(1) or found.group(2)) if found else None
 
 
