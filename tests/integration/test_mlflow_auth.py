@@ -12,9 +12,8 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
-from mlflow.exceptions import MlflowException
-
 from mlops_loop.core.config import load_config
+from mlops_loop.core.errors import TrackingError
 from mlops_loop.core.registry import MlflowRegistry
 from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
 from tests.conftest import write_loop
@@ -76,7 +75,11 @@ def test_the_loop_signs_in_to_a_basic_auth_server_and_leaks_no_password(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    with pytest.raises(MlflowException, match="401|[Uu]nauthori[sz]ed|credentials"):
+    with pytest.raises(
+        TrackingError,
+        match=rf"MLflow tracking server {server.uri}/? refused the request \(HTTP 401\): "
+        "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+    ):
         take_reference_snapshot(config)  # no credentials: refused, and said so
         ensure_champion(config)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
