@@ -61,9 +61,13 @@ class ParquetBatch(ColumnarBatch):
         import pyarrow.parquet as pq
 
         self.path = Path(path)
+        from mlops_loop.core.data import check_complete
+
         try:
             parquet = pq.ParquetFile(self.path)
         except (OSError, ValueError, pa.ArrowException) as e:
+            if self.path.is_file():
+                check_complete(self.path)  # a file cut short says so
             raise DataError(f"cannot read the parquet batch {self.path}: {e}") from e
         try:
             schema = parquet.schema_arrow

@@ -267,9 +267,9 @@ def evaluate_drift(
         The report; columns that could not be tested carry an `error` and never count as drifted.
 
     Raises:
-        DataError: an input is not of the types above, no feature column is in both frames, a
-            parquet batch cannot be read, or a profile lacks a column the plan tests (or holds
-            it as the other kind).
+        DataError: an input is not of the types above, either side has no rows, no feature
+            column is in both frames, a parquet batch cannot be read, or a profile lacks a
+            column the plan tests (or holds it as another kind).
     """
     if not isinstance(reference, pd.DataFrame | ReferenceProfile):
         raise DataError(
@@ -280,6 +280,12 @@ def evaluate_drift(
         raise DataError(
             f"current must be a pandas DataFrame or a ParquetBatch, got {type(current).__name__}"
         )
+    for side, name in ((reference, "reference"), (current, "current batch")):
+        if len(side) == 0:
+            # Every test would fail on it, and a report of untested columns reads as no drift.
+            raise DataError(
+                f"the {name} is empty (0 rows); drift needs rows on both sides to compare"
+            )
     policy = policy or (config.drift if config is not None else DriftPolicy())
     plan = _plan(reference, current, config)
     if not any(c.role == "feature" and c.error is None for c in plan):
