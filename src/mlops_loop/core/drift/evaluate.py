@@ -42,6 +42,7 @@ from mlops_loop.core.drift.sides import (
     NULL_LABEL as NULL_LABEL,  # re-exported: part of this module's API
 )
 from mlops_loop.core.drift.sides import (
+    SORTED_KINDS,
     ColumnarBatch,
     FrameTable,
     SourceError,
@@ -67,9 +68,9 @@ class _Measured:
     current_summary: dict
 
 
-def _test_numerical(ref: Table, cur: Table, key: Any) -> _Measured:
-    a = ref.sorted_values(key, "reference")
-    b = cur.sorted_values(key, "current batch")
+def _test_numerical(ref: Table, cur: Table, key: Any, kind: str) -> _Measured:
+    a = ref.sorted_values(key, "reference", kind)
+    b = cur.sorted_values(key, "current batch", kind)
     m = numeric_measures(a, b)
     statistics: dict[str, float | None] = {
         "ks": m.ks,
@@ -83,7 +84,7 @@ def _test_numerical(ref: Table, cur: Table, key: Any) -> _Measured:
     return _Measured(statistics, ref.summary(key, a), cur.summary(key, b))
 
 
-def _test_categorical(ref: Table, cur: Table, key: Any) -> _Measured:
+def _test_categorical(ref: Table, cur: Table, key: Any, kind: str) -> _Measured:
     table = pd.concat(
         [ref.category_counts(key, "reference"), cur.category_counts(key, "current batch")],
         axis=1,
@@ -94,8 +95,8 @@ def _test_categorical(ref: Table, cur: Table, key: Any) -> _Measured:
     top = np.argsort(-shares.max(axis=1), kind="stable")[:SUMMARY_CATEGORIES]
     summaries = [{str(labels[i]): float(shares[i, side]) for i in top} for side in (0, 1)]
 
-    # Pool rare categories into one bucket: Cochran's rule (expected count >= 5 in every cell)
-    # keeps the chi-square approximation honest, and the cap bounds the cost of id-like columns.
+    # Pool rare categories: Cochran's rule (expected count >= 5 in every cell) keeps the
+    # chi-square approximation honest, and the cap bounds the cost of id-like columns.
     # Choosing by the pooled count keeps the test calibrated, since the homogeneity test
     # conditions on those margins; choosing what the reference alone over-represents would look
     # like drift by itself.
@@ -103,8 +104,10 @@ def _test_categorical(ref: Table, cur: Table, key: Any) -> _Measured:
     order = np.argsort(-pooled, kind="stable")
     expected = pooled[order] * (counts.sum(axis=0).min() / pooled.sum())
     kept = min(MAX_CATEGORIES, int((expected >= MIN_EXPECTED).sum()))
-    if kept < len(order) - 1:
-        counts = np.vstack([counts[order[:kept]], counts[order[kept:]].sum(axis=0)])
+    if kept < len(order):
+        n_ref, n_cur = counts.sum(axis=0)
+        rare = _rare_buckets(counts[order[kept:]], n_ref, n_cur)
+        counts = np.vstack([counts[order[:kept]], *rare])
     # On the pooled table too: over thousands of sparse categories sampling noise alone would
     # add up to a large distance. PSI and Jensen-Shannon likewise.
     chi2 = stats.chi2_contingency(counts.T)
@@ -118,10 +121,33 @@ def _test_categorical(ref: Table, cur: Table, key: Any) -> _Measured:
     return _Measured(statistics, summaries[0], summaries[1])
 
 
+def _rare_buckets(rare: np.ndarray, n_ref: float, n_cur: float) -> list[np.ndarray]:
+    """The rare categories' (reference, current) counts pooled into two buckets: values the
+    reference holds, and values new to it.
+
+    Pooled together, a batch whose values are all new would fill the bucket the reference's
+    rare values filled and look like no change at all. Apart, the new values' mass counts; but
+    a batch of the reference's own population brings values a finite reference never saw too
+    (a long tail does in every batch). Good-Turing estimates the mass of the reference's unseen
+    values as the share of its values seen once: that much of the reference's rare mass, at
+    most the batch's new share, moves to the new bucket, so a clean batch's new values meet
+    the reference's expectation of them and only an excess counts. With no new value the
+    table is the one bucket of old.
+    """
+    seen = rare[:, 0] > 0
+    new = rare[~seen].sum(axis=0)
+    if not new[1]:
+        return [rare.sum(axis=0)]
+    singletons = float(np.sum(rare[:, 0] == 1))
+    expected = min(singletons, new[1] * n_ref / n_cur)  # reference counts of unseen values
+    held = rare[seen].sum(axis=0) - [expected, 0.0]
+    return [b for b in (held, new + [expected, 0.0]) if b.any()]
+
+
 @dataclass(frozen=True)
 class _Column:
     key: Any  # the label in the frames, which need not be a string
-    kind: str | None  # None: infer from the reference column
+    kind: str | None  # None: infer from the reference column; "numerical" may be a datetime
     role: str
     error: str | None = None
 
@@ -200,7 +226,9 @@ def _evaluate_column(
     kind = col.kind
     if kind is None:
         kind = (ref if col.key in ref.columns else cur).inferred_kind(col.key)
-    numerical = kind == "numerical"
+    elif kind == "numerical" and col.error is None and ref.inferred_kind(col.key) == "datetime":
+        kind = "datetime"  # a configured number that holds dates is compared in time
+    numerical = kind in SORTED_KINDS
     method = policy.methods.get(str(col.key)) or ("ks" if numerical else "chi_square")
     decision = DECISIONS[method]
     entry = FeatureDrift(
@@ -219,11 +247,11 @@ def _evaluate_column(
     )
     if col.error:
         return entry
-    if decision.kind not in (None, kind):
+    if decision.kind not in (None, "numerical" if numerical else kind):
         return replace(entry, error=f"method {method!r} does not apply to a {kind} column")
     try:
         test = _test_numerical if numerical else _test_categorical
-        measured = test(ref, cur, col.key)
+        measured = test(ref, cur, col.key, kind)
     except SourceError:  # the data could not be read: no report rather than a wrong one
         raise
     except Exception as e:  # one odd column must not sink the whole report
@@ -260,7 +288,9 @@ def evaluate_drift(
         current: The batch to judge, or a `ParquetBatch` read one column at a time (see
             `evaluate_drift_parquet`).
         config: Column roles and kinds; without it every common column is a feature whose kind
-            is inferred (bool and numeric dtypes are numerical, the rest categorical).
+            is inferred: bool and numeric dtypes are numerical; datetime dtypes and text whose
+            every value is an ISO 8601 date are datetime (tested in time, on epoch seconds, as
+            a configured numerical column holding dates is too); the rest is categorical.
         policy: Overrides `config.drift`; defaults to `DriftPolicy()`.
 
     Returns:
@@ -384,7 +414,7 @@ def _multivariate(
     return domain_classifier_drift(
         reference,
         current,
-        [k for k, kind in usable if kind == "numerical"],
+        [k for k, kind in usable if kind in SORTED_KINDS],
         [k for k, kind in usable if kind == "categorical"],
         alpha=policy.multivariate_alpha,
         min_auc=policy.multivariate_min_auc,

@@ -108,11 +108,20 @@ def canonical_rows(
     frame: pd.DataFrame, numerical: list[Any], categorical: list[Any]
 ) -> pd.DataFrame:
     """The columns as the classifier reads them: numbers as float64 (NaN for missing, non-finite
-    and non-numeric values), categories as str (None for missing), as the per-column test
-    compares them (1 and "1", as after a CSV round trip, are one category)."""
+    and non-numeric values; datetimes as epoch seconds), categories as str (None for missing),
+    as the per-column test compares them (1 and "1", as after a CSV round trip, are one
+    category)."""
+    from mlops_loop.core.drift.dates import epoch_seconds, holds_dates
+
     out = {}
     for k in numerical:
-        values = pd.to_numeric(frame[k], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        column = frame[k]
+        if holds_dates(column):
+            values = epoch_seconds(column, "sample", strict=False)
+        else:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan
+            )
         out[k] = np.where(np.isfinite(values), values, np.nan)
     for k in categorical:
         values = frame[k].astype(object).to_numpy(dtype=object, copy=True)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from mlops_loop.core.drift.dates import epoch_seconds, holds_dates
 from mlops_loop.core.drift.measures import sorted_finite, sorted_quantiles
 from mlops_loop.core.drift.report import LEVELS
 from mlops_loop.core.errors import DataError
@@ -36,21 +37,40 @@ def is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series)
 
 
+#: The kinds a column is tested as; datetimes take the numerical tests, on epoch seconds.
+KINDS = ("numerical", "categorical", "datetime")
+#: Kinds whose tests read sorted values (the numerical tests).
+SORTED_KINDS = ("numerical", "datetime")
+
+
+def series_kind(column: pd.Series | pd.DataFrame) -> str:
+    """The kind a column is tested as when no configuration names it: bool and numbers are
+    numerical, datetimes and text that parses fully as ISO dates are datetime, the rest is
+    categorical (a frame, selected by a repeated label, too)."""
+    if column.ndim != 1:
+        return "categorical"
+    if is_numeric(column):
+        return "numerical"
+    return "datetime" if holds_dates(column) else "categorical"
+
+
 def frame_kind(frame: pd.DataFrame, key: Any) -> str:
-    """The kind a column is tested as when no configuration names it."""
-    column = frame.loc[:, key]
-    return "numerical" if column.ndim == 1 and is_numeric(column) else "categorical"
+    """The kind a column is tested as when no configuration names it (see `series_kind`)."""
+    return series_kind(frame.loc[:, key])
 
 
-def series_sorted_finite(series: pd.Series, side: str) -> np.ndarray:
-    """The finite values of `series` as sorted float64.
+def series_sorted_finite(series: pd.Series, side: str, kind: str = "numerical") -> np.ndarray:
+    """The finite values of `series` as sorted float64 (a datetime's as epoch seconds).
 
     Raises:
         Unusable: no finite value.
+        NotDates: a datetime column holds a value that is not a date.
     """
-    # A fresh copy, so the sort can happen in place.
-    values = sorted_finite(series.to_numpy(dtype="float64", na_value=np.nan, copy=True))
-    return require_values(values, side)
+    if kind == "datetime":
+        values = epoch_seconds(series, side)  # a fresh array
+    else:  # a fresh copy, so the sort can happen in place
+        values = series.to_numpy(dtype="float64", na_value=np.nan, copy=True)
+    return require_values(sorted_finite(values), side)
 
 
 def require_values(values: np.ndarray, side: str) -> np.ndarray:
@@ -106,11 +126,12 @@ class Table(Protocol):
     def __len__(self) -> int: ...
 
     def inferred_kind(self, key: Any) -> str:
-        """ "numerical" or "categorical" when no configuration names the column."""
+        """One of `KINDS` when no configuration names the column."""
         ...
 
-    def sorted_values(self, key: Any, side: str) -> np.ndarray:
-        """Sorted finite float64 values; raises `Unusable` (or any error) when impossible."""
+    def sorted_values(self, key: Any, side: str, kind: str = "numerical") -> np.ndarray:
+        """Sorted finite float64 values (epoch seconds for a datetime); raises `Unusable` (or
+        any error) when impossible."""
         ...
 
     def summary(self, key: Any, values: np.ndarray) -> dict:
@@ -147,8 +168,8 @@ class FrameTable:
     def inferred_kind(self, key: Any) -> str:
         return frame_kind(self.frame, key)
 
-    def sorted_values(self, key: Any, side: str) -> np.ndarray:
-        return series_sorted_finite(self.frame[key], side)
+    def sorted_values(self, key: Any, side: str, kind: str = "numerical") -> np.ndarray:
+        return series_sorted_finite(self.frame[key], side, kind)
 
     def summary(self, key: Any, values: np.ndarray) -> dict:
         return numeric_summary(values)
