@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 # A date at the start: 2024-01-31, optionally followed by a time and an offset.
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_ISO_DATE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
 _DATE_TYPES = ("datetime", "datetime64", "date")
 
 

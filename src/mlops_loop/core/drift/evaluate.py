@@ -24,7 +24,14 @@ import pandas as pd
 from scipy import stats
 
 from mlops_loop.core.config import DriftPolicy, LoopConfig
+from mlops_loop.core.drift.batched import (
+    BATCH_MAX_VALUES,
+    batchable,
+    many_numeric_measures,
+    many_summaries,
+)
 from mlops_loop.core.drift.measures import (
+    NumericMeasures,
     jensen_shannon,
     numeric_measures,
     psi,
@@ -68,11 +75,8 @@ class _Measured:
     current_summary: dict
 
 
-def _test_numerical(ref: Table, cur: Table, key: Any, kind: str) -> _Measured:
-    a = ref.sorted_values(key, "reference", kind)
-    b = cur.sorted_values(key, "current batch", kind)
-    m = numeric_measures(a, b)
-    statistics: dict[str, float | None] = {
+def _statistics(m: NumericMeasures) -> dict[str, float | None]:
+    return {
         "ks": m.ks,
         "ks_p_value": m.ks_p_value,
         "wasserstein_norm": m.wasserstein_norm,
@@ -81,16 +85,18 @@ def _test_numerical(ref: Table, cur: Table, key: Any, kind: str) -> _Measured:
         "cramer_von_mises": m.cramer_von_mises,
         "cramer_von_mises_p_value": m.cramer_von_mises_p_value,
     }
-    return _Measured(statistics, ref.summary(key, a), cur.summary(key, b))
 
 
 def _test_categorical(ref: Table, cur: Table, key: Any, kind: str) -> _Measured:
-    table = pd.concat(
-        [ref.category_counts(key, "reference"), cur.category_counts(key, "current batch")],
-        axis=1,
-    ).fillna(0)
-    counts = table.to_numpy(dtype="float64")
-    labels = table.index.to_numpy(dtype=object)
+    ref_counts = ref.category_counts(key, "reference")
+    cur_counts = cur.category_counts(key, "current batch")
+    # The reference's labels, then the batch's new ones (pd.concat's outer join, cheaper).
+    new = ~cur_counts.index.isin(ref_counts.index)
+    index = ref_counts.index.append(cur_counts.index[new])
+    counts = np.zeros((len(index), 2))
+    counts[: len(ref_counts), 0] = ref_counts.to_numpy(dtype="float64")
+    counts[index.get_indexer(cur_counts.index), 1] = cur_counts.to_numpy(dtype="float64")
+    labels = index.to_numpy(dtype=object)
     shares = counts / counts.sum(axis=0)
     top = np.argsort(-shares.max(axis=1), kind="stable")[:SUMMARY_CATEGORIES]
     summaries = [{str(labels[i]): float(shares[i, side]) for i in top} for side in (0, 1)]
@@ -216,13 +222,18 @@ def _table(side: pd.DataFrame | Table) -> Table:
     return FrameTable(side) if isinstance(side, pd.DataFrame) else side
 
 
-def _evaluate_column(
-    col: _Column,
-    reference: pd.DataFrame | Table,
-    current: pd.DataFrame | Table,
-    policy: DriftPolicy,
-) -> FeatureDrift:
-    ref, cur = _table(reference), _table(current)
+@dataclass(frozen=True)
+class _Job:
+    """A column to test: its entry so far, how it is decided, and its sides' samples."""
+
+    col: _Column
+    entry: FeatureDrift
+    decision: _Decision
+    values: tuple[np.ndarray, np.ndarray] | None = None  # sorted samples, numerical kinds
+
+
+def _prepare(col: _Column, ref: Table, cur: Table, policy: DriftPolicy) -> _Job:
+    """The column's kind and method, and an entry that holds its error when it has one."""
     kind = col.kind
     if kind is None:
         kind = (ref if col.key in ref.columns else cur).inferred_kind(col.key)
@@ -245,24 +256,56 @@ def _evaluate_column(
         reference_summary={},
         current_summary={},
     )
-    if col.error:
-        return entry
-    if decision.kind not in (None, "numerical" if numerical else kind):
-        return replace(entry, error=f"method {method!r} does not apply to a {kind} column")
+    if col.error is None and decision.kind not in (None, "numerical" if numerical else kind):
+        entry = replace(entry, error=f"method {method!r} does not apply to a {kind} column")
+    return _Job(col, entry, decision)
+
+
+def _read(job: _Job, ref: Table, cur: Table) -> _Job | FeatureDrift:
+    """A numerical column's sorted samples, or a categorical column's finished entry.
+
+    Numerical columns of a few thousand values are measured later, many at once
+    (`many_numeric_measures`); larger ones here, where threads overlap their sorts.
+    """
+    if job.entry.error is not None:
+        return job.entry
+    key, kind = job.col.key, job.entry.kind
     try:
-        test = _test_numerical if numerical else _test_categorical
-        measured = test(ref, cur, col.key, kind)
+        if kind not in SORTED_KINDS:
+            return _finish(job, _test_categorical(ref, cur, key, kind), ref, cur)
+        a = ref.sorted_values(key, "reference", kind)
+        b = cur.sorted_values(key, "current batch", kind)
+        if batchable(a, b):
+            return replace(job, values=(a, b))
+        return _finish(job, numeric_measures(a, b), ref, cur, (a, b))
     except SourceError:  # the data could not be read: no report rather than a wrong one
         raise
     except Exception as e:  # one odd column must not sink the whole report
-        return replace(entry, error=error_text(e))
+        return replace(job.entry, error=error_text(e))
+
+
+def _finish(
+    job: _Job,
+    measured: _Measured | NumericMeasures,
+    ref: Table,
+    cur: Table,
+    values: tuple[np.ndarray, np.ndarray] | None = None,
+    summaries: tuple[dict, dict] | None = None,
+) -> FeatureDrift:
+    entry, decision = job.entry, job.decision
+    if isinstance(measured, NumericMeasures):
+        if summaries is None:
+            assert values is not None
+            key = job.col.key
+            summaries = (ref.summary(key, values[0]), cur.summary(key, values[1]))
+        measured = _Measured(_statistics(measured), *summaries)
     statistic = measured.statistics[decision.statistic]
     effect = measured.statistics[decision.effect]
     p_value = measured.statistics[decision.p_value] if decision.p_value else None
     if decision.p_value and (p_value is None or not math.isfinite(p_value)):
         return replace(entry, error=f"the test gave no p-value (statistic {statistic})")
     if statistic is None or math.isnan(statistic):
-        return replace(entry, error=f"the {method} statistic is undefined")
+        return replace(entry, error=f"the {entry.method} statistic is undefined")
     return replace(
         entry,
         statistic=statistic,
@@ -272,6 +315,38 @@ def _evaluate_column(
         current_summary=measured.current_summary,
         statistics=measured.statistics,
     )
+
+
+def _evaluate_columns(
+    plan: list[_Column], reference: Table, current: Table, policy: DriftPolicy
+) -> list[FeatureDrift]:
+    """Every column's entry, in the order of `plan`."""
+    jobs = [_prepare(c, reference, current, policy) for c in plan]
+    if len(reference) + len(current) <= BATCH_MAX_VALUES:
+        # Small columns: the work is Python overhead, which threads would only add to.
+        read = [_read(job, reference, current) for job in jobs]
+    else:
+        # numpy's sorts and searches release the GIL, so the columns' reads and tests overlap
+        # across cores; a few workers suffice and bound the memory of the temporary arrays.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            read = list(pool.map(lambda job: _read(job, reference, current), jobs))
+    waiting = [(i, r) for i, r in enumerate(read) if isinstance(r, _Job) and r.values]
+    pairs = [job.values for _, job in waiting if job.values]
+    measured = many_numeric_measures(pairs)
+    # Summaries of the same small samples, many at once too: on either side, whatever kind of
+    # side it is, so a profile's report stays the frame's.
+    summaries = many_summaries([v for pair in pairs for v in pair])
+    out = [r if isinstance(r, FeatureDrift) else r.entry for r in read]
+    for n, ((i, job), m) in enumerate(zip(waiting, measured, strict=True)):
+        try:
+            out[i] = _finish(
+                job, m, reference, current, summaries=(summaries[2 * n], summaries[2 * n + 1])
+            )
+        except SourceError:
+            raise
+        except Exception as e:  # one odd column must not sink the whole report
+            out[i] = replace(job.entry, error=error_text(e))
+    return out
 
 
 def evaluate_drift(
@@ -323,10 +398,7 @@ def evaluate_drift(
             f"no feature column is in both frames; reference has "
             f"{list(reference.columns)}, current has {list(current.columns)}"
         )
-    # numpy's sorts and searches release the GIL, so the columns' tests overlap across cores;
-    # a few workers suffice and bound the memory of the temporary arrays.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        entries = list(pool.map(lambda c: _evaluate_column(c, reference, current, policy), plan))
+    entries = _evaluate_columns(plan, _table(reference), _table(current), policy)
 
     # Features whose method has a p-value form the FDR family (BH-adjusted p-values);
     # prediction and target are judged alone, and so are methods decided by a threshold only.
