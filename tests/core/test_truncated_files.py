@@ -58,9 +58,7 @@ def test_a_csv_cut_inside_a_quoted_field_names_the_line(tmp_path: Path) -> None:
         read_table(path)
 
 
-def test_a_parquet_cut_short_is_named_as_such_wherever_it_is_opened(
-    tmp_path: Path, frame
-) -> None:
+def test_a_parquet_cut_short_is_named_as_such_wherever_it_is_opened(tmp_path: Path, frame) -> None:
     path = tmp_path / "batch.parquet"
     frame.to_parquet(path, index=False)
     cut(path, path.stat().st_size // 2)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from mlops_loop.core.config import DriftPolicy, LoopConfig
 from mlops_loop.core.drift.batched import (
@@ -116,15 +116,30 @@ def _test_categorical(ref: Table, cur: Table, key: Any, kind: str) -> _Measured:
         counts = np.vstack([counts[order[:kept]], *rare])
     # On the pooled table too: over thousands of sparse categories sampling noise alone would
     # add up to a large distance. PSI and Jensen-Shannon likewise.
-    chi2 = stats.chi2_contingency(counts.T)
+    chi2, chi2_p = chi_square(counts)
     statistics: dict[str, float | None] = {
-        "chi_square": float(chi2.statistic),
-        "chi_square_p_value": float(chi2.pvalue),
+        "chi_square": chi2,
+        "chi_square_p_value": chi2_p,
         "total_variation": total_variation(counts[:, 0], counts[:, 1]),
         "psi": psi(counts[:, 0], counts[:, 1]),
         "jensen_shannon": jensen_shannon(counts[:, 0], counts[:, 1]),
     }
     return _Measured(statistics, summaries[0], summaries[1])
+
+
+def chi_square(counts: np.ndarray) -> tuple[float, float]:
+    """`scipy.stats.chi2_contingency(counts.T)`'s statistic and p-value (Yates' correction at
+    one degree of freedom), without its per-call overhead, which dominates on wide frames."""
+    expected = np.outer(counts.sum(axis=1), counts.sum(axis=0)) / counts.sum()
+    dof = (counts.shape[0] - 1) * (counts.shape[1] - 1)
+    if dof == 0:
+        return 0.0, 1.0
+    observed = counts
+    if dof == 1:  # Yates: each cell moves half a count towards its expectation
+        diff = expected - observed
+        observed = observed + np.sign(diff) * np.minimum(0.5, np.abs(diff))
+    statistic = float(((observed - expected) ** 2 / expected).sum())
+    return statistic, float(special.chdtrc(dof, statistic))
 
 
 def _rare_buckets(rare: np.ndarray, n_ref: float, n_cur: float) -> list[np.ndarray]:

@@ -105,13 +105,15 @@ def category_counts(series: pd.Series, side: str) -> pd.Series:
     present = series.notna().to_numpy(dtype=bool)
     if not present.any():
         raise Unusable(f"all values are null in the {side}")
-    if len(series) <= BLOCK_MAX_ROWS and _all_text(series, present):
+    if len(series) <= BLOCK_MAX_ROWS and _all_text(series):
         # A short text column: counted in a dict, far cheaper than pandas' machinery per call
         # and the same counts in the same order (text labels are their own str).
         tally: dict[str, int] = {}
         for value in series.to_numpy(dtype=object, na_value=NULL_LABEL):
             tally[value] = tally.get(value, 0) + 1
-        return pd.Series(tally, dtype="int64", index=pd.Index(list(tally), dtype=object))
+        return pd.Series(
+            list(tally.values()), index=pd.Index(list(tally), dtype=object), dtype="int64"
+        )
     try:
         counts = series.value_counts(dropna=False, sort=False)
     except TypeError:  # unhashable cells (lists, dicts) in object columns
@@ -123,17 +125,11 @@ def category_counts(series: pd.Series, side: str) -> pd.Series:
     return counts.groupby(labels, sort=False).sum()
 
 
-def _all_text(series: pd.Series, present: np.ndarray) -> bool:
-    """Whether every non-null value is a str (so its label is itself), and none is NULL_LABEL."""
+def _all_text(series: pd.Series) -> bool:
+    """Whether every non-null value is a str, so that its label is itself."""
     if isinstance(series.dtype, pd.StringDtype):
-        values = series[present]
-    elif series.dtype == object:
-        values = series[present]
-        if pd.api.types.infer_dtype(values, skipna=False) != "string":
-            return False
-    else:
-        return False
-    return not (values == NULL_LABEL).any()
+        return True
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "string"
 
 
 def error_text(e: BaseException) -> str:
