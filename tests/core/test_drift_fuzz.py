@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,9 +51,8 @@ def columns(draw: st.DrawFn, rows: int) -> pd.Series:
     if kind == "text":
         return pd.Series(draw(st.lists(st.one_of(TEXT, st.none()), min_size=rows, max_size=rows)))
     if kind in ("dates", "aware"):
-        stamps = pd.Series(
-            pd.to_datetime(draw(st.lists(st.one_of(STAMPS, st.none()), min_size=rows, max_size=rows)))
-        )
+        values = draw(st.lists(st.one_of(STAMPS, st.none()), min_size=rows, max_size=rows))
+        stamps = pd.Series(pd.to_datetime(values))
         return stamps.dt.tz_localize("Asia/Tokyo") if kind == "aware" else stamps
     if kind == "iso":
         values = draw(st.lists(st.one_of(STAMPS, st.none()), min_size=rows, max_size=rows))

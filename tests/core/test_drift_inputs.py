@@ -169,3 +169,27 @@ def test_an_empty_batch_is_an_error_not_no_drift(tmp_path: Path) -> None:
     cur.iloc[:0].to_parquet(tmp_path / "empty.parquet", index=False)
     with pytest.raises(DataError, match="the current batch is empty"):
         evaluate_drift_parquet(ReferenceProfile.from_frame(ref), tmp_path / "empty.parquet")
+
+
+def test_the_loop_quarantines_an_empty_batch_and_its_drift_step_refuses_it(
+    loop_config: LoopConfig, demo_frames
+) -> None:
+    from mlops_loop.core.steps.drift import evaluate_batch_drift
+    from mlops_loop.core.steps.ingest import ingest_batch
+    from mlops_loop.core.steps.quality import check_quality
+    from mlops_loop.core.steps.reference import take_reference_snapshot
+    from mlops_loop.core.store import LoopStore
+
+    _, batches = demo_frames
+    landed = loop_config.sources.landing / "empty_batch.parquet"
+    next(iter(batches.values())).iloc[:0].to_parquet(landed, index=False)
+    take_reference_snapshot(loop_config)
+    ingest_batch(loop_config, "empty_batch", landed)
+    quality = check_quality(loop_config, "empty_batch")
+    # The gate stops it first, so the asset graph never asks for its drift...
+    assert not quality.success
+    assert "row_count" in {i.kind for i in quality.incidents if i.severity == "error"}
+    # ...and asked anyway (a run launched by hand), the step refuses it by name.
+    with pytest.raises(DataError, match="batch 'empty_batch' is empty \\(0 rows\\)"):
+        evaluate_batch_drift(loop_config, "empty_batch")
+    assert LoopStore(loop_config.state_dir).batch_json("empty_batch", "drift") is None

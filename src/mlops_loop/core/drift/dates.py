@@ -19,6 +19,8 @@ _ISO_DATE = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
 _DATE_TYPES = ("datetime", "datetime64", "date")
+# Ticks per second of the units pandas keeps datetimes in.
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
 class NotDates(ValueError):
@@ -106,7 +108,7 @@ def epoch_seconds(series: pd.Series, side: str, strict: bool = True) -> np.ndarr
         times = times.dt.tz_convert("UTC").dt.tz_localize(None)
     stamps = times.to_numpy()
     missing = np.isnat(stamps)
-    per_second = np.timedelta64(1, "s") / np.timedelta64(1, np.datetime_data(stamps.dtype)[0])
+    per_second = _PER_SECOND[np.datetime_data(stamps.dtype)[0]]
     out = stamps.view("int64").astype("float64") / per_second
     out[missing] = np.nan
     return out

@@ -120,7 +120,7 @@ def canonical_rows(
     out: dict[Any, np.ndarray] = {}
     plain: list[tuple[Any, int]] = []  # numpy number columns, converted in one block
     if frame.columns.is_unique:
-        where = frame.columns.get_indexer(numerical)
+        where = frame.columns.get_indexer(pd.Index(numerical, dtype=object))
         plain = [
             (k, int(i))
             for k, i in zip(numerical, where, strict=True)

@@ -50,7 +50,7 @@ def series_kind(column: pd.Series | pd.DataFrame) -> str:
     """The kind a column is tested as when no configuration names it: bool and numbers are
     numerical, datetimes and text that parses fully as ISO dates are datetime, the rest is
     categorical (a frame, selected by a repeated label, too)."""
-    if column.ndim != 1:
+    if not isinstance(column, pd.Series):
         return "categorical"
     if is_numeric(column):
         return "numerical"
