@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,14 @@ class Ingested(StepResult):
     #: Why the landed file was not stored: it was cut short (`data.check_complete`). The batch
     #: is then kept empty and the quality gate quarantines it with this reason.
     truncated: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record; `truncated` only when the file was cut short (the layout of a whole
+        batch is unchanged)."""
+        data = super().to_dict()
+        if data["truncated"] is None:
+            del data["truncated"]
+        return data
 
 
 def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) -> Ingested:
