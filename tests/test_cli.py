@@ -283,3 +283,50 @@ def _run_env(env, *args):
         timeout=300,
         env=env,
     )
+
+
+def _cut_csv(tmp_path):
+    """A CSV cut in the middle of a row, as a half-written upload leaves it."""
+    ref, cur = _frames(tmp_path)
+    full = tmp_path / "full.csv"
+    pd.read_parquet(cur).to_csv(full, index=False)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(data[: data.index(b"\n", len(data) // 2) + 5])
+    return ref, cut, data[: data.index(b"\n", len(data) // 2) + 5].count(b"\n") + 1
+
+
+@pytest.mark.parametrize("command", ["drift", "validate"])
+def test_a_csv_cut_mid_row_is_refused_naming_the_file_and_line(tmp_path, command):
+    ref, cut, line = _cut_csv(tmp_path)
+    out = run(command, str(ref), str(cut))
+    assert out.returncode == 2, out.stdout[:500]
+    assert f"cut.csv: line {line} " in out.stderr and "cut short" in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_predict_refuses_a_csv_cut_mid_row(tmp_path, demo_frames):
+    from tests.conftest import write_loop
+
+    reference, batches = demo_frames
+    config = write_loop(tmp_path, reference)
+    full = tmp_path / "rows.csv"
+    batches["batch_001"].to_csv(full, index=False)
+    data = full.read_bytes()
+    full.write_bytes(data[: len(data) // 2])
+    out = run("predict", str(full), "--config", str(config))
+    assert out.returncode == 2
+    assert "rows.csv: line " in out.stderr and "cut short" in out.stderr
+    assert out.stdout == ""
+
+
+def test_drift_of_an_empty_batch_exits_nonzero_saying_so(tmp_path):
+    ref, cur = _frames(tmp_path)
+    pd.read_parquet(cur).iloc[:0].to_parquet(tmp_path / "empty.parquet", index=False)
+    out = run("drift", str(ref), str(tmp_path / "empty.parquet"))
+    assert out.returncode == 2
+    assert out.stderr == (
+        "mlops-loop drift: error: the current batch is empty (0 rows); drift needs rows on "
+        "both sides to compare\n"
+    )

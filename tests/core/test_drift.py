@@ -256,11 +256,12 @@ def test_rare_categories_are_pooled_into_other_before_the_test() -> None:
     ref = pd.DataFrame({"c": ["a"] * 600 + ["b"] * 380 + ["x"] * 12 + ["y"] * 8})
     cur = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 45 + ["x"] * 3 + ["z"] * 2})
     c = entry(evaluate_drift(ref, cur), "c")
-    # Expected counts of x, y and z in the batch are below 5, so they form one bucket.
-    expected = stats.chi2_contingency([[600, 380, 20], [50, 45, 5]])
+    # Expected counts of x, y and z in the batch are below 5: x and y, which the reference
+    # holds, form one bucket, and z, new to it, another.
+    expected = stats.chi2_contingency([[600, 380, 20, 0], [50, 45, 3, 2]])
     assert c.statistic == pytest.approx(expected.statistic)
     assert c.p_value == pytest.approx(expected.pvalue)
-    assert c.effect_size == pytest.approx(0.1)  # (.1 + .07 + .03) / 2
+    assert c.effect_size == pytest.approx(0.1)  # (.1 + .07 + .01 + .02) / 2
     assert c.current_summary["z"] == pytest.approx(0.02)  # summaries stay unpooled
 
 

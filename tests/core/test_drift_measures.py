@@ -224,8 +224,12 @@ def test_categorical_measures_are_symmetric_and_zero_on_identical_columns(
     if r["c"].isna().all() or c["c"].isna().all():
         return
     forward, backward = entry(r, c, "c"), entry(c, r, "c")
-    for key in ("jensen_shannon", "total_variation", "psi"):
-        assert forward.statistics[key] == pytest.approx(backward.statistics[key], abs=1e-12)
+    # Values new to the reference are weighed against the reference's own share of values
+    # seen once (docs/drift.md), so the sides are interchangeable only when they hold the same
+    # values.
+    if set(ref) == set(cur):
+        for key in ("jensen_shannon", "total_variation", "psi"):
+            assert forward.statistics[key] == pytest.approx(backward.statistics[key], abs=1e-12)
     assert 0.0 <= forward.statistics["jensen_shannon"] <= 1.0
     same = entry(r, r.copy(), "c")
     assert same.statistics["psi"] == 0.0 and same.statistics["total_variation"] == 0.0

@@ -201,7 +201,7 @@ def test_save_replaces_atomically_and_load_checks_the_format(
     manifest = json.loads((target / "profile.json").read_text())
     manifest["format_version"] = 99
     (target / "profile.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match=r"format version 99; .* reads version 1"):
+    with pytest.raises(DataError, match=r"format version 99; .* reads version 2"):
         ReferenceProfile.load(target)
     with pytest.raises(DataError, match="no reference profile at .*missing"):
         ReferenceProfile.load(tmp_path / "nowhere")

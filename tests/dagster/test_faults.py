@@ -1,6 +1,6 @@
 """Faults at the landing folder and in the middle of a retrain, on a real Dagster instance with
-MLflow on SQLite: batches arriving together, the same batch copied twice, a corrupt file, and a
-run worker killed between writing the champion history and moving the alias."""
+MLflow on SQLite: batches arriving together, the same batch copied twice, files cut short or
+unreadable, and a run worker killed between writing the champion history and moving the alias."""
 
 import json
 import os
@@ -146,10 +146,56 @@ def test_the_same_batch_copied_again_is_monitored_once(tmp_path, demo_frames):
         loop.instance.dispose()
 
 
-# -- a corrupt file --------------------------------------------------------------------------------
-def test_a_corrupt_parquet_fails_its_run_naming_the_file_and_the_sensor_goes_on(
-    tmp_path, demo_frames
-):
+# -- a file cut short ------------------------------------------------------------------------------
+def quality_gate(result: dg.ExecuteInProcessResult):
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "quality_gate"]
+    return check
+
+
+def test_a_csv_cut_mid_row_is_quarantined_with_its_reason(tmp_path, demo_frames):
+    loop = new_loop(tmp_path, demo_frames, ["batch_001"])
+    try:
+        assert run_job(loop.defs, loop.instance, "bootstrap_job").success
+        _, batches = demo_frames
+        cut = loop.config.sources.landing / "batch_002.csv"
+        batches["batch_002"].to_csv(cut, index=False)
+        data = cut.read_bytes()
+        cut.write_bytes(data[: len(data) // 2])  # a half-written upload: the last line partial
+        first = tick(loop.defs, loop.instance, "landing_sensor").run_requests
+        assert sorted(r.partition_key for r in first) == ["batch_001", "batch_002"]
+        loop.instance.add_dynamic_partitions("batches", ["batch_001", "batch_002"])
+
+        result = run_job(loop.defs, loop.instance, "monitor_job", "batch_002")
+        # The blocking gate failed: the batch is materialized with its verdict, nothing after.
+        assert not result.success
+        assert set(materialized(result)) == {"monitored_batch"}
+        check = quality_gate(result)
+        assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+        assert "batch_002.csv: line " in check.description
+        assert "cut short" in check.description
+        assert check.metadata["incident_table"].value.records[0].data["kind"] == "truncated_file"
+        store = LoopStore(loop.config.state_dir)
+        assert store.quarantined_keys() == ["batch_002"]
+        [incident] = store.batch_json("batch_002", "quality")["incidents"]
+        assert incident["kind"] == "truncated_file" and incident["severity"] == "error"
+        assert "batch_002.csv: line " in incident["message"]
+        assert store.batch_json("batch_002", "ingest")["truncated"] == incident["message"]
+        assert store.batch_json("batch_002", "drift") is None
+
+        # Delivered whole, it is monitored again and passes.
+        cut.write_bytes(data)
+        os.utime(cut, ns=(cut.stat().st_atime_ns, cut.stat().st_mtime_ns + 10**9))
+        [again] = tick(loop.defs, loop.instance, "landing_sensor").run_requests
+        assert again.partition_key == "batch_002"
+        fixed = run_job(loop.defs, loop.instance, "monitor_job", "batch_002")
+        assert fixed.success and quality_gate(fixed).passed
+        assert store.accepted_keys() == ["batch_002"]
+        assert store.batch_json("batch_002", "ingest").get("truncated") is None
+    finally:
+        loop.instance.dispose()
+
+
+def test_a_parquet_cut_short_is_quarantined_and_the_sensor_goes_on(tmp_path, demo_frames):
     loop = new_loop(tmp_path, demo_frames, ["batch_001", "batch_002"])
     try:
         assert run_job(loop.defs, loop.instance, "bootstrap_job").success
@@ -162,22 +208,25 @@ def test_a_corrupt_parquet_fails_its_run_naming_the_file_and_the_sensor_goes_on(
 
         broken = run_job(loop.defs, loop.instance, "monitor_job", "batch_002")
         assert not broken.success
+        # No step crashed on the file: the blocking gate stopped the run.
         errors = step_errors(broken)
         assert set(errors) == {"monitored_batch"}
-        assert str(corrupt) in errors["monitored_batch"]
-        assert "cannot be read as parquet" in errors["monitored_batch"]
-        assert "DataError" in errors["monitored_batch"]
-        # Nothing downstream ran, nothing of it reached the store.
-        assert materialized(broken) == {}
+        assert "blocking asset check failed" in errors["monitored_batch"]
+        assert "DataError" not in errors["monitored_batch"]
+        check = quality_gate(broken)
+        assert check.passed is False
+        assert str(corrupt) in check.description and "ends before its footer" in check.description
+        # Nothing downstream ran.
+        assert set(materialized(broken)) == {"monitored_batch"}
         store = LoopStore(loop.config.state_dir)
-        assert "batch_002" not in store.batch_keys()
-        assert store.batch_json("batch_002", "quality") is None
-        assert "cannot be read as parquet" in store.batch_json("batch_002", "ingest")["error"]
+        assert store.quarantined_keys() == ["batch_002"]
+        [incident] = store.batch_json("batch_002", "quality")["incidents"]
+        assert incident["kind"] == "truncated_file"
 
         # The other file of the same tick is monitored as usual.
         assert run_job(loop.defs, loop.instance, "monitor_job", "batch_001").success
         assert store.accepted_keys() == ["batch_001"]
-        # The sensor goes on: a later file is picked up alone; the corrupt one is not asked for
+        # The sensor goes on: a later file is picked up alone; the cut one is not asked for
         # again until it is delivered again.
         _, batches = demo_frames
         batches["batch_004"].to_parquet(loop.config.sources.landing / "batch_004.parquet")
@@ -190,6 +239,29 @@ def test_a_corrupt_parquet_fails_its_run_naming_the_file_and_the_sensor_goes_on(
         assert sorted(r.partition_key for r in fixed) == ["batch_002", "batch_004"]
         assert run_job(loop.defs, loop.instance, "monitor_job", "batch_002").success
         assert store.accepted_keys() == ["batch_001", "batch_002"]
+    finally:
+        loop.instance.dispose()
+
+
+def test_an_unreadable_parquet_fails_its_run_naming_the_file(tmp_path, demo_frames):
+    loop = new_loop(tmp_path, demo_frames, ["batch_001"])
+    try:
+        assert run_job(loop.defs, loop.instance, "bootstrap_job").success
+        garbage = loop.config.sources.landing / "batch_002.parquet"
+        garbage.write_bytes(b"not parquet at all, and never was")
+        tick(loop.defs, loop.instance, "landing_sensor")
+        loop.instance.add_dynamic_partitions("batches", ["batch_002"])
+        broken = run_job(loop.defs, loop.instance, "monitor_job", "batch_002")
+        assert not broken.success
+        errors = step_errors(broken)
+        assert set(errors) == {"monitored_batch"}
+        assert str(garbage) in errors["monitored_batch"]
+        assert "cannot be read as parquet" in errors["monitored_batch"]
+        assert "DataError" in errors["monitored_batch"]
+        assert materialized(broken) == {}
+        store = LoopStore(loop.config.state_dir)
+        assert "batch_002" not in store.batch_keys()
+        assert "cannot be read as parquet" in store.batch_json("batch_002", "ingest")["error"]
     finally:
         loop.instance.dispose()
 

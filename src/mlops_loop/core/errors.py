@@ -14,6 +14,10 @@ class DataError(MlopsLoopError, ValueError):
     """A data file or frame cannot be used (unreadable, missing column, wrong type)."""
 
 
+class TruncatedFileError(DataError):
+    """A data file ends before its end: a CSV cut mid-row, a parquet file without its footer."""
+
+
 class RegistryError(MlopsLoopError, LookupError):
     """A model version or alias is unknown, or a registry change was refused."""
 

@@ -32,9 +32,13 @@ def _open(path: Path) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from mlops_loop.core.data import check_complete
+
     try:
         return pq.ParquetFile(path)
     except (OSError, ValueError, pa.ArrowException) as e:
+        if path.is_file():
+            check_complete(path)  # a file cut short says so
         raise DataError(f"{path}: cannot be read as parquet: {e}") from e
 
 

@@ -21,9 +21,9 @@ from mlops_loop.core.drift.sides import (
     ColumnarBatch,
     SourceError,
     category_counts,
-    is_numeric,
     numeric_summary,
     require_values,
+    series_kind,
     series_sorted_finite,
 )
 from mlops_loop.core.errors import DataError
@@ -61,9 +61,13 @@ class ParquetBatch(ColumnarBatch):
         import pyarrow.parquet as pq
 
         self.path = Path(path)
+        from mlops_loop.core.data import check_complete
+
         try:
             parquet = pq.ParquetFile(self.path)
         except (OSError, ValueError, pa.ArrowException) as e:
+            if self.path.is_file():
+                check_complete(self.path)  # a file cut short says so
             raise DataError(f"cannot read the parquet batch {self.path}: {e}") from e
         try:
             schema = parquet.schema_arrow
@@ -133,12 +137,12 @@ class ParquetBatch(ColumnarBatch):
     def inferred_kind(self, key: Any) -> str:
         if int((self._columns == key).sum()) > 1:
             return "categorical"  # as a frame's duplicated label selects a frame
-        return "numerical" if is_numeric(self.series(key)) else "categorical"
+        return series_kind(self.series(key))
 
-    def sorted_values(self, key: Any, side: str) -> np.ndarray:
-        if key in self._types and _plain_number(self._types[key]):
+    def sorted_values(self, key: Any, side: str, kind: str = "numerical") -> np.ndarray:
+        if kind == "numerical" and key in self._types and _plain_number(self._types[key]):
             return require_values(sorted_finite(self.float_values(key)), side)
-        return series_sorted_finite(self.series(key), side)
+        return series_sorted_finite(self.series(key), side, kind)
 
     def summary(self, key: Any, values: np.ndarray) -> dict:
         return numeric_summary(values)

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 #: Fewest rows of each side the check needs (half of them train, half are scored).
 MIN_ROWS = 20
+#: Most features the classifier sees; of more, a seeded uniform draw of this many.
+MAX_FEATURES = 500
+# Cells of the shuffled copies scored at once when measuring importances.
+_IMPORTANCE_CELLS = 1 << 22
 #: Most features named in `top_features`.
 TOP_FEATURES = 5
 #: Held-out rows the importances of `top_features` are measured on.
@@ -108,12 +112,39 @@ def canonical_rows(
     frame: pd.DataFrame, numerical: list[Any], categorical: list[Any]
 ) -> pd.DataFrame:
     """The columns as the classifier reads them: numbers as float64 (NaN for missing, non-finite
-    and non-numeric values), categories as str (None for missing), as the per-column test
-    compares them (1 and "1", as after a CSV round trip, are one category)."""
-    out = {}
+    and non-numeric values; datetimes as epoch seconds), categories as str (None for missing),
+    as the per-column test compares them (1 and "1", as after a CSV round trip, are one
+    category)."""
+    from mlops_loop.core.drift.dates import epoch_seconds, holds_dates
+
+    out: dict[Any, np.ndarray] = {}
+    plain: list[tuple[Any, int]] = []  # numpy number columns, converted in one block
+    if frame.columns.is_unique:
+        where = frame.columns.get_indexer(pd.Index(numerical, dtype=object))
+        plain = [
+            (k, int(i))
+            for k, i in zip(numerical, where, strict=True)
+            if i >= 0
+            and isinstance(frame.dtypes.iloc[i], np.dtype)
+            and frame.dtypes.iloc[i].kind in "biuf"
+        ]
+    if plain:
+        block = frame.iloc[:, [i for _, i in plain]].to_numpy(dtype="float64", copy=True)
+        block[~np.isfinite(block)] = np.nan
+        out.update((k, block[:, j]) for j, (k, _) in enumerate(plain))
+    done = {k for k, _ in plain}
     for k in numerical:
-        values = pd.to_numeric(frame[k], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        if k in done:
+            continue
+        column = frame[k]
+        if holds_dates(column):
+            values = epoch_seconds(column, "sample", strict=False)
+        else:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan
+            )
         out[k] = np.where(np.isfinite(values), values, np.nan)
+    out = {k: out[k] for k in numerical}  # in the order asked for
     for k in categorical:
         values = frame[k].astype(object).to_numpy(dtype=object, copy=True)
         missing = pd.isna(values)
@@ -302,6 +333,20 @@ def _mann_whitney(scores: np.ndarray, y: np.ndarray, alpha: float) -> tuple[floa
     return u / pairs, float(stats.norm.sf(z)), critical
 
 
+def _used_features(model: Any, n_features: int) -> list[int]:
+    """The features some split of the fitted gradient-boosted trees reads (all of them when
+    the trees cannot be read)."""
+    try:
+        used: set[int] = set()
+        for stage in model._predictors:
+            for predictor in stage:
+                nodes = predictor.nodes
+                used.update(nodes["feature_idx"][~nodes["is_leaf"].astype(bool)].tolist())
+        return sorted(used)
+    except Exception:  # another scikit-learn layout: score every feature
+        return list(range(n_features))
+
+
 def _auc(scores: np.ndarray, y: np.ndarray) -> float:
     n1 = int(y.sum())
     n0 = y.size - n1
@@ -370,6 +415,17 @@ def domain_classifier_drift(
 
     if not keys:
         return result(error="no usable feature column to compare jointly")
+    if len(keys) > MAX_FEATURES:
+        # A wide frame: the classifier's cost grows with its features, and thousands of them
+        # on a few hundred rows add little power. The draw depends on the seed alone, never
+        # on the rows, so the held-out test keeps its level; `features` names those drawn,
+        # and the per-column tests still judge every feature.
+        drawn = np.zeros(len(keys), dtype=bool)
+        drawn[np.random.default_rng(seed).choice(len(keys), MAX_FEATURES, replace=False)] = True
+        n_numerical = len(numerical)
+        numerical = [k for k, d in zip(numerical, drawn[:n_numerical], strict=True) if d]
+        categorical = [k for k, d in zip(categorical, drawn[n_numerical:], strict=True) if d]
+        keys = [*numerical, *categorical]
     try:
         sizes = [len(side) for side in (reference, current)]
     except TypeError:
@@ -408,9 +464,16 @@ def _classify(
 ) -> MultivariateDrift:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    columns = [np.concatenate([ref[k].to_numpy(), cur[k].to_numpy()]) for k in numerical]
-    columns += [np.concatenate(_codes(ref[k].to_numpy(), cur[k].to_numpy())) for k in categorical]
-    x = np.column_stack(columns)
+    # The numbers as one block (canonical rows hold float64), the categories as shared codes.
+    numbers = np.concatenate(
+        [
+            ref.loc[:, numerical].to_numpy(dtype="float64"),
+            cur.loc[:, numerical].to_numpy(dtype="float64"),
+        ]
+    )
+    codes = [np.concatenate(_codes(ref[k].to_numpy(), cur[k].to_numpy())) for k in categorical]
+    x = np.column_stack([numbers, *codes]) if codes else numbers
+    columns = range(x.shape[1])
     y = np.r_[np.zeros(len(ref), dtype=np.int64), np.ones(len(cur), dtype=np.int64)]
     # A stratified split in halves: the classifier learns on one, the test runs on the other.
     rng = np.random.default_rng(seed)
@@ -442,12 +505,21 @@ def _classify(
             rows = rng.permutation(y_test.size)[:IMPORTANCE_ROWS]
             x_sub, y_sub = x_test[rows], y_test[rows]
             base = _auc(scores[rows], y_sub)
-            shuffled = np.tile(x_sub, (x.shape[1], 1))
-            for j in range(x.shape[1]):
-                block = slice(j * rows.size, (j + 1) * rows.size)
-                shuffled[block, j] = rng.permutation(x_sub[:, j])
-            permuted = model.predict_proba(shuffled)[:, 1].reshape(x.shape[1], rows.size)
-            drops = [base - _auc(permuted[j], y_sub) for j in range(x.shape[1])]
+            # Every feature's permutation is drawn, in order, so the draws do not depend on
+            # which features the trees use; only those are scored (shuffling a feature no
+            # split reads changes no prediction: its drop is 0), a bounded block at a time.
+            permutations = [rng.permutation(x_sub[:, j]) for j in range(x.shape[1])]
+            drops = [0.0] * x.shape[1]
+            used = _used_features(model, x.shape[1])
+            step = max(1, _IMPORTANCE_CELLS // max(1, x_sub.size))
+            for start in range(0, len(used), step):
+                chunk = used[start : start + step]
+                shuffled = np.tile(x_sub, (len(chunk), 1))
+                for t, j in enumerate(chunk):
+                    shuffled[t * rows.size : (t + 1) * rows.size, j] = permutations[j]
+                permuted = model.predict_proba(shuffled)[:, 1].reshape(len(chunk), rows.size)
+                for t, j in enumerate(chunk):
+                    drops[j] = base - _auc(permuted[t], y_sub)
             order = np.argsort(-np.asarray(drops), kind="stable")[:TOP_FEATURES]
             top = [
                 {"name": names[i], "auc_drop": round(float(drops[i]), 4)}

@@ -37,6 +37,7 @@ import pandas as pd
 from mlops_loop.core.config import DriftPolicy, LoopConfig
 from mlops_loop.core.drift.multivariate import RowSample
 from mlops_loop.core.drift.sides import (
+    SORTED_KINDS,
     SourceError,
     Unusable,
     category_counts,
@@ -50,8 +51,9 @@ from mlops_loop.core.errors import DataError
 #: Name of the manifest in a saved profile's folder.
 MANIFEST = "profile.json"
 FORMAT = "mlops-loop-reference-profile"
-#: Bumped whenever the files change meaning; `load` refuses other versions.
-FORMAT_VERSION = 1
+#: Bumped whenever the files change meaning; `load` refuses other versions. Version 2: datetime
+#: columns are held as sorted epoch seconds (kind "datetime"), no longer as category counts.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def _needed(columns: pd.Index, kinds: dict[Any, str], config: LoopConfig | None)
     if config is None:
         return {k: kind for k, kind in kinds.items() if k not in repeated}
     cols = config.columns
-    needed = {k: "numerical" for k in cols.numerical}
+    # A configured number that holds dates is compared in time, as evaluate_drift does.
+    needed = {k: "datetime" if kinds.get(k) == "datetime" else "numerical" for k in cols.numerical}
     needed.update({k: "categorical" for k in cols.categorical})
     needed.update({k: kinds[k] for k in (cols.prediction, cols.target) if k in kinds})
     return {k: kind for k, kind in needed.items() if k in kinds and k not in repeated}
@@ -104,7 +107,7 @@ def _row_sample(
     try:
         return RowSample.from_frame(
             reference,
-            [k for k, kind in features.items() if kind == "numerical"],
+            [k for k, kind in features.items() if kind in SORTED_KINDS],
             [k for k, kind in features.items() if kind == "categorical"],
             _policy(config).multivariate_max_rows,
         )
@@ -112,9 +115,9 @@ def _row_sample(
         return None
 
 
-def _numerical(series: pd.Series) -> NumericalColumn:
+def _numerical(series: pd.Series, kind: str) -> NumericalColumn:
     try:
-        values = series_sorted_finite(series, "reference")
+        values = series_sorted_finite(series, "reference", kind)
     except Exception as e:  # kept, so the evaluation reports it as the frame would
         return NumericalColumn(None, None, 0, 0, error_text(e))
     if values.size < len(series):  # drop the NaN and infinities the sorted view still holds
@@ -194,7 +197,7 @@ class ReferenceProfile:
         def build(item: tuple[Any, str]) -> NumericalColumn | CategoricalColumn:
             key, kind = item
             series = reference[key]
-            return _numerical(series) if kind == "numerical" else _categorical(series)
+            return _numerical(series, kind) if kind in SORTED_KINDS else _categorical(series)
 
         # As in evaluate_drift: numpy's sorts release the GIL, so columns overlap across cores.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -227,7 +230,7 @@ class ReferenceProfile:
                 f"multivariate check (profile holds {self.rows!r})"
             )
         for key, kind in _needed(self._columns, self.kinds, config).items():
-            if key not in (self.numerical if kind == "numerical" else self.categorical):
+            if key not in (self.numerical if kind in SORTED_KINDS else self.categorical):
                 held = (
                     "numerical"
                     if key in self.numerical
@@ -270,15 +273,17 @@ class ReferenceProfile:
             ),
             "no",
         )
+        if held == "numerical" and self.kinds.get(key) == "datetime":
+            held = "datetime"
         return SourceError(
             f"the reference profile has no {kind} statistics of column {key!r} (it holds {held} "
             "statistics of it); rebuild it with the configuration of this evaluation"
         )
 
-    def sorted_values(self, key: Any, side: str) -> np.ndarray:
+    def sorted_values(self, key: Any, side: str, kind: str = "numerical") -> np.ndarray:
         column = self.numerical.get(key)
-        if column is None:
-            raise self._lacking(key, "numerical")
+        if column is None or (kind == "datetime") != (self.kinds.get(key) == "datetime"):
+            raise self._lacking(key, kind)
         if column.values is None:
             raise Unusable(column.error)
         return column.values

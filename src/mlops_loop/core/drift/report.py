@@ -292,7 +292,8 @@ def _render_html(report: DriftReport) -> str:
         if f.error:
             body = f'<p class="err">Not evaluated: {esc(f.error)}</p>'
         else:
-            plot = (_numeric_svg if f.kind == "numerical" else _categorical_svg)(
+            numeric = f.kind in ("numerical", "datetime")  # datetimes: epoch seconds
+            plot = (_numeric_svg if numeric else _categorical_svg)(
                 f.reference_summary, f.current_summary
             )
             effect_name = _EFFECT_NAMES.get(f.method, "effect")

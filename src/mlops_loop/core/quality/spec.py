@@ -24,6 +24,7 @@ KINDS = (
     "duplicate_rows",
     "row_count",
     "custom",
+    "truncated_file",
 )
 TYPE_CHECK = "DtypeFamily"
 _FAMILIES = {

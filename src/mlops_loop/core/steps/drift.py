@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.errors import DataError
 from mlops_loop.core.segments import segment_drift
 from mlops_loop.core.steps.ingest import big_batch
 from mlops_loop.core.steps.run import StepContext, step_run
@@ -29,11 +30,23 @@ class BatchDrift:
 def evaluate_batch_drift(
     config: LoopConfig, key: str, ctx: StepContext | None = None
 ) -> BatchDrift:
-    """Compare a stored batch with the reference; write JSON and HTML reports."""
+    """Compare a stored batch with the reference; write JSON and HTML reports.
+
+    Raises:
+        DataError: the batch has no rows (the quality gate quarantines such a batch before its
+            drift is asked for; nothing is written for it).
+    """
     from mlops_loop.core.drift import evaluate_drift
+    from mlops_loop.core.parquet import parquet_rows
 
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
+    stored = store.batch_dir(key) / "batch.parquet"
+    if stored.exists() and parquet_rows(stored) == 0:
+        raise DataError(
+            f"batch {key!r} is empty (0 rows): there is nothing to compare with the reference, "
+            "so it gets no drift report (the quality gate quarantines an empty batch)"
+        )
     big = big_batch(config, store, key)
     if big is not None:
         from mlops_loop.core.drift import evaluate_drift_parquet

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import frame_digest, read_table
-from mlops_loop.core.errors import DataError
+from mlops_loop.core.errors import DataError, TruncatedFileError
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.store import LoopStore, file_sha256, file_stamp
 
@@ -27,6 +29,17 @@ class Ingested(StepResult):
     source: str = ""
     stamp: str = ""  # size and mtime of the landed file: a re-delivery changes it
     sha256: str = ""
+    #: Why the landed file was not stored: it was cut short (`data.check_complete`). The batch
+    #: is then kept empty and the quality gate quarantines it with this reason.
+    truncated: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record; `truncated` only when the file was cut short (the layout of a whole
+        batch is unchanged)."""
+        data = super().to_dict()
+        if data["truncated"] is None:
+            del data["truncated"]
+        return data
 
 
 def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) -> Ingested:
@@ -53,14 +66,33 @@ def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) ->
 def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
     """Copy a landed batch file into the store as parquet.
 
+    A file cut short (a CSV ending mid-row, a parquet file without its footer) is a verdict on
+    the batch, not a fault of the loop: it is stored as an empty batch whose `truncated` gives
+    the reason, and `check_quality` quarantines it.
+
     Raises:
-        DataError: the file cannot be read.
+        DataError: the file cannot be read for another reason.
     """
     store = LoopStore(config.state_dir)
     path = Path(path)
     stamp, sha256 = file_stamp(path), file_sha256(path)
     try:
         stored = _store_landed(config, store, key, path)
+    except TruncatedFileError as e:
+        _forget_verdicts(store, key)
+        empty = pd.DataFrame()
+        store.write_frame(store.batch_dir(key) / "batch.parquet", empty)
+        cut = Ingested(
+            rows=0,
+            columns=0,
+            digest=frame_digest(empty),
+            source=str(path),
+            stamp=stamp,
+            sha256=sha256,
+            truncated=str(e),
+        )
+        store.write_batch_json(key, "ingest", cut.to_dict())
+        return cut
     except DataError as e:
         # Verdicts of an earlier copy no longer hold, and the failed delivery is remembered,
         # so that the landing sensor monitors the batch again once a fixed file replaces it.

@@ -35,8 +35,11 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     suite = store.read_json(store.snapshot_dir / "suite.json")
     if suite is None:
         raise DataError("the reference snapshot has no quality suite; materialize it first")
+    ingested = Ingested.from_dict(store.batch_json(key, "ingest") or {})
     big = big_batch(config, store, key)
-    if big is not None:
+    if ingested.truncated:
+        batch, result = None, _cut_short(ingested.truncated)
+    elif big is not None:
         from mlops_loop.core.quality.chunked import validate_parquet
 
         batch = None
@@ -71,10 +74,28 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
                 columns=config.columns,
             )
         else:  # a dataset record would profile the whole frame: the digest stands for it
-            ingested = store.batch_json(key, "ingest")
-            log_params({"batch.digest": Ingested.from_dict(ingested).digest if ingested else None})
+            log_params({"batch.digest": ingested.digest})
     # Recorded once MLflow has it: with the tracking server down, no verdict is left behind
     # (and no batch accepted for training) that the system of record never saw.
     store.write_batch_json(key, "quality", result.to_dict())
     (store.batch_dir(key) / "quality.html").write_text(result.to_html())
     return result
+
+
+def _cut_short(reason: str) -> QualityResult:
+    """The verdict on a batch whose file was cut short: quarantined, for that reason alone."""
+    from mlops_loop.core.quality import Incident, QualityResult
+
+    incident = Incident(
+        kind="truncated_file",
+        column=None,
+        severity="error",
+        observed="a file that ends mid-row or mid-record",
+        expected="a complete batch file",
+        message=reason,
+    )
+    return QualityResult(
+        success=False,
+        incidents=[incident],
+        statistics={"rows": 0, "columns": 0, "expectations_evaluated": 0},
+    )
