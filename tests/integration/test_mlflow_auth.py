@@ -12,6 +12,7 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
+
 from mlops_loop.core.config import load_config
 from mlops_loop.core.errors import TrackingError
 from mlops_loop.core.registry import MlflowRegistry
