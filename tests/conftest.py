@@ -1,5 +1,8 @@
 """Shared fixtures: a small seeded demo stream and a loop config on temp-dir state and MLflow."""
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,24 @@ def loop_config(tmp_path, demo_frames) -> LoopConfig:
 @pytest.fixture(scope="session")
 def scenario():
     return SCENARIO
+
+
+@pytest.fixture
+def webhook():
+    """A real local HTTP server standing in for a webhook: `(url, received JSON bodies)`."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+    server.server_close()

@@ -79,10 +79,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"  challenger : v{status.challenger}  {name}={status.challenger_metric}  "
         f"({status.challenger_decision or 'undecided'})"
     )
+    suite = f"  quality    : suite v{status.suite_version}"
+    if status.suite_relearns:
+        last = status.suite_relearns[-1]
+        suite += f", relearnt {last['at']} by {last['triggered_by']}: {last['reason'][:90]}"
+    print(suite)
     print("history (newest last):")
     for e in status.history[-10:]:
+        details = e.get("details") or {}
+        change = f"v{e['from_version']} -> v{e['to_version']}"
+        if e["action"] == "relearn":
+            change = f"quality suite v{details.get('suite_from')} -> v{details.get('suite_to')}"
         print(
-            f"  {e['at']}  {e['action']:9}  v{e['from_version']} -> v{e['to_version']}  "
+            f"  {e['at']}  {e['action']:9}  {change}  "
             f"by {e['triggered_by']} ({e['user']}): {e['reason'][:90]}"
         )
     print("batches:")
@@ -94,9 +103,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             True: f" challenger v{b.challenger_version} promoted",
             False: f" challenger v{b.challenger_version} rejected",
         }[b.promoted]
+        alerts = f"; alerts {', '.join(b.alerts_fired)}" if b.alerts_fired else ""
         print(
             f"  {b.batch}: quality {quality}; drift {b.dataset_drift}; "
-            f"{name} {metric} (champion v{b.champion_version}){promoted}"
+            f"{name} {metric} (champion v{b.champion_version}){promoted}{alerts}"
         )
     return 0
 
@@ -114,6 +124,42 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         f"champion moved from v{change.from_version} to v{change.to_version} "
         f"at {change.at} by {change.triggered_by}: {change.reason}"
     )
+    return 0
+
+
+def cmd_quality_relearn(args: argparse.Namespace) -> int:
+    from mlops_loop.core.steps.relearn import relearn_suite
+    from mlops_loop.core.steps.run import StepContext
+
+    who = f"cli ({os.environ.get('USER', 'unknown')})"
+    config = _config(args.config)
+    record = relearn_suite(config, args.reason, args.batch or [], StepContext(triggered_by=who))
+    source = "the reference" + (f" and {', '.join(record.batches)}" if record.batches else "")
+    print(
+        f"quality suite relearnt: v{record.previous_version} -> v{record.version} "
+        f"({record.expectations} expectations, from {source}) at {record.at} by "
+        f"{record.triggered_by}: {record.reason}"
+    )
+    if record.quarantined:
+        print(
+            f"quarantined by the old suite: {', '.join(record.quarantined)}; judge them again "
+            "with `mlops-loop quality revalidate` (in Dagster, revalidate_sensor re-runs "
+            "monitor_job on them)"
+        )
+    return 0
+
+
+def cmd_quality_revalidate(args: argparse.Namespace) -> int:
+    from mlops_loop.core.steps.relearn import revalidate
+    from mlops_loop.core.steps.run import StepContext
+
+    who = f"cli ({os.environ.get('USER', 'unknown')})"
+    results = revalidate(_config(args.config), args.batch or [], StepContext(triggered_by=who))
+    if not results:
+        print("no quarantined batch to re-validate")
+    for r in results:
+        verdict = "pass" if r.success else f"QUARANTINED {r.incidents}"
+        print(f"  {r.batch}: {verdict} (quality suite v{r.suite_version})")
     return 0
 
 
@@ -254,6 +300,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("quality", help="the quality gate's suite: relearn it, re-validate")
+    quality = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = quality.add_parser(
+        "relearn",
+        help="learn the suite again from the reference and named batches (the old one is kept)",
+        description="Learn the quality suite again from the reference and the batches named "
+        "(accepted ones, or quarantined ones that show the upstream's new shape). The old "
+        "suite is kept under snapshot/suites/; who, when and why go to MLflow and the history.",
+    )
+    p.add_argument("--reason", required=True, help="why (kept in the audit history)")
+    p.add_argument(
+        "--batch",
+        action="append",
+        metavar="KEY",
+        help="a batch to learn from as well as the reference (repeat for more)",
+    )
+    p.add_argument("--config", help=config_help)
+    p.set_defaults(func=cmd_quality_relearn)
+    p = quality.add_parser(
+        "revalidate", help="judge quarantined batches (or the named ones) with the suite now"
+    )
+    p.add_argument("--batch", action="append", metavar="KEY", help="only this batch (repeat)")
+    p.add_argument("--config", help=config_help)
+    p.set_defaults(func=cmd_quality_revalidate)
 
     p = sub.add_parser("predict", help="score a file with the model `champion` points at now")
     p.add_argument("input", help="rows to score (parquet or CSV)")

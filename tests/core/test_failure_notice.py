@@ -1,43 +1,20 @@
 """A failed loop run reaches the alert notifiers (here a real local HTTP server)."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 from mlops_loop.core.config import load_config
 from mlops_loop.core.steps.run import notify_failure
 from tests.conftest import write_loop
 
 
-def test_a_failed_run_is_sent_to_the_webhook(tmp_path, demo_frames):
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/hook"
-        reference, _ = demo_frames
-        config = load_config(
-            write_loop(
-                tmp_path, reference, **{"alerts.notifiers": [{"type": "webhook", "url": url}]}
-            )
-        )
-        [delivery] = notify_failure(config, "batch_003", "monitor_job", "quality gate failed")
-        assert delivery.ok, delivery
-        [message] = received
-        assert "monitor_job failed on batch_003: quality gate failed" in message["text"]
-        # No notifiers configured: nothing is sent and nothing fails.
-        quiet = load_config(write_loop(tmp_path / "quiet", reference))
-        assert notify_failure(quiet, None, "retrain_job", "boom") == []
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_a_failed_run_is_sent_to_the_webhook(tmp_path, demo_frames, webhook):
+    url, received = webhook
+    reference, _ = demo_frames
+    config = load_config(
+        write_loop(tmp_path, reference, **{"alerts.notifiers": [{"type": "webhook", "url": url}]})
+    )
+    [delivery] = notify_failure(config, "batch_003", "monitor_job", "quality gate failed")
+    assert delivery.ok, delivery
+    [message] = received
+    assert "monitor_job failed on batch_003: quality gate failed" in message["text"]
+    # No notifiers configured: nothing is sent and nothing fails.
+    quiet = load_config(write_loop(tmp_path / "quiet", reference))
+    assert notify_failure(quiet, None, "retrain_job", "boom") == []

@@ -16,12 +16,14 @@ JOBS = {
     "rollback_job",
     "labels_job",
     "remeasure_job",
+    "relearn_suite_job",
 }
 SENSORS = {
     "landing_sensor",
     "retrain_sensor",
     "label_sensor",
     "remeasure_sensor",
+    "revalidate_sensor",
     "failure_sensor",
 }
 SCHEDULES = {"monitor_schedule", "retrain_schedule"}
@@ -77,7 +79,8 @@ def test_definitions_load_from_a_config_path(config_path):
     # The quality gate is a blocking check on monitored_batch.
     checks = list(defs.resolve_assets_def("monitored_batch").check_specs)
     assert [(c.name, c.asset_key.to_user_string(), c.blocking) for c in checks] == [
-        ("quality_gate", "monitored_batch", True)
+        ("quality_gate", "monitored_batch", True),
+        ("quality_gate_stuck", "monitored_batch", False),
     ]
     # The loop resource hands the assets the validated config.
     assert defs.resources["loop"].load() == load_config(config_path)

@@ -49,6 +49,7 @@ def test_bootstrap_snapshots_the_reference_and_registers_a_champion(monitored_lo
     assert snapshot["rows"].value == 3000
     assert snapshot["dagster/row_count"].value == 3000
     assert snapshot["expectations"].value > 0
+    assert snapshot["suite_adjustments"].value == 0  # the suite accepts its own reference
     assert len(snapshot["digest"].value) >= 16
     baseline = mats["baseline_model"].metadata
     assert baseline["trained"].value is True
@@ -322,3 +323,14 @@ def test_estimated_performance_and_segments_are_reported_beside_realized(monitor
     assert 0.5 <= drift_meta["multivariate_auc"].value <= 1.0
     assert "features" in drift_meta["triggered_by"].value
     assert {r.data["value"] for r in drift_meta["segments"].value.records} == set(seg)
+
+
+def test_suite_notes_are_reference_snapshot_metadata():
+    from mlops_loop.defs import metadata as md
+
+    assert md.suite_notes([]) == {"suite_adjustments": 0}
+    note = {"kind": "custom", "column": "age", "action": "dropped: the reference itself fails it"}
+    meta = md.suite_notes([note])
+    assert meta["suite_adjustments"] == 1
+    [record] = meta["suite_notes"].value.records
+    assert record.data == {"kind": "custom", "column": "age", "action": note["action"]}

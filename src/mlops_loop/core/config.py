@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlops_loop.core.alerts import AlertsConfig
 from mlops_loop.core.errors import InvalidConfigError
+from mlops_loop.core.quality_policy import CustomExpectation, QualityPolicy  # noqa: F401
 
 METRICS = ("roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss")
 Metric = Literal["roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss"]
@@ -193,46 +194,6 @@ def validate_estimator_params(cls: type, path: str, params: dict[str, Any]) -> N
         where = f"model.params.{name}" if name in params else "model.params"
         value = f" = {params[name]!r}" if name in params else f" {params}"
         raise ValueError(f"{where}{value} is refused by {path}: {e}") from None
-
-
-class CustomExpectation(_Model):
-    """A Great Expectations expectation declared by the user, by class name and arguments."""
-
-    type: str = Field(
-        pattern=r"^Expect[A-Za-z0-9]+$",
-        description="GX expectation class, e.g. ExpectColumnValuesToMatchRegex.",
-    )
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Its arguments.")
-    severity: Literal["error", "warn"] = Field(
-        default="error", description="'error' blocks the batch; 'warn' only reports."
-    )
-
-
-class QualityPolicy(_Model):
-    """Tolerances of the quality gate learnt from the reference."""
-
-    null_rate_margin: float = Field(
-        default=0.05, ge=0, le=1, description="Allowed null share above the reference's."
-    )
-    range_margin: float = Field(
-        default=0.5,
-        ge=0,
-        description="Allowed overshoot of the reference range, as a fraction of that range.",
-    )
-    unseen_category_share: float = Field(
-        default=0.01, ge=0, le=1, description="Allowed share of categories unseen in the reference."
-    )
-    min_rows: int = Field(default=1, ge=0, description="Fewest rows a batch may have.")
-    max_rows: int | None = Field(default=None, ge=1, description="Most rows a batch may have.")
-    duplicate_share: float = Field(
-        default=0.05,
-        ge=0,
-        le=1,
-        description="Largest share of rows that may repeat another row entirely.",
-    )
-    expectations: list[CustomExpectation] = Field(
-        default_factory=list, description="Expectations of your own, checked on every batch."
-    )
 
 
 class DriftPolicy(_Model):

@@ -33,3 +33,7 @@ class TrackingError(MlopsLoopError, ConnectionError):
 
 class LoopStateError(MlopsLoopError, FileNotFoundError):
     """The loop has no state where it was asked to read it (it never ran there)."""
+
+
+class RelearnError(MlopsLoopError, ValueError):
+    """A relearn of the quality suite was refused: no reason, or a batch the loop never saw."""

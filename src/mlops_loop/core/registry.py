@@ -24,13 +24,16 @@ HISTORY_PREFIX = "mlops_loop.history."
 #: Tags of a version's metrics on its hold-out: a version without them was never validated.
 METRIC_TAG = "mlops_loop.metric."
 MOVED_TAG = "mlops_loop.alias_moved_at"
+#: History entries that record something other than a move of the alias: a change that never
+#: happened, and a relearnt quality suite (the loop's other audited change).
+NOT_MOVES = frozenset({"aborted", "relearn"})
 
 
 @dataclass(frozen=True)
 class AliasChange:
-    """One move of the champion alias."""
+    """One move of the champion alias, or an audited change that moves none (`NOT_MOVES`)."""
 
-    action: str  # bootstrap | promotion | rollback | external
+    action: str  # bootstrap | promotion | rollback | external | aborted | relearn
     from_version: int | None
     to_version: int
     reason: str
@@ -38,6 +41,7 @@ class AliasChange:
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     user: str = field(default_factory=lambda: _user())
     metrics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # of an entry that moves no alias
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -242,12 +246,29 @@ class MlflowRegistry:
             )
             return self._move_champion(change)
 
+    def record(self, change: AliasChange) -> AliasChange:
+        """Append an entry that moves no alias (a relearnt quality suite) to the history, once
+        the history is in line with the alias (so an interrupted change is recorded first).
+
+        Raises:
+            RegistryError: `change.action` would move the alias.
+        """
+        if change.action not in NOT_MOVES:
+            raise RegistryError(
+                f"history entry {change.action!r} moves the alias; expected one of "
+                f"{sorted(NOT_MOVES)}"
+            )
+        with self._exclusive():
+            self._reconcile(change.triggered_by)
+            self._append_history(change)
+        return change
+
     def previous_champion(self) -> int | None:
         """The champion before the current one, from the recorded history."""
         current = self.champion()
         for event in reversed(self.history()):
-            if event["action"] == "aborted":
-                continue  # records a change that never happened
+            if event["action"] in NOT_MOVES:
+                continue  # a change that never happened, or one of the quality suite
             if event["to_version"] == current and event.get("from_version") is not None:
                 return int(event["from_version"])
         return None

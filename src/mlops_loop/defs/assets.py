@@ -54,6 +54,7 @@ def reference_snapshot(
             "expectations": info.expectations,
             "source": info.source,
             "dagster/row_count": info.rows,
+            **md.suite_notes(info.suite_notes),
         }
     )
 
@@ -82,7 +83,14 @@ def baseline_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
             blocking=True,
             description="Great Expectations suite learnt from the "
             "reference; a failed batch is quarantined.",
-        )
+        ),
+        _batch_check(
+            "quality_gate_stuck",
+            asset="monitored_batch",
+            description="The stuck-gate alert: fails when this batch makes "
+            "alerts.quality_stuck_after batches in a row quarantined by the same expectation "
+            "(the upstream or the suite changed). Relearn the suite with relearn_suite_job.",
+        ),
     ],
 )
 def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
@@ -93,7 +101,12 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
     if key not in files:
         raise dg.Failure(f"batch {key!r} is not in the landing folder {config.sources.landing}")
     info = ingest.ingest_batch(config, key, files[key])
-    result = quality.check_quality(config, key, step_context(context))
+    ctx = step_context(context)
+    result = quality.check_quality(config, key, ctx)
+    stuck = alerts.check_gate_stuck(config, key, ctx)
+    for delivery in stuck.deliveries:
+        if not delivery.ok:
+            context.log.warning(f"alert not delivered by {delivery.notifier}: {delivery.error}")
     yield dg.MaterializeResult(
         metadata={
             "rows": info.rows,
@@ -102,7 +115,10 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
             "dagster/row_count": info.rows,
             "quality_success": result.success,
         },
-        check_results=[md.quality_check(result)],
+        check_results=[
+            md.quality_check(result),
+            md.alerts_check(stuck, check_name="quality_gate_stuck"),
+        ],
     )
 
 

@@ -10,6 +10,7 @@ from mlops_loop.defs.jobs import (
     bootstrap_job,
     labels_job,
     monitor_job,
+    relearn_suite_job,
     remeasure_job,
     retrain_job,
     rollback_job,
@@ -22,6 +23,7 @@ from mlops_loop.defs.sensors import (
     landing_sensor,
     remeasure_sensor,
     retrain_sensor,
+    revalidate_sensor,
 )
 
 
@@ -59,8 +61,23 @@ def build_definitions(
         )
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=[bootstrap_job, monitor_job, retrain_job, rollback_job, labels_job, remeasure_job],
-        sensors=[landing_sensor, retrain_sensor, label_sensor, remeasure_sensor, failure_sensor],
+        jobs=[
+            bootstrap_job,
+            monitor_job,
+            retrain_job,
+            rollback_job,
+            labels_job,
+            remeasure_job,
+            relearn_suite_job,
+        ],
+        sensors=[
+            landing_sensor,
+            retrain_sensor,
+            label_sensor,
+            remeasure_sensor,
+            revalidate_sensor,
+            failure_sensor,
+        ],
         schedules=[monitor_schedule(monitor_cron), retrain_schedule(retrain_cron)],
         resources={"loop": resource},
         executor=executor or dg.in_process_executor,

@@ -1,10 +1,12 @@
-"""Jobs: bootstrap, monitor a batch, retrain on a batch, roll the champion back."""
+"""Jobs: bootstrap, monitor a batch, retrain on a batch, roll the champion back, relearn the
+quality suite."""
 
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from mlops_loop.core.steps.relearn import relearn_suite
 from mlops_loop.core.steps.rollback import champion_history_table, rollback
 from mlops_loop.defs.assets import (
     baseline_model,
@@ -106,3 +108,67 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lo
 )
 def rollback_job():
     rollback_champion()
+
+
+class RelearnSuiteConfig(dg.Config):
+    reason: str = Field(
+        description="Why the suite is relearnt, e.g. 'income is sent in cents since "
+        "2026-03-01' (kept in the audit history; required)."
+    )
+    batches: list[str] = Field(
+        default_factory=list,
+        description="Batch keys to learn from as well as the reference: accepted ones, or "
+        "quarantined ones named on purpose (the new shape the upstream sends).",
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "reason: a relearn of the quality suite needs a reason (who asked and why), "
+                f"got {value!r}"
+            )
+        return value
+
+
+@dg.op(description="Relearn the quality suite; keep the old one; record who, when and why.")
+def relearn_quality_suite(
+    context: dg.OpExecutionContext, config: RelearnSuiteConfig, loop: LoopResource
+):
+    cfg = loop.load()
+    record = relearn_suite(cfg, config.reason, config.batches, step_context(context))
+    meta: dict[str, Any] = {
+        "suite_version": record.version,
+        "previous_suite_version": record.previous_version,
+        "reason": record.reason,
+        "triggered_by": record.triggered_by,
+        "user": record.user,
+        "at": record.at,
+        "batches": ", ".join(record.batches) or "none (reference only)",
+        "rows": record.rows,
+        "expectations": record.expectations,
+        "revalidate": ", ".join(record.quarantined) or "none",
+        "mlflow_run_id": record.run_id or "",
+        "champion_history": dg.MetadataValue.md(champion_history_table(cfg)),
+    }
+    context.log_event(dg.AssetObservation(asset_key="reference_snapshot", metadata=meta))
+    context.log.info(
+        "Quality suite relearnt (v%s -> v%s): %s; revalidate_sensor re-runs monitor_job on %s",
+        record.previous_version,
+        record.version,
+        record.reason,
+        ", ".join(record.quarantined) or "no batch",
+    )
+    yield dg.Output(record.version, metadata=meta)
+
+
+@dg.job(
+    description="Relearn the quality suite from the reference (and the batches named) when the "
+    "upstream changed for good; the old suite is kept. Launch it from the Launchpad with a "
+    "reason; revalidate_sensor then re-runs monitor_job on the batches the old suite "
+    "quarantined.",
+    executor_def=dg.in_process_executor,
+)
+def relearn_suite_job():
+    relearn_quality_suite()

@@ -56,6 +56,14 @@ def quality_check(result: QualityResult) -> dg.AssetCheckResult:
     )
 
 
+def suite_notes(notes: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the suite was widened (or pruned) to accept its own reference."""
+    meta: dict[str, Any] = {"suite_adjustments": len(notes)}
+    if notes:
+        meta["suite_notes"] = table(notes, ["kind", "column", "action"])
+    return meta
+
+
 def drift(report: DriftReport, html_path: str) -> dict[str, Any]:
     rows = [f.to_dict() for f in report.features]
     return {
@@ -121,12 +129,12 @@ def operations(ops: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def alerts_check(result: AlertsChecked) -> dg.AssetCheckResult:
+def alerts_check(result: AlertsChecked, check_name: str = "alerts") -> dg.AssetCheckResult:
     """Passes unless a rule started firing on this batch; ERROR if any of those is an error."""
     fired = result.fired
     worst = "error" if any(e.severity == "error" for e in fired) else "warn"
     return dg.AssetCheckResult(
-        check_name="alerts",
+        check_name=check_name,
         passed=not fired,
         severity=dg.AssetCheckSeverity.ERROR if worst == "error" else dg.AssetCheckSeverity.WARN,
         description="; ".join(e.message for e in fired)

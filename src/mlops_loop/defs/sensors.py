@@ -186,6 +186,43 @@ def backfill_partitions(request: dg.RunRequest) -> list[str]:
     return sorted(parts.get_partition_keys()) if parts is not None else []
 
 
+@dg.sensor(
+    job=monitor_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After relearn_suite_job, monitors again (one monitor_job run each) every batch "
+    "the old quality suite quarantined, so the new suite judges it and an accepted one flows "
+    "on to drift, scoring and training.",
+)
+def revalidate_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.SensorResult:
+    from mlops_loop.core.steps.relearn import relearn_history
+
+    config = loop.load()
+    history = relearn_history(config)
+    if not history:
+        return dg.SensorResult(skip_reason=dg.SkipReason("the quality suite was never relearnt"))
+    last = history[-1]
+    store = LoopStore(config.state_dir)
+    files, _ = landed_batches(config.sources.landing, config.sources.patterns)
+    still = set(store.quarantined_keys())
+    keys = [k for k in last.quarantined if k in still and k in files]
+    requests = [
+        dg.RunRequest(
+            partition_key=k,
+            run_key=f"revalidate:suite-v{last.version}:{k}",
+            tags={
+                "mlops_loop/trigger": "relearn_suite",
+                "mlops_loop/suite_version": str(last.version),
+            },
+        )
+        for k in keys
+    ]
+    return dg.SensorResult(
+        run_requests=requests,
+        skip_reason=None if requests else dg.SkipReason("no quarantined batch to re-validate"),
+    )
+
+
 @dg.run_failure_sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,

@@ -15,6 +15,13 @@ class AlertsConfig(_Model):
     notifiers: list[NotifierConfig] = Field(
         default_factory=list, description="Channels that receive the events (webhook, smtp)."
     )
+    quality_stuck_after: int | None = Field(
+        default=3,
+        ge=1,
+        description="Alert (rule `quality_gate_stuck`, error) when this many consecutive "
+        "batches are quarantined by the same expectation: the upstream or the suite changed "
+        "and the loop has stopped. Null turns the alert off.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> AlertsConfig:

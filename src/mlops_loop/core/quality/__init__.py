@@ -6,16 +6,23 @@ the GX expectation class that checks it, with that class's keyword arguments. On
 not GX: `DtypeFamily` is checked in pandas, because GX's type expectations compare dtype names and
 pandas 3 stores strings as `str`, which they do not expect.
 
-Modules: `spec` (kinds and entries), `suite` (`build_suite`), `result` (`Incident`,
-`QualityResult`), `incidents` (failed checks in words), `validate` (`validate_batch`,
-`assemble_result`), `chunked` (`validate_parquet`, the same verdict a slice at a time).
+Modules: `spec` (kinds and entries), `suite` (`build_suite`), `ranges` (numeric ranges from
+finite values, datetime ranges in time), `bounds` (`resolve_entries`: the learnt bounds made
+concrete for a batch's row count), `selfcheck` (`build_checked_suite`: a suite that accepts its
+own reference), `result` (`Incident`, `QualityResult`), `incidents` (failed checks in words),
+`renames` (a missing column found under a new name), `validate` (`validate_batch`,
+`assemble_result`), `vectorized` (a wide suite judged in pandas, all columns at once, as GX
+would; GX reruns what failed), `chunked` (`validate_parquet`, the same verdict a slice at a
+time). docs/quality.md derives the bounds.
 
 Great Expectations is imported inside functions only: the import takes seconds, and most users
 of this package (CLI, loading Dagster definitions) never validate.
 """
 
+from mlops_loop.core.quality.bounds import resolve_entries
 from mlops_loop.core.quality.chunked import validate_parquet
 from mlops_loop.core.quality.result import Incident, QualityResult
+from mlops_loop.core.quality.selfcheck import build_checked_suite
 from mlops_loop.core.quality.spec import KINDS, SCHEMA_VERSION, TYPE_CHECK
 from mlops_loop.core.quality.suite import ID_LIKE_SHARE, RANGE_MOSTLY, build_suite
 from mlops_loop.core.quality.validate import assemble_result, validate_batch
@@ -29,7 +36,9 @@ __all__ = [
     "Incident",
     "QualityResult",
     "assemble_result",
+    "build_checked_suite",
     "build_suite",
+    "resolve_entries",
     "validate_batch",
     "validate_parquet",
 ]

@@ -19,10 +19,12 @@ import pandas as pd
 
 from mlops_loop.core.errors import DataError
 from mlops_loop.core.parquet import CHUNK_ROWS, _open, iter_parquet, parquet_rows
+from mlops_loop.core.quality.bounds import resolve_entries
 from mlops_loop.core.quality.incidents import _gx_error, _incidents, _type_verdict
+from mlops_loop.core.quality.renames import merge_renames
 from mlops_loop.core.quality.result import QualityResult
 from mlops_loop.core.quality.spec import TYPE_CHECK, _entries, _family, _frame
-from mlops_loop.core.quality.validate import _run_gx, assemble_result, validate_batch
+from mlops_loop.core.quality.validate import _evaluate, assemble_result, validate_batch
 
 _SCHEMA_TYPES = frozenset({"ExpectColumnToExist", "ExpectTableColumnsToMatchSet"})
 _UNIQUE_TYPES = frozenset({"ExpectColumnValuesToBeUnique", "ExpectCompoundColumnsToBeUnique"})
@@ -189,6 +191,10 @@ def _mismatch(expected: str, observed: str | None) -> bool:
     )
 
 
+def _read_column(path: Path, name: str) -> pd.Series:
+    return pd.read_parquet(path, columns=[name])[name]
+
+
 def validate_parquet(
     path: str | Path,
     suite: dict,
@@ -217,10 +223,10 @@ def validate_parquet(
     """
     started = time.perf_counter()
     path = Path(path)
-    entries = _entries(suite)
     rows = parquet_rows(path)
     if rows == 0:
         return validate_batch(None, pd.read_parquet(path), suite=suite)
+    entries = resolve_entries(_entries(suite), rows)  # learnt bounds at the batch's size
     with _open(path) as parquet:
         header = _frame(parquet.schema_arrow.empty_table().to_pandas(), "current batch")
     present = set(header.columns)
@@ -238,7 +244,9 @@ def validate_parquet(
         n: _Hashes(
             list(e["kwargs"].get("column_list") or [e["column"]]),
             # Nulls are not values of a column; rows of a compound check are all kept.
-            e["kwargs"].get("ignore_row_if", "never") if e["column"] is None else "any",
+            e["kwargs"].get("ignore_row_if", "all_values_are_missing")
+            if e["column"] is None
+            else "any",
         )
         for n, e in candidates.items()
         if kinds[n] == "unique"
@@ -266,7 +274,7 @@ def validate_parquet(
             if (kinds[n] == "map" and e["column"] not in skip)
             or (kinds[n] == "schema" and chunk_index == 0)
         }
-        by_entry, _ = _run_gx(chunk, run) if run else ({}, None)
+        by_entry, _ = _evaluate(chunk, run) if run else ({}, None)
         for n, result in by_entry.items():
             if kinds[n] == "schema":
                 outcomes[n] = result
@@ -305,7 +313,7 @@ def validate_parquet(
             raise DataError(
                 f"{path}: cannot read the columns {named} of suite entry {n}: {err}"
             ) from err
-        outcomes.update(_run_gx(_frame(frame, "current batch"), {n: e})[0])
+        outcomes.update(_evaluate(_frame(frame, "current batch"), {n: e})[0])
         del frame
     for n, e in to_gx.items():
         mostly = float(e["kwargs"].get("mostly", 1.0))
@@ -318,6 +326,7 @@ def validate_parquet(
         result = outcomes.get(n)
         if result is not None and not result.success:
             found[n] = _incidents(e, result, frozenset(private))
+    found = merge_renames(found, entries, partial(_read_column, path))
     return assemble_result(
         found,
         evaluated=len(typed) + len(to_gx),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,9 @@ def _type_verdict(
     if expected == "datetime" and observed == "string":
         # A timestamp read from CSV arrives as text; accept it when it parses as dates.
         sample = first_values()
-        if pd.to_datetime(sample, errors="coerce", format="ISO8601").notna().all():
+        # utc=True: text with mixed offsets is dates too (pandas refuses it otherwise).
+        parsed = pd.to_datetime(sample, errors="coerce", format="ISO8601", utc=True)
+        if parsed.notna().all():
             return []
     return [
         Incident(
@@ -74,7 +77,11 @@ def _incidents(e: dict, result: Any, private: frozenset[str] = frozenset()) -> l
     tolerated = round(1 - kw.get("mostly", 1.0), 6)
     share = round((res.get("unexpected_percent_nonmissing") or 0) / 100, 4)
     # Examples may be rows (dicts) for multi-column checks: dedupe on their JSON text.
-    raw = _jsonable(res.get("partial_unexpected_list", []))
+    # JSON has no infinity: an infinite example is named, not turned into null.
+    raw = [
+        str(v) if isinstance(v, float) and math.isinf(v) else _jsonable(v)
+        for v in res.get("partial_unexpected_list", [])
+    ]
     examples = list({json.dumps(v, sort_keys=True): v for v in raw}.values())[:5]
     # A private column's values never appear in a report, not even as examples.
     hidden = bool(private & {col, *kw.get("column_list", [])})

@@ -5,6 +5,7 @@ helpers that building a suite and checking a batch share.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,12 @@ from pandas.api.types import infer_dtype
 
 from mlops_loop.core.errors import DataError
 
-SCHEMA_VERSION = "1"
+#: "2" adds `learnt` to entries (bounds resolved per batch size); "1" suites still validate.
+SCHEMA_VERSION = "2"
+SUPPORTED_VERSIONS = ("1", "2")
 KINDS = (
     "missing_column",
+    "renamed_column",
     "unexpected_column",
     "type_mismatch",
     "null_rate",
@@ -70,12 +74,47 @@ def _jsonable(value: Any) -> Any:
 def _frame(data: Any, what: str) -> pd.DataFrame:
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"{what} must be a pandas DataFrame, got {type(data).__name__}")
-    if not all(isinstance(c, str) for c in data.columns):
-        data = data.rename(columns=str)  # GX and the JSON suite both key columns by name
+    # GX and the JSON suite both key columns by name: a tuple, a number or a list is no name.
+    if isinstance(data.columns, pd.MultiIndex):
+        raise DataError(
+            f"{what} has MultiIndex column labels (levels {list(data.columns.names)}, e.g. "
+            f"{list(data.columns[:3])!r}); expected flat, unique string column names "
+            "(flatten them first, e.g. with '_'.join)"
+        )
+    odd = [c for c in data.columns if not isinstance(c, str)]
+    if odd:
+        shown = ", ".join(f"{c!r} ({type(c).__name__})" for c in odd[:5])
+        more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+        raise DataError(
+            f"{what} has column label(s) that are not strings: {shown}{more}; expected flat, "
+            "unique string column names"
+        )
+    if "" in data.columns:
+        position = list(data.columns).index("")
+        raise DataError(
+            f"{what} has a column with an empty name '' (position {position}); expected flat, "
+            "unique, non-empty string column names"
+        )
     duplicated = sorted(set(data.columns[data.columns.duplicated()]))
     if duplicated:
         raise DataError(f"{what} has duplicated column name(s) {duplicated}")
+    for c in data.columns:
+        _require_hashable(data[c], f"{what} column {c!r}")
     return data
+
+
+def _require_hashable(series: pd.Series, what: str) -> None:
+    """Lists, dicts or arrays in cells cannot be counted, compared with a domain or hashed."""
+    if series.dtype != object or infer_dtype(series, skipna=True) != "mixed":
+        return  # scalars of one kind: hashable
+    try:
+        series.nunique()
+    except TypeError as err:
+        odd = next(v for v in series if not isinstance(v, Hashable))
+        raise DataError(
+            f"{what} holds unhashable values such as {odd!r} ({type(odd).__name__}); expected "
+            "scalars (numbers, text, booleans or dates)"
+        ) from err
 
 
 def _family(series: pd.Series) -> str | None:
@@ -94,16 +133,21 @@ def _entries(suite: Any) -> list[dict]:
             "suite must be a mapping with an 'expectations' list, as build_suite "
             f"returns; got {type(suite).__name__}"
         )
-    if suite.get("schema_version") != SCHEMA_VERSION:
+    if suite.get("schema_version") not in SUPPORTED_VERSIONS:
         raise DataError(
             f"suite schema_version {suite.get('schema_version')!r} is not supported; "
-            f"expected {SCHEMA_VERSION!r}"
+            f"expected one of {list(SUPPORTED_VERSIONS)}"
         )
     for n, e in enumerate(suite["expectations"]):
         missing = [k for k in _ENTRY_KEYS if not isinstance(e, dict) or k not in e]
-        if missing or e["severity"] not in ("error", "warn") or not isinstance(e["kwargs"], dict):
+        if (
+            missing
+            or e["severity"] not in ("error", "warn")
+            or not isinstance(e["kwargs"], dict)
+            or not isinstance(e.get("learnt", {}), dict)
+        ):
             raise DataError(
                 f"suite entry {n} is malformed (missing {missing}, or severity not "
-                f"'error'/'warn', or kwargs not a mapping): {e!r}"
+                f"'error'/'warn', or kwargs or learnt not a mapping): {e!r}"
             )
     return suite["expectations"]

@@ -13,10 +13,23 @@ import pandas as pd
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import DataError
+from mlops_loop.core.quality.bounds import resolve_entries
 from mlops_loop.core.quality.incidents import _incidents, _type_incidents
+from mlops_loop.core.quality.renames import merge_renames
 from mlops_loop.core.quality.result import Incident, QualityResult
 from mlops_loop.core.quality.spec import TYPE_CHECK, _entries, _frame
 from mlops_loop.core.quality.suite import build_suite
+from mlops_loop.core.quality.vectorized import comparable, evaluate
+
+#: A suite of up to this many entries runs through GX whole, so its Data Docs page lists every
+#: check. A larger one (a wide frame: GX pays milliseconds per check) is judged in pandas first,
+#: and GX reruns the checks that failed, for its own result and report.
+GX_WHOLE_ENTRIES = 100
+#: Failed checks GX reruns at most; past these the pandas outcome, in GX's fields, is worded.
+GX_FAILED_ENTRIES = 50
+#: Checks judged in pandas first at any width: GX finds repeated rows by factorizing every
+#: column (seconds on a million rows), pandas by hashing the rows first.
+PANDAS_FIRST = frozenset({"ExpectCompoundColumnsToBeUnique"})
 
 
 def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> tuple[dict[int, Any], Any]:
@@ -38,9 +51,16 @@ def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> tuple[dict[int, An
         cls = getattr(gx.expectations, str(e["type"]), None)
         if not (isinstance(cls, type) and issubclass(cls, gx.expectations.Expectation)):
             raise DataError(f"suite entry {n}: {e['type']!r} is not a GX expectation class")
+        kwargs = e["kwargs"]
+        named = kwargs.get("column_list")
+        if e["type"] == "ExpectCompoundColumnsToBeUnique" and isinstance(named, list):
+            if len(named) == 1 and kwargs.get("ignore_row_if") != "never":
+                # GX wants two columns or more: rows of one column repeat when its values do.
+                cls = gx.expectations.ExpectColumnValuesToBeUnique
+                kwargs = {"column": named[0], "mostly": kwargs.get("mostly", 1.0)}
         try:
-            meta = {**e["kwargs"].get("meta", {}), "spec_index": n}
-            suite.add_expectation(cls(**{**e["kwargs"], "meta": meta}))
+            meta = {**kwargs.get("meta", {}), "spec_index": n}
+            suite.add_expectation(cls(**{**kwargs, "meta": meta}))
         except (TypeError, ValueError) as err:
             raise DataError(f"suite entry {n} ({e['type']}) has invalid kwargs: {err}") from err
     result = batch.validate(suite, result_format="SUMMARY")
@@ -50,6 +70,39 @@ def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> tuple[dict[int, An
         if r.expectation_config is not None and r.expectation_config.meta is not None
     }
     return by_entry, result
+
+
+def _evaluate(frame: pd.DataFrame, entries: dict[int, dict]) -> tuple[dict[int, Any], Any]:
+    """`_run_gx` on the frame, with wide suites (and PANDAS_FIRST checks) judged in pandas
+    first: results keyed by entry index, and GX's validation result (None if GX ran nothing)."""
+    frame = comparable(frame, entries)
+    first = entries
+    if len(entries) <= GX_WHOLE_ENTRIES:
+        first = {n: e for n, e in entries.items() if e["type"] in PANDAS_FIRST}
+    outcomes: dict[int, Any] = dict(evaluate(frame, first)) if first else {}
+    failed = [n for n in sorted(outcomes) if not outcomes[n].success][:GX_FAILED_ENTRIES]
+    rerun = {n: e for n, e in entries.items() if n not in outcomes or n in failed}
+    if not rerun:
+        return outcomes, None
+    by_entry, result = _run_gx(_narrowed(frame, rerun) if first is entries else frame, rerun)
+    return {**outcomes, **by_entry}, result
+
+
+def _narrowed(frame: pd.DataFrame, entries: dict[int, dict]) -> pd.DataFrame:
+    """The columns the entries read, when each names them: GX reads column metadata of the
+    whole frame for every check, which on thousands of columns costs more than the check."""
+    named: list[str] = []
+    for e in entries.values():
+        kw = e["kwargs"]
+        columns = [kw.get(k) for k in ("column", "column_A", "column_B")] + list(
+            kw.get("column_list") or []
+        )
+        columns = [c for c in columns if isinstance(c, str)]
+        if not columns and e["type"] != "ExpectTableRowCountToBeBetween":
+            return frame  # a check of the whole table (its column set, a count): all of it
+        named += columns
+    present = [c for c in dict.fromkeys(named) if c in frame.columns]
+    return frame[present] if present else frame
 
 
 def validate_batch(
@@ -62,6 +115,8 @@ def validate_batch(
 
     Checks on a column the batch lacks, or whose type is wrong, are skipped: the missing_column
     or type_mismatch incident says it all. An empty batch is checked for columns and rows only.
+    Learnt bounds are resolved for the batch's row count (`bounds.resolve_entries`); a missing
+    column that reappears under a new name is one `renamed_column` incident.
 
     Args:
         reference: The reference frame; only used when `suite` is None.
@@ -84,7 +139,8 @@ def validate_batch(
         suite = build_suite(
             reference, config.columns if config else None, config.quality if config else None
         )
-    entries = _entries(suite)
+    # Learnt bounds are resolved for this batch's size; old suites' kwargs are used as they are.
+    entries = resolve_entries(_entries(suite), len(current))
     present, empty = set(current.columns), current.empty
     typed = [
         n
@@ -108,13 +164,14 @@ def validate_batch(
             or (e["column"] in present and e["column"] not in wrong_type and not empty)
         )
     }
-    by_entry, gx_result = _run_gx(current, to_gx) if to_gx else ({}, None)
+    by_entry, gx_result = _evaluate(current, to_gx) if to_gx else ({}, None)
     private = frozenset(config.columns.private if config else ())
     if private:
         gx_result = None  # GX's own pages list unexpected values
     for n, result in by_entry.items():
         if not result.success:
             found[n] = _incidents(entries[n], result, private)
+    found = merge_renames(found, entries, lambda name: current[name])
     return assemble_result(
         found,
         evaluated=len(typed) + len(to_gx),

@@ -11,9 +11,10 @@ scoring        score_batch, predict_frame, serving_model       scored_batch
 performance    measure_performance                             model_performance
 labels         ingest_late_labels                              late_labels, labels_job
 decision       decide_batch_retrain                            retrain_decision
-alerts         check_alerts, batch_metrics                     alerts check
+alerts         check_alerts, batch_metrics, check_gate_stuck   alerts, quality_gate_stuck checks
 training       train_challenger, training_window               challenger_model
 promotion      promote_challenger                              champion_model
+relearn        relearn_suite, revalidate                       relearn_suite_job, revalidate_sensor
 rollback       rollback, champion_history_table                rollback_job
 status         loop_status, batch_status, monitoring_plot      (the CLI's status)
 run            StepContext, record_failure, notify_failure     failure_sensor

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.config import LoopConfig
@@ -14,7 +11,7 @@ from mlops_loop.core.steps.performance import Performance
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.steps.scoring import Scored
-from mlops_loop.core.store import LoopStore
+from mlops_loop.core.store import LoopStore, exclusive
 from mlops_loop.core.tracking import log_json, log_metrics
 
 if TYPE_CHECKING:
@@ -63,20 +60,6 @@ def batch_metrics(config: LoopConfig, key: str) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not isinstance(v, str) or k == "batch"}
 
 
-@contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """One process at a time on this machine (alert state is read, advanced and written)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def check_alerts(config: LoopConfig, key: str, ctx: StepContext | None = None) -> AlertsChecked:
     """Evaluate the alert rules over the accepted batches up to `key`; send what is new.
 
@@ -94,7 +77,7 @@ def check_alerts(config: LoopConfig, key: str, ctx: StepContext | None = None) -
     if not rules:
         return AlertsChecked()
     folder = store.root / "alerts"
-    with _exclusive(folder / ".lock"):
+    with exclusive(folder / ".lock"):
         history = [batch_metrics(config, k) for k in store.accepted_keys() if k <= key]
         timeline, state = evaluate_alerts(rules, history, None)
         sent_before = set(store.read_json(folder / "sent.json") or [])
@@ -126,4 +109,58 @@ def check_alerts(config: LoopConfig, key: str, ctx: StepContext | None = None) -
         )
         if result.events or new:
             log_json(result.to_dict(), f"alerts/{key}.json")
+    return result
+
+
+def check_gate_stuck(config: LoopConfig, key: str, ctx: StepContext | None = None) -> AlertsChecked:
+    """After a batch's quality verdict: is the gate stuck on one expectation? Send what is new.
+
+    The rule `quality_gate_stuck` fires when `alerts.quality_stuck_after` consecutive batches
+    (up to `key`, in batch order, as their verdicts stand now) are quarantined by the same
+    expectation, once per spell, and resolves on the first batch that no longer fails it.
+    Events reach the same notifiers as the rules' and are delivered once (`alerts/sent.json`);
+    the batch's share is kept in `<batch>/gate_alerts.json`.
+    """
+    from mlops_loop.core.alerts.stuck import RULE, failed_expectations, stuck_gate_events
+    from mlops_loop.core.notify import build_notifiers, notify
+
+    ctx = ctx or StepContext()
+    after = config.alerts.quality_stuck_after
+    if after is None:
+        return AlertsChecked()
+    store = LoopStore(config.state_dir)
+    folder = store.root / "alerts"
+    with exclusive(folder / ".lock"):
+        verdicts = [
+            (k, failed_expectations(quality))
+            for k in store.batch_keys()
+            if k <= key and (quality := store.batch_json(k, "quality")) is not None
+        ]
+        timeline, stuck = stuck_gate_events(verdicts, after)
+        sent_before = set(store.read_json(folder / "sent.json") or [])
+
+        def ident(e: Any) -> str:
+            return f"{e.rule}|{e.metric}|{e.batch}|{e.kind}"
+
+        new = [e for e in timeline if ident(e) not in sent_before]
+        deliveries = notify(new, build_notifiers(config.alerts)) if new else []
+        store.write_json(folder / "sent.json", sorted(sent_before | {ident(e) for e in new}))
+    result = AlertsChecked(
+        events=[e for e in timeline if e.batch == key],
+        sent=new,
+        deliveries=list(deliveries),
+        rules=1,
+        firing=[f"{RULE} ({name})" for name in stuck],
+    )
+    store.write_batch_json(key, "gate_alerts", result.to_dict())
+    with step_run(config, ctx, "quality_stuck", key):
+        log_metrics(
+            {
+                "quality_stuck": len(stuck),
+                "quality_stuck_fired": len(result.fired),
+                "quality_stuck_sent": len(new),
+            }
+        )
+        if result.events or new:
+            log_json(result.to_dict(), f"alerts/quality_stuck_{key}.json")
     return result

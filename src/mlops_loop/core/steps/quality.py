@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from mlops_loop.core.quality import QualityResult
 
 
+#: Accepted batches whose sizes the row count is judged by.
+ROW_HISTORY_BATCHES = 50
+
+
+def accepted_rows(store: LoopStore, key: str) -> list[int]:
+    """Row counts of the latest accepted batches (other than `key`), from their ingest records."""
+    sizes = []
+    for k in store.accepted_keys():
+        ingested = store.batch_json(k, "ingest") if k != key else None
+        if ingested and ingested.get("rows") is not None:
+            sizes.append(int(Ingested.from_dict(ingested).rows))
+    return sizes[-ROW_HISTORY_BATCHES:]
+
+
 def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) -> QualityResult:
     """Validate a stored batch against the suite learnt from the reference.
 
@@ -29,6 +43,7 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     baselines) ever reads it until a re-validation passes.
     """
     from mlops_loop.core.quality import validate_batch
+    from mlops_loop.core.quality.bounds import with_accepted_rows
 
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
@@ -36,6 +51,9 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     if suite is None:
         raise DataError("the reference snapshot has no quality suite; materialize it first")
     ingested = Ingested.from_dict(store.batch_json(key, "ingest") or {})
+
+    # The row count is judged by the sizes of the batches accepted so far (the latest ones).
+    suite = with_accepted_rows(suite, accepted_rows(store, key))
     big = big_batch(config, store, key)
     if ingested.truncated:
         batch, result = None, _cut_short(ingested.truncated)

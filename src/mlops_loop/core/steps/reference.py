@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import frame_digest, read_table, require_columns
@@ -22,16 +22,22 @@ from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import config_params, log_dataset, log_json, log_metrics, log_params
 from mlops_loop.core.training import labels, predict_scores, train_model
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclass(frozen=True)
 class Snapshot(StepResult):
-    """The reference as snapshotted (`snapshot/snapshot.json`)."""
+    """The reference as snapshotted (`snapshot/snapshot.json`, bar `suite_notes`, which
+    `snapshot/suite.json` keeps as `notes`)."""
 
     digest: str
     rows: int
     columns: list[str]
     source: str
     expectations: int  # in the quality suite learnt from it
+    # Bounds widened (or checks dropped) so that the suite accepts the reference itself.
+    suite_notes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,14 +51,24 @@ class ChampionCheck(StepResult):
     external_change: AliasChange | None = None  # an alias moved outside the loop, recorded
 
 
+def learn_suite(config: LoopConfig, frame: pd.DataFrame) -> dict[str, Any]:
+    """The quality suite the loop learns from a frame of good data (the reference snapshot,
+    or the reference with batches when the suite is relearnt)."""
+    from mlops_loop.core.quality.selfcheck import build_checked_suite
+
+    return build_checked_suite(frame, config.columns, config.quality)
+
+
 def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) -> Snapshot:
     """Copy the reference into the store, learn the quality suite from it, and log both.
+
+    The suite is checked on the reference itself (learnt on one half, run on the other): a
+    bound that fails there is widened, a check the reference fails is dropped, and
+    `Snapshot.suite_notes` says which.
 
     Raises:
         DataError: the reference cannot be read or lacks a configured column.
     """
-    from mlops_loop.core.quality import build_suite
-
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
     reference = read_table(config.sources.reference)
@@ -60,7 +76,7 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
     require_columns(
         reference, [*cols.features, cols.target], f"reference {config.sources.reference}"
     )
-    suite = build_suite(reference, cols, config.quality)
+    suite = learn_suite(config, reference)
     store.write_frame(store.snapshot_dir / "reference.parquet", reference)
     store.write_json(store.snapshot_dir / "suite.json", suite)
     info = Snapshot(
@@ -69,8 +85,13 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
         columns=list(map(str, reference.columns)),
         source=str(config.sources.reference),
         expectations=len(suite.get("expectations", [])),
+        suite_notes=list(suite.get("notes", [])),
     )
-    store.write_json(store.snapshot_dir / "snapshot.json", info.to_dict())
+    # snapshot.json keeps its layout; the notes are in suite.json ("notes") and in MLflow.
+    store.write_json(
+        store.snapshot_dir / "snapshot.json",
+        {k: v for k, v in info.to_dict().items() if k != "suite_notes"},
+    )
     store.write_reference_profile(config, info.digest)  # drift reuses it for each batch
     with step_run(config, ctx, "reference_snapshot"):
         log_dataset(
@@ -89,6 +110,7 @@ def take_reference_snapshot(config: LoopConfig, ctx: StepContext | None = None) 
                 "reference.rows": info.rows,
                 "reference.digest": info.digest,
                 "quality.expectations": info.expectations,
+                "quality.suite_notes": len(info.suite_notes),
                 **config_params(config, "quality"),
             }
         )

@@ -12,6 +12,7 @@ from mlops_loop.core.errors import LoopStateError
 from mlops_loop.core.registry import METRIC_TAG, MlflowRegistry
 from mlops_loop.core.steps.models import version_metric
 from mlops_loop.core.steps.performance import Performance
+from mlops_loop.core.steps.relearn import relearn_history
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.training import Challenger
 from mlops_loop.core.store import LoopStore
@@ -58,6 +59,8 @@ class LoopStatus(StepResult):
     history: list[dict[str, Any]]
     batches: list[BatchStatus]
     quarantined: list[str]
+    suite_version: int = 1  # of the quality suite in use: one more per relearn
+    suite_relearns: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
 
 def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -> BatchStatus:
@@ -71,6 +74,7 @@ def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -
     promotion = store.batch_json(key, "promotion")
     challenger = store.batch_json(key, "challenger")
     alerts = store.batch_json(key, "alerts") or {}
+    gate_alerts = store.batch_json(key, "gate_alerts") or {}
     return BatchStatus(
         batch=key,
         quality_success=quality.get("success"),
@@ -88,7 +92,11 @@ def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -
         retrain=decision.get("retrain"),
         challenger_version=None if challenger is None else Challenger.from_dict(challenger).version,
         promoted=None if promotion is None else bool(promotion["promoted"]),
-        alerts_fired=[e["rule"] for e in alerts.get("events", []) if e.get("kind") == "firing"],
+        alerts_fired=[
+            e["rule"]
+            for e in [*gate_alerts.get("events", []), *alerts.get("events", [])]
+            if e.get("kind") == "firing"
+        ],
     )
 
 
@@ -136,6 +144,7 @@ def loop_status(config: LoopConfig) -> LoopStatus:
     store = LoopStore(config.state_dir)
     registry = MlflowRegistry.from_config(config)
     champion, challenger = registry.champion(), registry.challenger()
+    relearns = relearn_history(config)
     champion_tags = registry.version(champion).tags or {} if champion is not None else {}
     challenger_tags = registry.version(challenger).tags or {} if challenger is not None else {}
     return LoopStatus(
@@ -156,6 +165,8 @@ def loop_status(config: LoopConfig) -> LoopStatus:
         history=registry.history(),
         batches=[batch_status(config, key, store) for key in store.batch_keys()],
         quarantined=store.quarantined_keys(),
+        suite_version=len(relearns) + 1,
+        suite_relearns=[r.to_dict() for r in relearns],
     )
 
 
