@@ -9,7 +9,13 @@ import pytest
 
 from mlops_loop.core.config import ColumnsConfig, QualityPolicy
 from mlops_loop.core.quality import build_suite, validate_batch
-from mlops_loop.core.quality.bounds import resolve_entries, unique_share, with_accepted_rows
+from mlops_loop.core.quality.bounds import (
+    range_share,
+    resolve_entries,
+    unique_share,
+    unseen_share,
+    with_accepted_rows,
+)
 from mlops_loop.core.quality.selfcheck import build_checked_suite
 from mlops_loop.core.steps.quality import accepted_rows
 from mlops_loop.core.store import LoopStore
@@ -80,7 +86,7 @@ def test_long_tail_categories_are_judged_by_their_unseen_mass() -> None:
     assert kinds(validate_batch(None, batch, suite=suite)) == {"unseen_category"}
 
 
-def test_null_bound_is_binomial_at_the_batch_size() -> None:
+def test_null_bound_is_beta_binomial_at_the_batch_size() -> None:
     rng = np.random.default_rng(5)
     reference = pd.DataFrame(
         {"x": pd.Series(rng.normal(size=2000)).mask(rng.random(2000) < 0.3), "flag": 0}
@@ -225,3 +231,31 @@ def test_policy_keys_of_earlier_configs_still_load() -> None:
     assert config.quality.duplicate_share == 0.05 and config.quality.error_rate == 0.001
     suite = build_suite(low_cardinality(500, 16), LOW, config.quality)
     assert entry(suite, "duplicate_rows", None)["learnt"]["margin"] == 0.05
+
+
+@pytest.mark.parametrize("n_reference, n", [(30, 40), (300, 300), (200, 5_000)])
+def test_the_range_bound_is_exact_whatever_the_distribution(n_reference: int, n: int) -> None:
+    """Values outside the range of N reference values, among n new ones: beta-binomial(n, 2,
+    N - 1). At a bound's level of 10% it is exceeded in about 10% of clean batches, Cauchy or
+    not; no more (a false alarm rate above the level) and not far less (a lax bound)."""
+    rng = np.random.default_rng(n_reference + n)
+    share = range_share({"values": n_reference, "alpha": 0.1}, n)
+    exceeded = []
+    for _ in range(2_000):
+        reference, batch = rng.standard_cauchy(n_reference), rng.standard_cauchy(n)
+        outside = (batch < reference.min()) | (batch > reference.max())
+        exceeded.append(outside.mean() > share)
+    # Within three standard errors of the level (0.7 points in 2,000 batches); the quantile of
+    # a discrete count is a little conservative at small n.
+    assert 0.04 < np.mean(exceeded) < 0.1 + 3 * np.sqrt(0.09 / 2_000)
+
+
+def test_a_new_value_in_a_tenth_of_the_rows_is_caught_even_in_a_wide_suite() -> None:
+    """Bounds of a wide suite share the error rate (alpha of a few millionths each): the
+    reference's uncertainty and the batch's are integrated once, so a closed three-value
+    domain learnt from 300 rows still refuses a new value in 10% of a 300-row batch."""
+    learnt = {"values": 300, "singletons": 0, "doubletons": 0, "alpha": 0.001 / 160, "margin": 0.01}
+    assert unseen_share(learnt, 300) < 0.06
+    # A long tail seen once in a third of its values tolerates about that share.
+    tail = {**learnt, "singletons": 100, "doubletons": 30}
+    assert 0.33 < unseen_share(tail, 300) < 0.6
