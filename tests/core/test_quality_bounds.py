@@ -259,3 +259,14 @@ def test_a_new_value_in_a_tenth_of_the_rows_is_caught_even_in_a_wide_suite() -> 
     # A long tail seen once in a third of its values tolerates about that share.
     tail = {**learnt, "singletons": 100, "doubletons": 30}
     assert 0.33 < unseen_share(tail, 300) < 0.6
+
+
+@pytest.mark.parametrize("n", [1, 7, 300, 5_000])
+@pytest.mark.parametrize("a, b", [(0.5, 300.5), (2.0, 1_999.0), (600.5, 1_400.5)])
+@pytest.mark.parametrize("q", [0.5, 0.999, 1 - 3e-6])
+def test_beta_binomial_quantile_equals_scipy_s(n: int, a: float, b: float, q: float) -> None:
+    from scipy import stats
+
+    from mlops_loop.core.quality.bounds import betabinom_quantile
+
+    assert betabinom_quantile(q, n, a, b) == int(stats.betabinom.ppf(q, n, a, b))
