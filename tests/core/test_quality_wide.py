@@ -45,7 +45,7 @@ POLICY = QualityPolicy.model_validate(
     }
 )
 MODES = {
-    "gx": {"GX_WHOLE_ENTRIES": 10**9, "PANDAS_FIRST": frozenset()},
+    "gx": {"GX_WHOLE_ENTRIES": 10**9, "GX_WHOLE_ROWS": 10**12, "PANDAS_FIRST": frozenset()},
     "pandas+gx": {"GX_WHOLE_ENTRIES": 0},
     "pandas": {"GX_WHOLE_ENTRIES": 0, "GX_FAILED_ENTRIES": 0},
 }

@@ -25,6 +25,11 @@ from mlops_loop.core.quality.vectorized import comparable, evaluate
 #: check. A larger one (a wide frame: GX pays milliseconds per check) is judged in pandas first,
 #: and GX reruns the checks that failed, for its own result and report.
 GX_WHOLE_ENTRIES = 100
+#: A batch of this many rows or more is judged in pandas first too, whatever its width: GX
+#: hashes the whole frame and walks its metric graph, seconds on a million rows, where the
+#: same checks in pandas take a fraction of one (`benchmarks/quality_width.py`). Its Data Docs
+#: page then lists the checks that failed; the loop's own report (`to_html`) lists every one.
+GX_WHOLE_ROWS = 200_000
 #: Failed checks GX reruns at most; past these the pandas outcome, in GX's fields, is worded.
 GX_FAILED_ENTRIES = 50
 #: Checks judged in pandas first at any width: GX finds repeated rows by factorizing every
@@ -77,7 +82,7 @@ def _evaluate(frame: pd.DataFrame, entries: dict[int, dict]) -> tuple[dict[int, 
     first: results keyed by entry index, and GX's validation result (None if GX ran nothing)."""
     frame = comparable(frame, entries)
     first = entries
-    if len(entries) <= GX_WHOLE_ENTRIES:
+    if len(entries) <= GX_WHOLE_ENTRIES and len(frame) < GX_WHOLE_ROWS:
         first = {n: e for n, e in entries.items() if e["type"] in PANDAS_FIRST}
     outcomes: dict[int, Any] = dict(evaluate(frame, first)) if first else {}
     failed = [n for n in sorted(outcomes) if not outcomes[n].success][:GX_FAILED_ENTRIES]
