@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_loop.cli import main
+from mlops_loop.core.config import load_config
+
 
 def run(*args, cwd=None):
     return subprocess.run(
@@ -330,3 +333,64 @@ def test_drift_of_an_empty_batch_exits_nonzero_saying_so(tmp_path):
         "mlops-loop drift: error: the current batch is empty (0 rows); drift needs rows on "
         "both sides to compare\n"
     )
+
+
+@pytest.mark.slow
+def test_status_prints_no_none_after_a_first_champion_a_quarantine_and_a_rollback(
+    tmp_path, demo_frames
+):
+    from mlops_loop.core.config import load_config
+    from mlops_loop.core.registry import MlflowRegistry
+    from mlops_loop.core.steps.ingest import ingest_batch
+    from mlops_loop.core.steps.models import log_and_register
+    from mlops_loop.core.steps.quality import check_quality
+    from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
+    from mlops_loop.core.steps.rollback import rollback
+    from mlops_loop.core.tracking import tracked_run
+    from mlops_loop.core.training import train_model
+    from tests.conftest import write_loop
+
+    reference, batches = demo_frames
+    path = write_loop(
+        tmp_path, reference.head(1500), {k: batches[k] for k in ("batch_001", "batch_003")}
+    )
+    config = load_config(path)
+    take_reference_snapshot(config)
+    ensure_champion(config)  # v1, the first champion: its history entry has no "from"
+    for key in ("batch_001", "batch_003"):  # one accepted but not measured, one quarantined
+        ingest_batch(config, key, config.sources.landing / f"{key}.parquet")
+        check_quality(config, key)
+    model = train_model(reference.head(300), config.model, config.columns)
+    with tracked_run(config, run_name="challenger"):
+        version = log_and_register(config, model, reference.head(20))
+    MlflowRegistry.from_config(config).tag_version(
+        version, {"mlops_loop.metric.roc_auc": 0.6, "mlops_loop.decision": "rejected"}
+    )
+    reason = "the 2026-03-01 export doubled income; 12345.678 rows of reasons " * 3
+    rollback(config, str(version), reason, force=True)
+
+    out = run("status", "--config", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "None" not in out.stdout, out.stdout
+    assert "champion   : v2  roc_auc 0.600" in out.stdout
+    assert "v1 (first champion)" in out.stdout and "v1 -> v2" in out.stdout
+    assert "batch_003: QUARANTINED (" in out.stdout
+    assert "batch_001: quality pass; drift -; roc_auc no labels yet" in out.stdout
+    # A long reason is cut at a word boundary, never inside a number.
+    [line] = [ln for ln in out.stdout.splitlines() if " rollback " in ln]
+    shown = line.split(": ", 1)[1].removesuffix(" ...").split()
+    assert line.endswith(" ...") and shown and all(word in reason.split() for word in shown)
+
+
+def test_demo_prepare_only_writes_the_stream_and_runs_nothing(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    assert main(["demo", "--workdir", str(workdir), "--prepare-only"]) == 0
+    assert "land them in" in capsys.readouterr().out
+    config = load_config(workdir / "loop.yaml")
+    assert sorted(p.stem for p in (workdir / "incoming").glob("*.parquet"))[:2] == [
+        "batch_001",
+        "batch_002",
+    ]
+    assert (workdir / "incoming_labels" / "batch_001_labels.csv").exists()
+    assert list(config.sources.landing.iterdir()) == []
+    assert not config.state_dir.exists() or not any(config.state_dir.iterdir())

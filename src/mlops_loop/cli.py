@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,41 @@ class OutputPathError(MlopsLoopError, OSError):
     """An --output or --plot path cannot be written (a folder, or under a file)."""
 
 
-def _config(path: str | None) -> Any:
+def _config(path: str | None, check_estimator: bool = True) -> Any:
     """The loop config, its tracking URI resolved as the Dagster code location resolves it:
-    $MLOPS_LOOP_TRACKING_URI first, then the YAML's."""
+    $MLOPS_LOOP_TRACKING_URI first, then the YAML's. A command that never trains passes
+    `check_estimator=False` (no scikit-learn import)."""
     from mlops_loop.core.config import load_config
     from mlops_loop.core.tracking import resolve_tracking_uri
 
     path = path or os.environ.get("MLOPS_LOOP_CONFIG") or DEFAULT_CONFIG
-    return resolve_tracking_uri(load_config(path))
+    return resolve_tracking_uri(load_config(path, check_estimator=check_estimator))
+
+
+def _v(version: Any) -> str:
+    """A model version as printed: `v3`, or `none`."""
+    return "none" if version is None else f"v{version}"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    """A metric as printed: rounded, or `-` when unknown."""
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _short(text: Any, width: int = 120) -> str:
+    """One line of text cut at a word boundary, never inside a number."""
+    import textwrap
+
+    return textwrap.shorten(str(text or ""), width=width, placeholder=" ...") or "-"
 
 
 def _output(path: str, option: str) -> Path:
@@ -48,7 +76,20 @@ def _output(path: str, option: str) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mlops_loop.demo.runner import format_summary, run_demo
+    from mlops_loop.demo.runner import format_summary, prepare_workdir, run_demo
+
+    if args.prepare_only:
+        # For another orchestrator (Airflow): the stream's files, nothing run, nothing landed.
+        workdir = Path(args.workdir)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        config_path = prepare_workdir(workdir).resolve()
+        print(
+            f"Demo loop written to {config_path}: the batches wait in {workdir / 'incoming'}, "
+            f"their labels in {workdir / 'incoming_labels'}; land them in "
+            f"{workdir / 'landing'} and {workdir / 'labels'}, one week at a time."
+        )
+        return 0
 
     home = Path(args.dagster_home or os.environ.get("DAGSTER_HOME") or "dagster_home")
     status = run_demo(Path(args.workdir), home, reset=not args.keep, backtest=not args.no_backtest)
@@ -59,7 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from mlops_loop.core.steps.status import loop_status, monitoring_plot, require_loop_state
 
-    config = _config(args.config)
+    config = _config(args.config, check_estimator=False)
     require_loop_state(config)  # before anything is written
     plot = _output(args.plot, "--plot") if args.plot else None
     status = loop_status(config)
@@ -71,42 +112,58 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     name = status.metric_name
     print(f"model {status.model}  (tracking {status.tracking_uri})")
-    print(
-        f"  champion   : v{status.champion}  {name}={status.champion_metric}  "
-        f"since {status.champion_since}"
-    )
-    print(
-        f"  challenger : v{status.challenger}  {name}={status.challenger_metric}  "
-        f"({status.challenger_decision or 'undecided'})"
-    )
+    if status.champion is None:
+        print("  champion   : none yet (run bootstrap_job)")
+    else:
+        since = f"  since {status.champion_since}" if status.champion_since else ""
+        print(f"  champion   : {_v(status.champion)}  {name} {_num(status.champion_metric)}{since}")
+    if status.challenger is None:
+        print("  challenger : none")
+    else:
+        print(
+            f"  challenger : {_v(status.challenger)}  {name} {_num(status.challenger_metric)}  "
+            f"({status.challenger_decision or 'undecided'})"
+        )
     suite = f"  quality    : suite v{status.suite_version}"
     if status.suite_relearns:
         last = status.suite_relearns[-1]
-        suite += f", relearnt {last['at']} by {last['triggered_by']}: {last['reason'][:90]}"
+        suite += f", relearnt {last['at']} by {last['triggered_by']}: {_short(last['reason'], 90)}"
     print(suite)
     print("history (newest last):")
     for e in status.history[-10:]:
         details = e.get("details") or {}
-        change = f"v{e['from_version']} -> v{e['to_version']}"
         if e["action"] == "relearn":
-            change = f"quality suite v{details.get('suite_from')} -> v{details.get('suite_to')}"
+            change = (
+                f"quality suite v{details.get('suite_from') or 1} -> v{details.get('suite_to')}"
+            )
+        elif e.get("from_version") is None:
+            change = f"{_v(e['to_version'])} (first champion)"
+        else:
+            change = f"{_v(e['from_version'])} -> {_v(e['to_version'])}"
         print(
             f"  {e['at']}  {e['action']:9}  {change}  "
-            f"by {e['triggered_by']} ({e['user']}): {e['reason'][:90]}"
+            f"by {e['triggered_by']} ({e.get('user') or 'unknown'}): {_short(e.get('reason'))}"
         )
     print("batches:")
     for b in status.batches:
-        quality = "pass" if b.quality_success else f"QUARANTINED {b.incidents}"
-        metric = "-" if b.metric is None else f"{b.metric:.3f}"
+        if b.quality_success is None:
+            print(f"  {b.batch}: not validated yet")
+            continue
+        if not b.quality_success:
+            incidents = ", ".join(b.incidents) or "see its quality report"
+            print(f"  {b.batch}: QUARANTINED ({incidents}); kept out of scoring and training")
+            continue
         promoted = {
             None: "",
-            True: f" challenger v{b.challenger_version} promoted",
-            False: f" challenger v{b.challenger_version} rejected",
+            True: f"; challenger {_v(b.challenger_version)} promoted",
+            False: f"; challenger {_v(b.challenger_version)} rejected",
         }[b.promoted]
         alerts = f"; alerts {', '.join(b.alerts_fired)}" if b.alerts_fired else ""
+        scored = f" (champion {_v(b.champion_version)})" if b.champion_version is not None else ""
+        metric = _num(b.metric) if b.metric is not None else "no labels yet"
         print(
-            f"  {b.batch}: quality {quality}; drift {b.dataset_drift}; "
-            f"{name} {metric} (champion v{b.champion_version}){promoted}{alerts}"
+            f"  {b.batch}: quality pass; drift {_yes_no(b.dataset_drift)}; "
+            f"{name} {metric}{scored}{promoted}{alerts}"
         )
     return 0
 
@@ -121,7 +178,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     require_tracking_store(config)
     change = rollback(config, args.to, args.reason, StepContext(triggered_by=who), force=args.force)
     print(
-        f"champion moved from v{change.from_version} to v{change.to_version} "
+        f"champion moved from {_v(change.from_version)} to {_v(change.to_version)} "
         f"at {change.at} by {change.triggered_by}: {change.reason}"
     )
     return 0
@@ -270,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dagster-home", help="Dagster instance folder (default: $DAGSTER_HOME or ./dagster_home)"
     )
     p.add_argument("--keep", action="store_true", help="do not reset earlier demo state")
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only write the demo's config, reference and batch files (to run them through "
+        "another orchestrator, such as Airflow)",
+    )
     p.add_argument(
         "--no-backtest",
         action="store_true",

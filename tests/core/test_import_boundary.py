@@ -2,15 +2,31 @@ import subprocess
 import sys
 
 
-def test_core_never_imports_dagster():
+def _imports_of(package: str, forbidden: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Import every module of `package` in a fresh interpreter; fail if any `forbidden` top-level
+    package was imported along."""
     code = (
-        "import sys, pkgutil, importlib, mlops_loop.core, mlops_loop.core.steps; "
-        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(mlops_loop.core.__path__, "
-        "'mlops_loop.core.')]; bad = [m for m in sys.modules if m.split('.')[0] == 'dagster']; "
-        "print(bad); sys.exit(1 if bad else 0)"
+        f"import sys, pkgutil, importlib; pkg = importlib.import_module({package!r}); "
+        f"[importlib.import_module(m.name) for m in pkgutil.walk_packages(pkg.__path__, "
+        f"{package + '.'!r})]; bad = sorted({{m.split('.')[0] for m in sys.modules}} & "
+        f"set({list(forbidden)!r})); print(bad); sys.exit(1 if bad else 0)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, f"core imported dagster modules: {out.stdout} {out.stderr}"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_core_imports_neither_orchestrator():
+    out = _imports_of("mlops_loop.core", ("dagster", "airflow"))
+    assert out.returncode == 0, f"core imported an orchestrator: {out.stdout} {out.stderr}"
+
+
+def test_the_airflow_binding_never_imports_dagster():
+    out = _imports_of("mlops_loop.airflow", ("dagster",))
+    assert out.returncode == 0, f"the Airflow binding imported dagster: {out.stdout} {out.stderr}"
+
+
+def test_the_dagster_binding_never_imports_airflow():
+    out = _imports_of("mlops_loop.defs", ("airflow",))
+    assert out.returncode == 0, f"the Dagster binding imported airflow: {out.stdout} {out.stderr}"
 
 
 def test_cli_help_is_fast_and_light():

@@ -190,3 +190,106 @@ def test_a_challenger_without_skill_is_refused_however_bad_the_champion(metric):
         y, challenger, champion, policy.model_copy(update={"require_skill": False})
     )
     assert unchecked.promote
+
+
+HOLDS = dict(dataset_drift=True, drifted_features=["x4", "x5"])  # labels not arrived yet
+
+
+def test_drift_whose_estimate_holds_trains_nothing_and_says_so():
+    d = decide_retrain(
+        policy=RetrainPolicy(),
+        baseline_metric=0.92,
+        estimated_metric=0.90,
+        drifted_importance=0.05,
+        **HOLDS,
+    )
+    assert not d.retrain and d.triggers == []
+    assert d.reasons[0].startswith("drift, no retrain: estimated performance holds")
+    assert "x4, x5" in d.reasons[0] and "carry 5% of its importance" in d.reasons[0]
+
+
+def test_drift_retrains_when_the_estimate_drops_or_the_important_features_moved():
+    policy = RetrainPolicy(drift_importance_share=0.6)
+    dropped = decide_retrain(
+        policy=policy,
+        baseline_metric=0.92,
+        estimated_metric=0.86,
+        drifted_importance=0.05,
+        **HOLDS,
+    )
+    assert dropped.retrain and dropped.triggers == ["drift", "estimated_performance"]
+    moved = decide_retrain(
+        policy=policy,
+        baseline_metric=0.92,
+        estimated_metric=0.91,
+        drifted_importance=0.6,
+        **HOLDS,
+    )
+    assert moved.retrain and moved.triggers == ["drift"]
+    # By default importance alone never retrains; with a share set, unknown importance does.
+    assert not decide_retrain(
+        policy=RetrainPolicy(),
+        baseline_metric=0.92,
+        estimated_metric=0.91,
+        drifted_importance=0.9,
+        **HOLDS,
+    ).retrain
+    # Without an estimate (or, with a share set, an importance) drift retrains.
+    for unknown in (
+        {"estimated_metric": None, "drifted_importance": 0.0},
+        {"estimated_metric": 0.91, "drifted_importance": None},
+    ):
+        d = decide_retrain(policy=policy, baseline_metric=0.92, **{**HOLDS, **unknown})
+        assert d.retrain and d.triggers == ["drift"]
+    # A share of 0 is the old rule: any drift retrains.
+    assert decide_retrain(
+        policy=RetrainPolicy(drift_importance_share=0.0),
+        baseline_metric=0.92,
+        estimated_metric=0.91,
+        drifted_importance=0.0,
+        **HOLDS,
+    ).retrain
+
+
+def test_the_rank_auc_is_scikit_learns():
+    from sklearn.metrics import roc_auc_score
+
+    from mlops_loop.core.performance import metric_value
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(2, 200))
+        y = rng.integers(0, 2, n)
+        scores = np.round(rng.random(n), int(rng.integers(1, 3)))  # many ties
+        if len(set(y)) < 2:
+            assert np.isnan(metric_value("roc_auc", y, scores))
+            continue
+        assert metric_value("roc_auc", y, scores) == pytest.approx(roc_auc_score(y, scores))
+
+
+def test_labels_that_show_no_drop_overrule_an_estimated_one():
+    d = decide_retrain(
+        policy=RetrainPolicy(),
+        dataset_drift=False,
+        metric=0.91,
+        labelled_rows=500,
+        baseline_metric=0.92,
+        estimated_metric=0.80,
+    )
+    assert not d.retrain and d.triggers == []
+    assert "but the labels show roc_auc 0.9100: no drop" in d.reasons[0]
+
+
+def test_drift_whose_labels_show_no_drop_trains_nothing_whatever_the_estimate():
+    d = decide_retrain(
+        policy=RetrainPolicy(drift_importance_share=0.5),
+        dataset_drift=True,
+        drifted_features=["x0"],
+        metric=0.92,
+        labelled_rows=500,
+        baseline_metric=0.92,
+        estimated_metric=0.83,
+        drifted_importance=0.6,
+    )
+    assert not d.retrain and d.triggers == []
+    assert d.reasons[0].startswith("drift, no retrain: realized performance holds")

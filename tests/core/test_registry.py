@@ -108,7 +108,7 @@ def test_rollback_refuses_a_never_validated_version(registry_with_versions):
         reg.rollback(2, reason="deleted", triggered_by="t")
     assert reg.champion() == 1
     assert "| rollback |" not in reg.history_table()
-    assert "| promotion | None | 1 | t (" in reg.history_table()
+    assert "| promotion v1 | t (" in reg.history_table()
 
 
 def test_rollback_to_a_version_never_champion_is_refused_naming_its_rejection(

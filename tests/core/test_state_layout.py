@@ -44,7 +44,7 @@ LAYOUT = {
         "estimated_metric",
         "segments",
     ],
-    "decision": ["retrain", "reasons", "triggers"],
+    "decision": ["retrain", "reasons", "triggers", "decided_at"],
     "alerts": ["events", "sent", "deliveries", "rules", "firing"],
     "challenger": [
         "version",
@@ -55,6 +55,7 @@ LAYOUT = {
         "holdout_rows",
         "labels_as_of",
         "run_id",
+        "validation_model_uri",
     ],
     "promotion": [
         "promoted",
@@ -90,7 +91,8 @@ ADDED_LATER = {
         "estimated_metric",
         "labels_as_of",
     ],
-    "challenger": ["labels_as_of", "run_id"],
+    "challenger": ["labels_as_of", "run_id", "validation_model_uri"],
+    "decision": ["decided_at"],
 }
 
 

@@ -1,4 +1,4 @@
-"""Automation respects the blocking quality gate (eager() alone would not)."""
+"""Automation respects the quality gate (eager() alone would not)."""
 
 import shutil
 
@@ -27,9 +27,12 @@ def test_downstream_follows_a_batch_only_after_the_gate_passes(tmp_path, demo_fr
         loop.instance.add_dynamic_partitions("batches", ["batch_003"])
         first = dg.evaluate_automation_conditions(defs=loop.defs, instance=loop.instance)
 
-        # The broken batch is materialized (and quarantined) by hand: nothing follows it.
+        # The broken batch is materialized (and quarantined) by hand: the run succeeds, its
+        # check fails, and nothing follows it.
         broken = materialize_batch_only(loop, "batch_003")
-        assert not broken.success
+        assert broken.success
+        [gate] = [c for c in broken.get_asset_check_evaluations() if c.check_name == "quality_gate"]
+        assert gate.passed is False
         after_broken = dg.evaluate_automation_conditions(
             defs=loop.defs, instance=loop.instance, cursor=first.cursor
         )

@@ -76,12 +76,18 @@ def test_definitions_load_from_a_config_path(config_path):
         assert isinstance(partitions, dg.DynamicPartitionsDefinition)
         assert partitions.name == "batches"
     assert defs.resolve_assets_def("baseline_model").partitions_def is None
-    # The quality gate is a blocking check on monitored_batch.
+    # The quality gate is a check on monitored_batch that never fails the run: a quarantine
+    # skips the steps after it (they yield nothing), so it is not blocking.
     checks = list(defs.resolve_assets_def("monitored_batch").check_specs)
     assert [(c.name, c.asset_key.to_user_string(), c.blocking) for c in checks] == [
-        ("quality_gate", "monitored_batch", True),
+        ("quality_gate", "monitored_batch", False),
         ("quality_gate_stuck", "monitored_batch", False),
     ]
+    for name in ("drift_report", "scored_batch", "model_performance", "retrain_decision"):
+        assert not defs.resolve_assets_def(name).op.outs["result"].is_required, name
+    # Promoted, rejected and rolled-back partitions of champion_model read apart.
+    [promotion] = defs.resolve_assets_def("champion_model").check_specs
+    assert (promotion.name, promotion.blocking) == ("promotion", False)
     # The loop resource hands the assets the validated config.
     assert defs.resources["loop"].load() == load_config(config_path)
 

@@ -129,16 +129,16 @@ def test_clean_batch_mlflow_run_carries_the_dagster_run(monitored_loop):
     assert run.data.params["drift.fdr"] == str(loop.config.drift.fdr)
     assert "quality.range_margin" in run.data.params
     run_id = run.info.run_id
-    folders = ("quality", "quality/data_docs", "drift")
+    folders = ("quality", "drift")
     files = {a.path for d in folders for a in client.list_artifacts(run_id, d)}
     assert {
-        "quality/batch_001.json",
-        "quality/batch_001.html",
-        "quality/data_docs/batch_001.html",
-        "drift/batch_001.json",
-        "drift/batch_001.html",
+        "quality/result.json",
+        "quality/report.html",
+        "quality/data_docs.html",
+        "drift/report.json",
+        "drift/report.html",
     } <= files
-    local = Path(client.download_artifacts(run.info.run_id, "quality/batch_001.json"))
+    local = Path(client.download_artifacts(run.info.run_id, "quality/result.json"))
     assert json.loads(local.read_text())["success"] is True
     inputs = [
         (d.dataset.name, {t.key: t.value for t in d.tags}.get("mlflow.data.context"))
@@ -153,15 +153,73 @@ def test_clean_batch_mlflow_run_carries_the_dagster_run(monitored_loop):
         p.relative_to(state / "mlartifacts").as_posix()
         for p in (state / "mlartifacts").rglob("*.json")
     }
-    assert f"{run.info.run_id}/artifacts/drift/batch_001.json" in on_disk
+    assert f"{run.info.run_id}/artifacts/drift/report.json" in on_disk
     assert not any(loop.cwd.iterdir()), list(loop.cwd.iterdir())
 
 
 # -- the broken batch ------------------------------------------------------------------------------
-def test_broken_batch_fails_the_gate_and_stops_the_run(monitored_loop):
+def step_events(result: dg.ExecuteInProcessResult, kind: dg.DagsterEventType) -> set[str]:
+    return {e.step_key for e in result.all_events if e.event_type == kind and e.step_key}
+
+
+def test_a_quarantine_is_an_outcome_the_run_succeeds_and_later_steps_skip(monitored_loop):
     loop = monitored_loop
     result = loop.runs["batch_003"]
-    assert not result.success
+    # Nothing broke: the run succeeds, no step fails, the steps after the gate do not run.
+    assert result.success
+    assert result.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    assert step_events(result, dg.DagsterEventType.STEP_FAILURE) == set()
+    assert step_events(result, dg.DagsterEventType.STEP_SKIPPED) == {
+        "model_performance",
+        "retrain_decision",
+    }
+    # The first steps after the gate see the quarantine, say so, and yield nothing.
+    logs = [
+        e.message
+        for e in loop.instance.all_logs(result.run_id)
+        if e.step_key in ("drift_report", "scored_batch") and e.message
+    ]
+    assert any("quarantined by the quality gate" in m for m in logs)
+    stored = loop.instance.get_run_by_id(result.run_id)
+    assert stored is not None and stored.status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_real_error_still_fails_the_monitor_run(tmp_path, demo_frames):
+    loop = new_loop(tmp_path, demo_frames, ["batch_001"])
+    try:
+        assert run_job(loop.defs, loop.instance, "bootstrap_job").success
+        loop.instance.add_dynamic_partitions("batches", ["batch_001"])
+        # The champion's model files vanish: scoring cannot load it.
+        for path in (loop.config.state_dir / "mlartifacts").rglob("MLmodel"):
+            path.unlink()
+        result = run_job(loop.defs, loop.instance, "monitor_job", "batch_001")
+        assert not result.success
+        assert "scored_batch" in step_events(result, dg.DagsterEventType.STEP_FAILURE)
+        # The steps after it never start.
+        assert "model_performance" not in step_events(result, dg.DagsterEventType.STEP_START)
+        # The failure sensor records it failed in MLflow.
+        run = loop.instance.get_run_by_id(result.run_id)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="failure_sensor",
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=loop.instance,
+            dagster_run=run,
+            resources=loop.defs.resources,
+        ).for_run_failure()
+        loop.defs.resolve_sensor_def("failure_sensor")(context)
+        _, _, [mlrun] = mlflow_run_of(loop, result.run_id)
+        assert mlrun.info.status == "FAILED"
+        assert mlrun.data.metrics["step_failures"] == 1
+        assert mlrun.data.tags["mlops_loop.partition"] == "batch_001"
+        assert "scored_batch" in mlrun.data.tags["mlops_loop.error"]
+        assert mlrun.info.run_name == "monitor batch_001"
+    finally:
+        loop.instance.dispose()
+
+
+def test_broken_batch_fails_the_gate_check(monitored_loop):
+    loop = monitored_loop
+    result = loop.runs["batch_003"]
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "quality_gate"]
     assert check.check_name == "quality_gate"
     assert_checks_partition(loop, check, "batch_003", result.run_id)
@@ -204,8 +262,9 @@ def test_retrain_sensor_ignores_the_broken_batch(monitored_loop):
     data = tick(loop.defs, loop.instance, "retrain_sensor")
     partitions = [r.partition_key for r in data.run_requests]
     assert "batch_003" not in partitions and "batch_001" not in partitions
-    # batch_004 is requested unless another test has retrained it already.
-    assert set(partitions) <= {"batch_004"}
+    # batch_004 drifted but its labels show the champion holding; batch_005 (the concept
+    # change) is requested if another test has landed it and not yet retrained it.
+    assert set(partitions) <= {"batch_005"}
     # The quarantined batch never got a decision the sensor could act on.
     assert materializations(loop.instance, "retrain_decision", "batch_003") == []
 
@@ -217,7 +276,7 @@ def test_a_fixed_batch_leaves_quarantine(tmp_path, demo_frames):
         assert run_job(loop.defs, loop.instance, "bootstrap_job").success
         loop.instance.add_dynamic_partitions("batches", ["batch_003"])
         broken = run_job(loop.defs, loop.instance, "monitor_job", "batch_003")
-        assert not broken.success
+        assert broken.success
         store = LoopStore(loop.config.state_dir)
         assert store.quarantined_keys() == ["batch_003"]
         # Upstream fixes the export and re-delivers the batch under the same name.
@@ -255,8 +314,9 @@ def test_scoring_operations_are_in_mlflow_and_dagster(monitored_loop):
     for name in ("chunk_latency_ms", "row_latency_in_batch_ms", "single_row_latency_ms"):
         p50, p95, p99 = (meta[f"{name}_{p}"].value for p in ("p50", "p95", "p99"))
         assert 0 < p50 <= p95 <= p99
+    # Metadata shows 4 significant digits.
     assert meta["throughput_rows_per_s"].value == pytest.approx(
-        rows / meta["scoring_s"].value, rel=1e-6
+        rows / meta["scoring_s"].value, rel=2e-3
     )
     assert meta["peak_rss_mb"].value > 50 and meta["cpu_s"].value > 0
     assert meta["started_at"].value < meta["ended_at"].value
@@ -264,28 +324,9 @@ def test_scoring_operations_are_in_mlflow_and_dagster(monitored_loop):
     metrics = run.data.metrics
     assert metrics["scored_rows"] == rows
     assert metrics["single_row_latency_ms_p99"] == pytest.approx(
-        meta["single_row_latency_ms_p99"].value
+        meta["single_row_latency_ms_p99"].value, rel=1e-3
     )
     assert {"step_peak_rss_mb", "step_cpu_percent", "throughput_rows_per_s"} <= set(metrics)
-
-
-def test_a_failed_run_is_recorded_failed_in_mlflow_by_the_failure_sensor(monitored_loop):
-    loop = monitored_loop
-    result = loop.runs["batch_003"]  # stopped by the quality gate
-    run = loop.instance.get_run_by_id(result.run_id)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="failure_sensor",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=loop.instance,
-        dagster_run=run,
-        resources=loop.defs.resources,
-    ).for_run_failure()
-    loop.defs.resolve_sensor_def("failure_sensor")(context)
-    _, _, [mlrun] = mlflow_run_of(loop, result.run_id)
-    assert mlrun.info.status == "FAILED"
-    assert mlrun.data.metrics["step_failures"] == 1
-    assert mlrun.data.tags["mlops_loop.partition"] == "batch_003"
-    assert "monitored_batch" in mlrun.data.tags["mlops_loop.error"]
 
 
 def test_estimated_performance_and_segments_are_reported_beside_realized(monitored_loop):
@@ -295,7 +336,12 @@ def test_estimated_performance_and_segments_are_reported_beside_realized(monitor
     # Stable batch: the label-free estimate lands near the realized AUC.
     assert perf["estimated_metric"] == pytest.approx(perf["metric"], abs=0.05)
     meta = materialized(loop.runs["batch_001"])["model_performance"].metadata
-    assert meta["estimated_roc_auc"].value == pytest.approx(perf["estimated_metric"])
+    assert meta["estimated_roc_auc"].value == pytest.approx(perf["estimated_metric"], rel=1e-3)
+    # The primary metric is plotted; the others are in one table, the primary metric first.
+    assert "accuracy" not in meta and "log_loss" not in meta
+    rows = [r.data for r in meta["metrics"].value.records]
+    assert rows[0]["metric"] == "roc_auc" and len(rows) > 3
+    assert all(len(v.split(".")[-1]) <= 4 for r in rows for v in r.values() if "." in v)
     regions = {r["value"]: r for r in perf["segments"] if r["segment"] == "region"}
     assert len(regions) >= 3 and sum(r["rows"] for r in regions.values()) == perf["rows"]
     assert all(
@@ -311,7 +357,7 @@ def test_estimated_performance_and_segments_are_reported_beside_realized(monitor
     shifted = {o["role"]: o for o in store.batch_json("batch_004", "performance")["output_drift"]}
     assert shifted["prediction"]["effect_size"] > outputs["prediction"]["effect_size"]
     assert meta["prediction_drift_effect"].value == pytest.approx(
-        outputs["prediction"]["effect_size"]
+        outputs["prediction"]["effect_size"], rel=1e-3
     )
 
     # The covariate-drift batch: "older customers from the west" shows as one region surging.

@@ -1,9 +1,12 @@
 """rollback_job launched the way the Launchpad launches it: op config with a target and a reason."""
 
+import logging
+
 import dagster as dg
 import pytest
 
 from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.defs.jobs import REASON_PROMPT
 from tests.dagster.conftest import materialized, new_loop, run_job
 
 
@@ -30,7 +33,9 @@ def test_the_concept_drift_batch_promotes_its_challenger(promoted_loop):
     assert decision["retrain"].value is True and "performance" in decision["triggers"].value
     assert loop.runs["retrain"].success
     champion = materialized(loop.runs["retrain"])["champion_model"].metadata
-    assert champion["promoted"].value is True
+    assert champion["promoted"].value is True and champion["outcome"].value == "promoted"
+    [check] = loop.runs["retrain"].get_asset_check_evaluations()
+    assert (check.check_name, check.partition, check.passed) == ("promotion", "batch_005", True)
     registry = MlflowRegistry.from_config(loop.config)
     assert registry.champion() == champion["challenger_version"].value == 2
     assert [e["action"] for e in registry.history()] == ["bootstrap", "promotion"]
@@ -53,18 +58,36 @@ def test_rollback_to_an_unknown_version_fails_and_changes_nothing(promoted_loop)
     assert not [o for o in observations if o.run_id == result.run_id]
 
 
-def test_rollback_without_a_reason_is_refused_by_the_config_schema(promoted_loop):
+def test_the_launchpad_opens_with_a_valid_default_that_asks_for_a_reason(promoted_loop):
     loop = promoted_loop
-    with pytest.raises(dg.DagsterInvalidConfigError, match="reason"):
-        loop.defs.resolve_job_def("rollback_job").execute_in_process(
-            instance=loop.instance, run_config={"ops": {"rollback_champion": {"config": {}}}}
-        )
+    job = loop.defs.resolve_job_def("rollback_job")
+    # What the Launchpad shows: a config that validates, with the reason's prompt in it.
+    defaults = job.run_config_schema.config_type.fields["ops"].default_value
+    assert defaults == {
+        "rollback_champion": {"config": {"to": "previous", "reason": REASON_PROMPT, "force": False}}
+    }
+    registry = MlflowRegistry.from_config(loop.config)
+    champion, history = registry.champion(), registry.history()
+    # Launched unchanged: refused, saying what to do; nothing moves.
+    result = job.execute_in_process(instance=loop.instance, raise_on_error=False)
+    assert not result.success
+    error = result.failure_data_for_node("rollback_champion").error
+    assert "a rollback needs a reason" in error.to_string()
+    assert "replace the Launchpad's prompt" in error.to_string()
+    assert registry.champion() == champion and registry.history() == history
+    # A blank reason is refused the same way.
+    blank = run_job(loop.defs, loop.instance, "rollback_job", run_config=rollback_config("1", " "))
+    assert not blank.success and registry.champion() == champion
 
 
-def test_rollback_to_previous_moves_the_champion_back(promoted_loop):
+def test_rollback_to_previous_moves_the_champion_back_and_says_how_it_compares(promoted_loop):
     loop = promoted_loop
     registry = MlflowRegistry.from_config(loop.config)
     assert registry.champion() == 2
+    # v1 measured clearly worse on its hold-out than v2: the rollback warns, and goes on.
+    registry.tag_version(1, {"mlops_loop.metric.roc_auc": 0.55})
+    v2 = float(registry.version(2).tags["mlops_loop.metric.roc_auc"])
+    assert v2 > 0.56
     result = loop.defs.resolve_job_def("rollback_job").execute_in_process(
         instance=loop.instance, run_config=rollback_config("previous", "test")
     )
@@ -76,17 +99,47 @@ def test_rollback_to_previous_moves_the_champion_back(promoted_loop):
     assert last["reason"] == "test"
     assert result.run_id[:8] in last["triggered_by"]
     assert "rollback_job" in last["triggered_by"]
+    # The run's log says what 'previous' resolved to, how it compares, and warns.
+    logs = [e for e in loop.instance.all_logs(result.run_id) if e.user_message]
+    resolved = (
+        f"'previous' resolves to v1; hold-out roc_auc: v1 0.550 against the champion v2 {v2:.3f}"
+    )
+    assert any(resolved in e.user_message for e in logs)
+    [warning] = [e for e in logs if e.level == logging.WARNING]
+    assert "v1 is measurably worse than the champion v2 on its hold-out" in warning.user_message
     # The version now serving carries who put it back and why.
     tags = registry.version(1).tags
     assert tags["mlops_loop.champion_action"] == "rollback"
     assert tags["mlops_loop.champion_reason"] == "test"
-    # The rollback is visible on the champion_model asset in Dagster.
-    observations = loop.instance.fetch_observations(dg.AssetKey("champion_model"), limit=10).records
-    [observation] = [o for o in observations if o.run_id == result.run_id]
-    meta = observation.asset_observation.metadata
-    assert meta["to_version"].value == 1
-    assert meta["from_version"].value == 2
+    # champion_model shows the champion that serves now: its latest batch's partition is
+    # materialized again by the rollback, marked rolled back.
+    latest = loop.instance.get_latest_materialization_event(dg.AssetKey("champion_model"))
+    assert latest.run_id == result.run_id
+    mat = latest.asset_materialization
+    assert mat.partition == "batch_005"
+    meta = mat.metadata
+    assert meta["outcome"].value == "rolled_back"
+    assert meta["champion_version"].value == 1
+    assert meta["to_version"].value == 1 and meta["from_version"].value == 2
     assert meta["reason"].value == "test"
+    assert "measurably worse" in meta["warning"].value
+    assert meta["roc_auc"].value == 0.55
+    # ... and its `promotion` check warns: a rolled-back partition reads apart from a promoted one.
+    [check] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    assert (check.check_name, check.partition, check.passed) == ("promotion", "batch_005", False)
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["outcome"].value == "rolled_back"
+    rows = {r.data["metric"]: r.data for r in meta["comparison"].value.records}
+    assert rows["roc_auc"]["v1 (target)"] == "0.55"
+    assert list(rows)[0] == "roc_auc"  # the primary metric first
+    # MLflow's model page names the new champion and the history.
+    description = registry.client.get_registered_model(registry.model_name).description
+    assert description.startswith("**Champion: v1** since ")
+    assert "| rollback v2 → v1 |" in description
     # Rolling back to the same version again is refused: it already is the champion.
     again = run_job(loop.defs, loop.instance, "rollback_job", run_config=rollback_config("1", "x"))
     assert not again.success
@@ -133,13 +186,13 @@ def test_the_promotion_is_logged_with_its_evidence(promoted_loop):
         a.path for d in ("promotion", "registry") for a in client.list_artifacts(run.info.run_id, d)
     }
     assert {
-        "promotion/batch_005.json",
-        "promotion/batch_005.html",
-        "promotion/batch_005.svg",
+        "promotion/decision.json",
+        "promotion/comparison.html",
+        "promotion/comparison.svg",
         "registry/history.json",
         "registry/history.md",
     } <= files
-    svg = client.download_artifacts(run.info.run_id, "promotion/batch_005.svg")
+    svg = client.download_artifacts(run.info.run_id, "promotion/comparison.svg")
     assert open(svg).read().startswith("<svg") and "challenger v2" in open(svg).read()
     assert run.data.metrics["challenger_roc_auc"] > run.data.metrics["champion_roc_auc"]
     assert run.data.params["promotion.metric"] == "roc_auc"

@@ -88,10 +88,15 @@ class Retrain:
 
 
 @pytest.fixture(scope="module")
-def retrained(monitored_loop) -> Retrain:
-    """Two ticks of retrain_sensor, the retrain run the first one asks for, and a tick after it
-    from a fresh cursor."""
+def retrained(monitored_loop, demo_frames) -> Retrain:
+    """batch_005 (the concept change) landed and monitored, two ticks of retrain_sensor, the
+    retrain run the first one asks for, and a tick after it from a fresh cursor. (batch_004
+    drifts too, but its labels show the champion holding: it trains nothing.)"""
     loop = monitored_loop
+    _, batches = demo_frames
+    batches["batch_005"].to_parquet(loop.config.sources.landing / "batch_005.parquet", index=False)
+    loop.instance.add_dynamic_partitions("batches", ["batch_005"])
+    loop.runs["batch_005"] = run_job(loop.defs, loop.instance, "monitor_job", "batch_005")
     first = tick(loop.defs, loop.instance, "retrain_sensor")
     second = tick(loop.defs, loop.instance, "retrain_sensor", cursor=first.cursor)
     [request] = first.run_requests
@@ -108,28 +113,33 @@ def retrained(monitored_loop) -> Retrain:
     return Retrain(first, second, result, champion_before, after)
 
 
-def test_retrain_sensor_requests_the_drifted_batch_once(monitored_loop, retrained):
+def test_retrain_sensor_requests_the_degraded_batch_once(monitored_loop, retrained):
     loop = monitored_loop
-    decision = loop.runs["batch_004"].asset_materializations_for_node("retrain_decision")[0]
+    held = loop.runs["batch_004"].asset_materializations_for_node("retrain_decision")[0]
+    assert held.metadata["retrain"].value is False
+    assert "drift, no retrain: realized performance holds" in held.metadata["reasons"].value
+    decision = loop.runs["batch_005"].asset_materializations_for_node("retrain_decision")[0]
     assert decision.metadata["retrain"].value is True
-    assert "drift" in decision.metadata["triggers"].value
+    assert "performance" in decision.metadata["triggers"].value
     [request] = retrained.first.run_requests
-    assert request.partition_key == "batch_004"
+    assert request.partition_key == "batch_005"
     assert request.job_name in (None, "retrain_job")
     assert request.tags["mlops_loop/trigger"] == "retrain_decision"
     records = materializations(loop.instance, "retrain_decision")
     assert retrained.first.cursor == str(records[-1].storage_id)
-    assert request.run_key == f"retrain:batch_004:{records[-1].storage_id}"
+    assert request.run_key == f"retrain:batch_005:{records[-1].storage_id}"
     # The cursor moved past every decision: the next tick requests nothing.
     assert retrained.second.run_requests == []
     assert retrained.second.skip_reason is not None
     assert retrained.second.cursor == retrained.first.cursor
     # Retrained since its decision: even a tick without a cursor (another process, a reset
-    # cursor) does not ask for batch_004 again.
+    # cursor) does not ask for batch_005 again.
     assert retrained.after.run_requests == []
 
 
-def test_retrain_job_on_the_drifted_batch_trains_and_judges_a_challenger(monitored_loop, retrained):
+def test_retrain_job_on_the_degraded_batch_trains_and_judges_a_challenger(
+    monitored_loop, retrained
+):
     loop = monitored_loop
     registry = MlflowRegistry.from_config(loop.config)
     champion_before = retrained.champion_before
@@ -142,8 +152,9 @@ def test_retrain_job_on_the_drifted_batch_trains_and_judges_a_challenger(monitor
     version = challenger["version"].value
     assert version in registry.versions() and version != champion_before
     assert registry.challenger() == version
-    assert challenger["training_parts"].value == "batch_001, batch_004 (first 50%)"
-    assert challenger["triggers"].value == "drift"
+    # After a realized drop the older batches describe the old concept: the new batch alone.
+    assert challenger["training_parts"].value == "batch_005 (first 50%)"
+    assert "performance" in challenger["triggers"].value
     champion = mats["champion_model"].metadata
     assert isinstance(champion["promoted"].value, bool)
     assert champion["challenger_version"].value == version
@@ -152,10 +163,10 @@ def test_retrain_job_on_the_drifted_batch_trains_and_judges_a_challenger(monitor
     expected = version if champion["promoted"].value else champion_before
     assert champion["champion_version"].value == expected == registry.champion()
     assert [r.data["metric"] for r in champion["comparison"].value.records] == list(METRICS)
-    assert "| promotion |" in champion["champion_history"].value or not champion["promoted"].value
+    assert "| promotion v" in champion["champion_history"].value or not champion["promoted"].value
     guards = {r.data["metric"] for r in champion["guards_and_segments"].value.records}
     assert {"brier", "recall"} <= guards
-    promotion = LoopStore(loop.config.state_dir).batch_json("batch_004", "promotion")
+    promotion = LoopStore(loop.config.state_dir).batch_json("batch_005", "promotion")
     assert promotion["promoted"] is champion["promoted"].value
 
 
@@ -205,8 +216,9 @@ def test_forced_retrain_trains_on_a_stable_batch(tmp_path, demo_frames):
 # -- schedules -------------------------------------------------------------------------------------
 def test_monitor_schedule_requests_only_unmonitored_partitions(monitored_loop):
     loop = monitored_loop
-    # batch_001 passed, batch_003 was quarantined, batch_004 passed: each has a verdict.
-    assert loop.instance.get_dynamic_partitions("batches") == [
+    # batch_001 passed, batch_003 was quarantined, batch_004 (and batch_005, when the retrain
+    # tests landed it) passed: each has a verdict.
+    assert loop.instance.get_dynamic_partitions("batches")[:4] == [
         "batch_001",
         "batch_002",
         "batch_003",
@@ -229,7 +241,8 @@ def test_retrain_schedule_forces_a_retrain_on_the_latest_accepted_batch(monitore
     loop = monitored_loop
     request = evaluate_schedule(loop.defs, loop.instance, "retrain_schedule")
     assert isinstance(request, dg.RunRequest)
-    assert request.partition_key == "batch_004"
+    assert request.partition_key == LoopStore(loop.config.state_dir).accepted_keys()[-1]
+    assert request.partition_key in ("batch_004", "batch_005")
     assert request.run_config == {"ops": {"challenger_model": {"config": {"force": True}}}}
     assert request.tags["mlops_loop/trigger"] == "schedule"
 

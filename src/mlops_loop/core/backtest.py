@@ -26,6 +26,7 @@ from mlops_loop.core.alerts import AlertsConfig
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import read_table, require_columns
 from mlops_loop.core.errors import DataError, InvalidConfigError
+from mlops_loop.core.performance import improvement
 from mlops_loop.core.steps.run import StepContext
 
 SCHEMA_VERSION = "1"
@@ -57,6 +58,10 @@ class BatchOutcome:
     champion_version: int | None  # the champion after this batch
     triggers: list[str]
     reasons: list[str]
+    # What retraining cost and bought: wall seconds of training, evaluating, registering and
+    # refitting at this batch; the realized metric the first champion would have had here.
+    training_seconds: float = 0.0
+    first_champion_metric: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,24 @@ class BacktestResult:
     def summary(self) -> dict[str, Any]:
         metrics = [b.metric for b in self.batches if b.metric is not None]
         estimates = [b.estimated_metric for b in self.batches if b.estimated_metric is not None]
+        pairs = [
+            (b.metric, b.first_champion_metric)
+            for b in self.batches
+            if b.metric is not None and b.first_champion_metric is not None
+        ]
+        retrains = sum(b.retrained for b in self.batches)
+        gain = (
+            round(
+                improvement(
+                    self.metric_name,
+                    _mean([p[0] for p in pairs]) or 0.0,
+                    _mean([p[1] for p in pairs]) or 0.0,
+                ),
+                6,
+            )
+            if pairs
+            else None
+        )
         return {
             "batches": len(self.batches),
             "accepted": sum(b.quality_success for b in self.batches),
@@ -82,8 +105,14 @@ class BacktestResult:
             "metric_name": self.metric_name,
             "mean_metric": _mean(metrics),
             "mean_estimated_metric": _mean(estimates),
-            "retrains": sum(b.retrained for b in self.batches),
+            "retrains": retrains,
             "promotions": sum(b.promoted for b in self.batches),
+            "training_seconds": round(sum(b.training_seconds for b in self.batches), 2),
+            "mean_metric_first_champion": _mean([p[1] for p in pairs]),
+            "metric_gain": gain,
+            "metric_gain_per_retrain": (
+                round(gain / retrains, 6) if gain is not None and retrains else None
+            ),
             "final_champion_version": self.batches[-1].champion_version if self.batches else None,
         }
 
@@ -131,6 +160,9 @@ class BacktestResult:
             f"mean {name} {_num(s['mean_metric'])} (estimated {_num(s['mean_estimated_metric'])});"
             f" retrains {s['retrains']}, promotions {s['promotions']}; "
             f"final champion {_version(s['final_champion_version'])}",
+            f"cost and benefit: {s['training_seconds']:.1f} s of training; mean {name} of the "
+            f"first champion kept throughout {_num(s['mean_metric_first_champion'])}, gain "
+            f"{_signed(s['metric_gain'])}, per retrain {_signed(s['metric_gain_per_retrain'])}",
         ]
         lines.extend(f"problem: {p}" for p in self.problems)
         return "\n".join(lines)
@@ -142,6 +174,10 @@ def _mean(values: list[float]) -> float | None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
 
 
 def _flag(value: bool | None) -> str:
@@ -270,6 +306,7 @@ def backtest(
         DataError: the folder is missing or holds no batch file, or the reference is unusable.
         InvalidConfigError: `state_dir` is not a new or empty folder apart from the loop's own.
     """
+    from mlops_loop.core.registry import MlflowRegistry
     from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
 
     files, problems = batch_files(batches, config.sources.patterns)
@@ -291,10 +328,11 @@ def backtest(
         (work / "loop.json").write_text(cfg.model_dump_json(indent=2))
         ctx = StepContext(triggered_by="backtest")
         take_reference_snapshot(cfg, ctx)
-        ensure_champion(cfg, ctx)
+        first = ensure_champion(cfg, ctx).champion
+        first_model = MlflowRegistry.from_config(cfg).load(first)
         outcomes = []
         for i, (key, path) in enumerate(files.items()):
-            outcomes.append(_replay_batch(cfg, key, path, ctx))
+            outcomes.append(_replay_batch(cfg, key, path, ctx, (first, first_model)))
             if progress is not None:
                 progress(i + 1, len(files), key)
     finally:
@@ -305,7 +343,9 @@ def backtest(
     )
 
 
-def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: StepContext) -> BatchOutcome:
+def _replay_batch(
+    cfg: LoopConfig, key: str, path: Path, ctx: StepContext, first: tuple[int, Any]
+) -> BatchOutcome:
     from mlops_loop.core.labels import ingest_labels
     from mlops_loop.core.registry import MlflowRegistry
     from mlops_loop.core.steps.decision import decide_batch_retrain
@@ -376,11 +416,13 @@ def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: StepContext) -> Ba
     challenger: int | None = None
     promoted = False
     reasons = list(decision.reasons)
+    started = time.perf_counter()
     if decision.retrain:
         challenger = train_challenger(cfg, key, ctx).version
         promotion = promote_challenger(cfg, key, ctx)
         promoted = promotion.promoted
         reasons += [f"promotion: {r}" for r in promotion.decision.reasons]
+    seconds = time.perf_counter() - started
     return BatchOutcome(
         **{
             **blank,
@@ -397,6 +439,12 @@ def _replay_batch(cfg: LoopConfig, key: str, path: Path, ctx: StepContext) -> Ba
             "promoted": promoted,
             "triggers": list(decision.triggers),
             "reasons": reasons,
+            "training_seconds": round(seconds, 3) if decision.retrain else 0.0,
+            "first_champion_metric": (
+                _clean(after.metric)
+                if after.champion_version == first[0]
+                else _first_champion_metric(cfg, frame, first[1])
+            ),
         },
         quality_success=True,
         champion_version=registry.champion(),
@@ -408,3 +456,15 @@ def work_path(cfg: LoopConfig, folder: str, key: str) -> Path:
     base = cfg.sources.landing if folder == "landing" else cfg.sources.labels
     assert base is not None
     return Path(base) / f"{key}.parquet"
+
+
+def _first_champion_metric(cfg: LoopConfig, frame: pd.DataFrame, model: Any) -> float | None:
+    """The realized metric the first champion would have had on a batch's labelled rows."""
+    from mlops_loop.core.performance import metric_value
+    from mlops_loop.core.training import labelled_rows, labels, predict_scores
+
+    known = labelled_rows(frame, cfg.columns)
+    if not len(known):
+        return None
+    scores = predict_scores(model, known, cfg.columns)
+    return _clean(metric_value(cfg.promotion.metric, labels(known, cfg.columns), scores))

@@ -7,16 +7,35 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from mlops_loop.core.alerts import AlertsConfig
 from mlops_loop.core.errors import InvalidConfigError
+from mlops_loop.core.policy_config import (
+    LOWER_IS_BETTER,
+    METRICS,
+    Metric,
+    PromotionPolicy,
+    RetrainPolicy,
+    TrainingPolicy,
+)
 from mlops_loop.core.quality_policy import CustomExpectation, QualityPolicy  # noqa: F401
 
-METRICS = ("roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss")
-Metric = Literal["roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss"]
-#: Metrics where a smaller value is better.
-LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
+__all__ = [
+    "LOWER_IS_BETTER",
+    "METRICS",
+    "Metric",
+    "PromotionPolicy",
+    "RetrainPolicy",
+    "TrainingPolicy",
+]
 
 
 class _Model(BaseModel):
@@ -127,9 +146,13 @@ class ModelSpec(_Model):
     )
 
     @model_validator(mode="after")
-    def _estimator_is_a_valid_sklearn_estimator(self) -> ModelSpec:
+    def _estimator_is_a_valid_sklearn_estimator(self, info: ValidationInfo) -> ModelSpec:
         # Checked at load and before anything is called: a path to any other callable
-        # (`os.system`) would run it with the params as arguments at training time.
+        # (`os.system`) would run it with the params as arguments at training time. A reader
+        # that never trains (`mlops-loop status`) skips it: importing scikit-learn takes
+        # seconds, and nothing is called.
+        if (info.context or {}).get("check_estimator") is False:
+            return self
         cls = estimator_class(self.estimator)
         validate_estimator_params(cls, self.estimator, self.params)
         return self
@@ -272,125 +295,6 @@ class DriftPolicy(_Model):
     )
 
 
-class RetrainPolicy(_Model):
-    """When the loop trains a challenger."""
-
-    on_drift: bool = Field(default=True, description="Retrain when the dataset drifts.")
-    metric_drop: float = Field(
-        default=0.05,
-        ge=0,
-        description="Retrain when the primary metric falls this much "
-        "below the champion's baseline.",
-    )
-    metric_floor: float | None = Field(
-        default=None,
-        description="Retrain whenever the primary metric is worse "
-        "than this level, whatever the champion's baseline was.",
-    )
-    baseline: Literal["best", "champion"] = Field(
-        default="best",
-        description="What `metric_drop` is measured from: 'best', the best validation metric "
-        "any champion of this loop has had (a loop that once did better keeps trying, even "
-        "after promoting a weak model out of a collapse); 'champion', the serving champion's "
-        "own validation metric.",
-    )
-    min_labelled_rows: int = Field(
-        default=100, ge=0, description="Fewest labelled rows in a batch to judge it."
-    )
-    cooldown_batches: int = Field(
-        default=0, ge=0, description="Batches to wait after a retrain before the next."
-    )
-    on_estimated_drop: bool = Field(
-        default=True,
-        description="Retrain when the primary metric estimated from the scores alone (before "
-        "labels arrive) falls metric_drop below the champion's baseline.",
-    )
-    min_new_labelled_rows: int = Field(
-        default=0,
-        ge=0,
-        description="Labelled rows that must have arrived since the last retrain before a "
-        "drift or performance trigger retrains (a schedule or a manual retrain always does).",
-    )
-
-
-class TrainingPolicy(_Model):
-    """Which data trains a challenger, and which judges it."""
-
-    window: Literal["all", "recent", "sliding"] = Field(
-        default="recent",
-        description="'all': reference plus every accepted batch; 'recent': the "
-        "last `recent_batches` accepted batches (plus the reference if `include_reference`); "
-        "'sliding': the latest `max_rows` rows and/or the last `max_age_days` days of "
-        "accepted data (plus the reference if `include_reference`).",
-    )
-    max_rows: int | None = Field(
-        default=None, ge=100, description="Rows in a 'sliding' window (newest kept)."
-    )
-    max_age_days: float | None = Field(
-        default=None,
-        gt=0,
-        description="Age limit of a 'sliding' window, by the timestamp column.",
-    )
-    # The defaults adapt fastest to a new concept; a challenger trained on too little data is
-    # not promoted, since promotion needs evidence (docs/backtest.md has the measurements).
-    recent_batches: int = Field(default=1, ge=1, description="Batches in a 'recent' window.")
-    include_reference: bool = Field(default=False, description="Train on the reference too.")
-    holdout_fraction: float = Field(
-        default=0.5,
-        gt=0,
-        lt=1,
-        description="Latest share of the current batch kept out of "
-        "training to compare challenger and champion.",
-    )
-    random_state: int = Field(default=0, description="Seed for training and bootstraps.")
-
-    @model_validator(mode="after")
-    def _sliding_has_a_bound(self) -> TrainingPolicy:
-        if self.window == "sliding" and self.max_rows is None and self.max_age_days is None:
-            raise ValueError("a 'sliding' window needs max_rows or max_age_days")
-        return self
-
-
-_DEFAULT_GUARDS: dict[Metric, float] = {"brier": 0.02, "recall": 0.05}
-
-
-class PromotionPolicy(_Model):
-    """When a challenger replaces the champion."""
-
-    metric: Metric = Field(default="roc_auc", description="Primary metric.")
-    require_skill: bool = Field(
-        default=True,
-        description="Refuse a challenger no better on the evaluation rows than a model without "
-        "skill (a constant score at the rows' base rate: ROC AUC 0.5, the majority class's "
-        "accuracy), however much it beats a failing champion.",
-    )
-    min_delta: float = Field(
-        default=0.0, ge=0, description="Smallest improvement of the primary metric."
-    )
-    confidence: float = Field(
-        default=0.95,
-        gt=0.5,
-        lt=1,
-        description="Level of the paired bootstrap lower bound that must lie above zero.",
-    )
-    bootstrap_rounds: int = Field(
-        default=500, ge=50, le=100_000, description="Paired bootstrap resamples."
-    )
-    guards: dict[Metric, float] = Field(
-        default_factory=lambda: dict(_DEFAULT_GUARDS),
-        description="Guard metrics and how much worse than the champion's each may be.",
-    )
-    segment_tolerance: float = Field(
-        default=0.05,
-        ge=0,
-        description="How much worse than the champion the primary metric may be in any "
-        "segment (values of the `columns.segments` columns).",
-    )
-    min_segment_rows: int = Field(
-        default=50, ge=1, description="Segments with fewer held-out rows are not judged."
-    )
-
-
 class MlflowConfig(_Model):
     """Where runs, artifacts and model versions are recorded."""
 
@@ -506,9 +410,15 @@ def _describe(error: ValidationError) -> str:
 
 
 def parse_config(
-    data: dict[str, Any], base: Path | None = None, source: str = "config"
+    data: dict[str, Any],
+    base: Path | None = None,
+    source: str = "config",
+    check_estimator: bool = True,
 ) -> LoopConfig:
     """Validate a mapping into a `LoopConfig`.
+
+    `check_estimator=False` skips importing and checking `model.estimator`, for readers of the
+    loop's state that never train; anything that trains loads the config with the check.
 
     Raises:
         InvalidConfigError: naming each bad field, its value and what was expected.
@@ -518,7 +428,7 @@ def parse_config(
             f"{source}: expected a mapping at the top level, got {type(data).__name__}"
         )
     try:
-        config = LoopConfig.model_validate(data)
+        config = LoopConfig.model_validate(data, context={"check_estimator": check_estimator})
     except ValidationError as e:
         raise InvalidConfigError(f"{source} is invalid:\n{_describe(e)}") from e
     config = config.resolve_paths(base or Path.cwd())
@@ -543,8 +453,10 @@ def _folders_apart(config: LoopConfig, source: str) -> None:
             )
 
 
-def load_config(path: str | Path) -> LoopConfig:
+def load_config(path: str | Path, check_estimator: bool = True) -> LoopConfig:
     """Load a loop configuration from a YAML file; relative paths are taken from its folder.
+
+    `check_estimator=False`: see `parse_config`.
 
     Raises:
         InvalidConfigError: the file is missing, not YAML, or a field is invalid.
@@ -558,4 +470,6 @@ def load_config(path: str | Path) -> LoopConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InvalidConfigError(f"{path} is not valid YAML: {e}") from e
-    return parse_config(data, base=path.resolve().parent, source=str(path))
+    return parse_config(
+        data, base=path.resolve().parent, source=str(path), check_estimator=check_estimator
+    )

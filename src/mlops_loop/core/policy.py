@@ -37,6 +37,7 @@ def decide_retrain(
     force: bool = False,
     estimated_metric: float | None = None,
     new_labelled_rows: int | None = None,
+    drifted_importance: float | None = None,
 ) -> RetrainDecision:
     """Decide whether the loop should train a challenger on this batch.
 
@@ -53,6 +54,15 @@ def decide_retrain(
         force: a scheduled or manual retrain.
         estimated_metric: the champion's metric estimated from the scores alone (no labels).
         new_labelled_rows: labelled rows that arrived since the last retrain (None: unknown).
+        drifted_importance: the share of the champion's importance the drifted features carry
+            (None: unknown).
+
+    Drift alone retrains only when the champion's performance is at risk: its estimate fell
+    `metric_drop` below the baseline or is unknown, or the drifted features carry
+    `drift_importance_share` of its importance (when that is set; unknown importance then
+    counts as at risk). Otherwise the drift is recorded ("drift, no retrain: estimated
+    performance holds") and nothing is trained. Labels that judged the batch and show no
+    `metric_drop` overrule both ("realized performance holds").
     """
     if not quality_passed:
         return RetrainDecision(False, ["the batch failed the quality gate; it is quarantined"])
@@ -61,11 +71,31 @@ def decide_retrain(
     if force:
         triggers.append("schedule")
         reasons.append("retrain requested by schedule or by hand")
-    if policy.on_drift and dataset_drift:
-        triggers.append("drift")
-        names = ", ".join(drifted_features or []) or "features"
-        reasons.append(f"data drift in {names}")
     judged = metric is not None and labelled_rows >= policy.min_labelled_rows
+    if policy.on_drift and dataset_drift:
+        names = ", ".join(drifted_features or []) or "features"
+        held = _drift_is_harmless(
+            policy, metric_name, estimated_metric, baseline_metric, drifted_importance
+        )
+        realized = (
+            -improvement(metric_name, metric, baseline_metric)
+            if judged and metric is not None and baseline_metric is not None
+            else None
+        )
+        if held is None and realized is not None and realized < policy.metric_drop:
+            # The labels have judged the batch: they outweigh an estimate that says otherwise.
+            reasons.append(
+                f"drift, no retrain: realized performance holds (data drift in {names}; the "
+                f"labels show {metric_name} {metric:.4f} against a baseline of "
+                f"{baseline_metric:.4f}, drop {realized:.4f} < {policy.metric_drop})"
+            )
+        elif held is None:
+            triggers.append("drift")
+            reasons.append(f"data drift in {names}")
+        else:
+            reasons.append(
+                f"drift, no retrain: estimated performance holds (data drift in {names}; {held})"
+            )
     if judged and metric is not None and baseline_metric is not None:
         drop = -improvement(metric_name, metric, baseline_metric)
         if drop >= policy.metric_drop:
@@ -88,7 +118,13 @@ def decide_retrain(
         and "performance" not in triggers
     ):
         drop = -improvement(metric_name, estimated_metric, baseline_metric)
-        if drop >= policy.metric_drop:
+        if drop >= policy.metric_drop and judged:
+            # The labels have judged this batch: what they show decides, not the estimate.
+            reasons.append(
+                f"estimated {metric_name} {estimated_metric:.4f} fell {drop:.4f} below the "
+                f"baseline, but the labels show {metric_name} {metric:.4f}: no drop"
+            )
+        elif drop >= policy.metric_drop:
             triggers.append("estimated_performance")
             reasons.append(
                 f"estimated {metric_name} (from scores, without labels) fell to "
@@ -125,6 +161,36 @@ def decide_retrain(
             triggers,
         )
     return RetrainDecision(True, reasons, triggers)
+
+
+def _drift_is_harmless(
+    policy: RetrainPolicy,
+    metric_name: str,
+    estimated_metric: float | None,
+    baseline_metric: float | None,
+    drifted_importance: float | None,
+) -> str | None:
+    """Why a drift puts the champion's performance at no risk; None when it may."""
+    if estimated_metric is None or baseline_metric is None:
+        return None
+    drop = -improvement(metric_name, estimated_metric, baseline_metric)
+    if drop >= policy.metric_drop:
+        return None
+    held = (
+        f"estimated {metric_name} {estimated_metric:.4f} vs a baseline of {baseline_metric:.4f}, "
+        f"drop {drop:.4f} < {policy.metric_drop}"
+    )
+    share = policy.drift_importance_share
+    if share is None:
+        if drifted_importance is None:
+            return held
+        return f"{held}; the drifted features carry {drifted_importance:.0%} of its importance"
+    if drifted_importance is None or drifted_importance >= share:
+        return None
+    return (
+        f"{held}; the drifted features carry {drifted_importance:.0%} of the model's "
+        f"importance < {share:.0%}"
+    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +265,7 @@ def decide_promotion(
     policy: PromotionPolicy,
     seed: int = 0,
     segments: dict[str, np.ndarray] | None = None,
+    champion_failing: bool = False,
 ) -> PromotionDecision:
     """Compare challenger and champion on the same labelled rows.
 
@@ -214,6 +281,9 @@ def decide_promotion(
         policy: the promotion policy.
         seed: seed of the bootstrap.
         segments: segment column name -> its values on the held-out rows.
+        champion_failing: the labels already showed the champion failing; with
+            `failing_champion: not_worse` the challenger then need only not be worse with
+            confidence (the interval's upper bound above zero).
     """
     name = policy.metric
     y = np.asarray(y_true)
@@ -262,27 +332,45 @@ def decide_promotion(
         f"(improvement {delta:+.4f}, {policy.confidence:.0%} CI [{low:+.4f}, {high:+.4f}])"
     ]
     promote = True
-    if delta < policy.min_delta or delta <= 0:
-        promote = False
-        reasons.append(f"improvement {delta:+.4f} is below min_delta {policy.min_delta}")
-    if low <= 0:
-        promote = False
+    failing = policy.failing_champion if champion_failing else "better"
+    if failing == "skill":
         reasons.append(
-            f"the lower confidence bound {low:+.4f} is not above zero: the gain may be luck"
+            "the labels show the champion failing: the challenger, trained on the newest "
+            "data, need only have skill"
         )
+    elif failing == "not_worse":
+        reasons.append(
+            "the labels show the champion failing: the challenger, trained on the newest "
+            "data, need only not be worse with confidence"
+        )
+        if high <= 0:
+            promote = False
+            reasons.append(
+                f"the upper confidence bound {high:+.4f} is not above zero: the challenger is "
+                "worse than a failing champion"
+            )
+    else:
+        if delta < policy.min_delta or delta <= 0:
+            promote = False
+            reasons.append(f"improvement {delta:+.4f} is below min_delta {policy.min_delta}")
+        if low <= 0:
+            promote = False
+            reasons.append(
+                f"the lower confidence bound {low:+.4f} is not above zero: the gain may be luck"
+            )
     guards = [
         g
         for metric, tol in policy.guards.items()
         if (g := _compare(metric, y, challenger_scores, champion_scores, tol, "all"))
     ]
     for g in guards:
-        if not g["ok"]:
+        if not g["ok"] and failing != "skill":
             promote = False
             reasons.append(
                 f"guard {g['metric']} is worse: {g['challenger']:.4f} vs champion "
                 f"{g['champion']:.4f} (tolerance {g['tolerance']})"
             )
-    if policy.require_skill:
+    if policy.require_skill or failing == "skill":
         base_rate = float(np.mean(y))
         no_skill = metric_value(name, y, np.full(n, base_rate))
         if not math.isnan(no_skill) and improvement(name, chal, no_skill) <= 0:
@@ -308,7 +396,7 @@ def decide_promotion(
             )
             if seg:
                 checked.append(seg)
-                if not seg["ok"]:
+                if not seg["ok"] and failing != "skill":
                     promote = False
                     reasons.append(
                         f"segment {seg['where']}: {name} {seg['challenger']:.4f} vs champion "
@@ -317,7 +405,13 @@ def decide_promotion(
                     )
     if promote:
         reasons.append(
-            "challenger is better with confidence, and no guard or segment is worse: promote"
+            {
+                "skill": "challenger has skill and the champion is failing: promote",
+                "not_worse": "challenger is not worse than a failing champion, and no guard "
+                "or segment is worse: promote",
+                "better": "challenger is better with confidence, and no guard or segment is "
+                "worse: promote",
+            }[failing]
         )
     return PromotionDecision(
         promote, reasons, name, chal, champ, delta, low, high, n, guards, checked

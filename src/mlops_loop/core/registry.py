@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -141,6 +142,16 @@ class MlflowRegistry:
         target = (registered.aliases or {}).get(alias)
         return int(target) if target is not None else None
 
+    def aliases_and_history(self) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Every alias with its version, and the recorded history: one registry round-trip."""
+        registered = self._registered()
+        if registered is None:
+            return {}, []
+        aliases = {k: int(v) for k, v in (registered.aliases or {}).items()}
+        tags = registered.tags or {}
+        history = [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
+        return aliases, history
+
     def champion(self) -> int | None:
         return self.alias(CHAMPION)
 
@@ -150,10 +161,13 @@ class MlflowRegistry:
     def model_uri(self, alias_or_version: str | int = CHAMPION) -> str:
         if isinstance(alias_or_version, int):
             return f"models:/{self.model_name}/{alias_or_version}"
+        if re.fullmatch(r"models:/m-[0-9a-f]+", alias_or_version):
+            return alias_or_version  # a logged, unregistered model of this store (a validation fit)
         return f"models:/{self.model_name}@{alias_or_version}"
 
     def load(self, alias_or_version: str | int = CHAMPION) -> Any:
-        """Load a version (or the alias' target at this moment) as a scikit-learn model."""
+        """Load a version (or the alias' target at this moment, or a logged model of this
+        tracking store by its `models:/m-<id>` URI) as a scikit-learn model."""
         import mlflow.sklearn
 
         from mlops_loop.core.tracking import mlflow_uri
@@ -163,13 +177,23 @@ class MlflowRegistry:
 
     def history_table(self, last: int = 20) -> str:
         """The latest changes of the champion as a markdown table, newest first."""
-        rows = ["| when | action | from | to | by | reason |", "|---|---|---|---|---|---|"]
-        for e in reversed(self.history()[-last:]):
-            reason = str(e.get("reason", "")).replace("|", "/")[:160]
-            rows.append(
-                f"| {e['at']} | {e['action']} | {e.get('from_version')} | {e['to_version']} | "
-                f"{e['triggered_by']} ({e.get('user')}) | {reason} |"
+        return self._table(self.history(), last)
+
+    @staticmethod
+    def _table(history: list[dict[str, Any]], last: int) -> str:
+        """Newest first, narrow enough to read: the change in one column, who and why last."""
+        rows = ["| when (UTC) | change | by, why |", "|---|---|---|"]
+        for e in reversed(history[-last:]):
+            start = e.get("from_version")
+            change = f"{e['action']} " + (
+                f"v{e['to_version']}" if start is None else f"v{start} → v{e['to_version']}"
             )
+            reason = " ".join(str(e.get("reason", "")).replace("|", "/").split())
+            if len(reason) > 160:
+                reason = reason[:160].rsplit(" ", 1)[0] + " ..."
+            when = str(e.get("at", "")).replace("T", " ").removesuffix("+00:00")
+            who = f"{e['triggered_by']} ({e.get('user') or 'unknown'})"
+            rows.append(f"| {when} | {change} | {who}: {reason} |")
         return "\n".join(rows)
 
     def history(self) -> list[dict[str, Any]]:
@@ -212,7 +236,27 @@ class MlflowRegistry:
         # Proof that this change took effect: reconcile tells a change that never happened
         # from one undone later by hand.
         self.tag_version(change.to_version, {MOVED_TAG: change.at})
+        self.describe()
         return change
+
+    def describe(self) -> None:
+        """Write the champion and its history as the registered model's markdown description,
+        so the MLflow model page says who serves and why after every change."""
+        aliases, history = self.aliases_and_history()
+        champion = aliases.get(CHAMPION)
+        last = next((e for e in reversed(history) if e.get("to_version") == champion), None)
+        lines = [
+            f"**Champion: v{champion}**" if champion is not None else "**No champion yet**",
+        ]
+        if last is not None:
+            reason = str(last.get("reason", "")).replace("\n", " ")[:300]
+            lines[0] += (
+                f" since {last['at']} ({last['action']} by {last['triggered_by']}): {reason}"
+            )
+        if CHALLENGER in aliases:
+            lines.append(f"\nLatest challenger: v{aliases[CHALLENGER]}")
+        lines += ["", "Champion history, newest first:", "", self._table(history, 20)]
+        self.client.update_registered_model(self.model_name, description="\n".join(lines))
 
     def promote(
         self,
@@ -223,6 +267,7 @@ class MlflowRegistry:
         triggered_by: str,
         metrics: dict[str, Any] | None = None,
         action: str = "promotion",
+        user: str | None = None,
     ) -> AliasChange:
         """Make `version` the champion if the champion is still `expected_champion`.
 
@@ -242,7 +287,13 @@ class MlflowRegistry:
                     f"decided against version {expected_champion}; decide again"
                 )
             change = AliasChange(
-                action, current, int(version), reason, triggered_by, metrics=metrics or {}
+                action,
+                current,
+                int(version),
+                reason,
+                triggered_by,
+                user=user or _user(),
+                metrics=metrics or {},
             )
             return self._move_champion(change)
 
@@ -273,8 +324,37 @@ class MlflowRegistry:
                 return int(event["from_version"])
         return None
 
+    def rollback_target(self, to: int | str, current: int | None = None) -> int:
+        """The version `to` names: "previous" (the champion before `current`, the champion
+        when not given) or a version number.
+
+        Raises:
+            RegistryError: no previous champion, or `to` is neither.
+        """
+        if isinstance(to, str) and to.strip().lower() == "previous":
+            target = self.previous_champion()
+            if target is None:
+                current = self.champion() if current is None else current
+                raise RegistryError(
+                    f"model {self.model_name!r} has no previous champion to roll "
+                    f"back to (champion: {current}); name a version"
+                )
+            return target
+        try:
+            return int(to)
+        except (TypeError, ValueError) as e:
+            raise RegistryError(
+                f"rollback target {to!r} is neither a version number nor 'previous'"
+            ) from e
+
     def rollback(
-        self, to: int | str, *, reason: str, triggered_by: str, force: bool = False
+        self,
+        to: int | str,
+        *,
+        reason: str,
+        triggered_by: str,
+        force: bool = False,
+        user: str | None = None,
     ) -> AliasChange:
         """Move the champion back to version `to`, or to the "previous" champion.
 
@@ -286,7 +366,9 @@ class MlflowRegistry:
                 `to` was never champion and `force` is not set.
         """
         with self._exclusive():
-            return self._rollback(to, reason=reason, triggered_by=triggered_by, force=force)
+            return self._rollback(
+                to, reason=reason, triggered_by=triggered_by, force=force, user=user
+            )
 
     def was_champion(self, version: int, tags: dict[str, Any] | None = None) -> bool:
         """Whether `version` ever served as champion: the loop moved the alias to it, or the
@@ -307,26 +389,19 @@ class MlflowRegistry:
         return "no promotion was decided for it"
 
     def _rollback(
-        self, to: int | str, *, reason: str, triggered_by: str, force: bool = False
+        self,
+        to: int | str,
+        *,
+        reason: str,
+        triggered_by: str,
+        force: bool = False,
+        user: str | None = None,
     ) -> AliasChange:
         """The body of `rollback`, under the lock."""
         if not reason or not reason.strip():
             raise RegistryError("a rollback needs a reason (who asked and why)")
         current = self.champion()
-        if isinstance(to, str) and to.strip().lower() == "previous":
-            target = self.previous_champion()
-            if target is None:
-                raise RegistryError(
-                    f"model {self.model_name!r} has no previous champion to roll "
-                    f"back to (champion: {current}); name a version"
-                )
-        else:
-            try:
-                target = int(to)
-            except (TypeError, ValueError) as e:
-                raise RegistryError(
-                    f"rollback target {to!r} is neither a version number nor 'previous'"
-                ) from e
+        target = self.rollback_target(to, current)
         tags = self.version(target).tags or {}
         if not any(k.startswith(METRIC_TAG) for k in tags):
             raise RegistryError(
@@ -349,7 +424,9 @@ class MlflowRegistry:
         metrics = {
             k.removeprefix(METRIC_TAG): v for k, v in tags.items() if k.startswith(METRIC_TAG)
         }
-        change = AliasChange("rollback", current, target, reason, triggered_by, metrics=metrics)
+        change = AliasChange(
+            "rollback", current, target, reason, triggered_by, user=user or _user(), metrics=metrics
+        )
         return self._move_champion(change)
 
     def reconcile(self, triggered_by: str) -> AliasChange | None:
@@ -391,4 +468,5 @@ class MlflowRegistry:
                 triggered_by,
             )
         self._append_history(change)
+        self.describe()
         return change

@@ -4,8 +4,9 @@ Layout under `state_dir`::
 
     snapshot/reference.parquet  snapshot/snapshot.json  snapshot/suite.json
     snapshot/drift_profile/     (the reference sorted and counted once for drift)
-    batches/<key>/batch.parquet  quality.json  drift.json  drift.html  scored.parquet
-                  performance.json  decision.json  challenger.json  promotion.json
+    batches/<key>/batch.parquet  ingest.json  quality.json  drift.json  drift.html
+                  scored.parquet  performance.json  decision.json  retrain.json
+                  challenger.json  promotion.json
 
 Every JSON file is written to a temporary name and renamed, so a crash never leaves one
 half-written.
@@ -170,6 +171,16 @@ class LoopStore:
             return False
         recorded = ingest.get("sha256")
         return recorded is None or recorded != file_sha256(path)
+
+    def unmonitored(self, files: dict[str, Path]) -> list[str]:
+        """The landed batches (`landed_batches`) not monitored yet, in name order: never
+        ingested, or delivered again with other bytes since. Any orchestrator asks this, so a
+        batch monitored by one is not monitored again by another."""
+        return [
+            k
+            for k in sorted(files)
+            if self.batch_json(k, "ingest") is None or self.redelivered(k, files[k])
+        ]
 
     def accepted_keys(self) -> list[str]:
         """Batches whose latest quality verdict passed. Quarantined ones are never listed."""

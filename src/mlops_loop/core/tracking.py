@@ -136,8 +136,11 @@ def tracked_run(
     run_key: str | None = None,
     tags: Mapping[str, str] | None = None,
     system_metrics: bool = False,
+    description: str | None = None,
 ) -> Iterator[Any]:
     """Open (or resume, for the same `run_key`) an MLflow run of the loop's experiment.
+
+    `description` becomes the run's description when the run is created.
 
     Steps of one orchestrator run share the `run_key` (e.g. the Dagster run id and partition),
     so they log into a single MLflow run that the UI shows as one row.
@@ -156,6 +159,8 @@ def tracked_run(
             )
             run_id = found[0].info.run_id if found else None
         all_tags = {**(tags or {}), **({TAG_RUN_KEY: run_key} if run_key else {})}
+        if description and run_id is None:
+            all_tags["mlflow.note.content"] = description
         # nested=True lets a step open its run even if the caller has one of its own active.
         if system_metrics:
             # CPU, memory, disk and network every second while the step runs (needs psutil).

@@ -19,7 +19,7 @@ from mlops_loop.core.steps import (
     scoring,
     training,
 )
-from mlops_loop.core.store import landed_batches
+from mlops_loop.core.store import LoopStore, landed_batches
 from mlops_loop.defs import metadata as md
 from mlops_loop.defs.context import step_context
 from mlops_loop.defs.partitions import batches
@@ -28,10 +28,30 @@ from mlops_loop.defs.resources import LoopResource
 MONITORING = "monitoring"
 MODELS = "models"
 # For runs launched by hand or by the automation daemon: a monitoring step follows its batch
-# only once the batch passed the quality gate (eager() alone ignores blocking checks).
-AFTER_GATE = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-)
+# only once the batch passed the quality gate (eager() alone ignores failed checks).
+AFTER_GATE = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_match(
+    dg.AutomationCondition.all_checks_match(
+        dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested()
+    ).with_label("all_checks_passed")
+).with_label("all_deps_checks_passed")
+
+
+def _quarantined(context: dg.AssetExecutionContext, loop: LoopResource) -> bool:
+    """True (and said in the run's log) when the quality gate quarantined this batch.
+
+    A quarantine is an outcome, not a failure: the step yields no output, so the steps after it
+    are skipped and the run still succeeds; the `quality_gate` check carries the verdict.
+    """
+    key = context.partition_key
+    verdict = LoopStore(loop.load().state_dir).batch_json(key, "quality")
+    if verdict is None or verdict.get("success"):
+        return False
+    context.log.info(
+        "Batch %s is quarantined by the quality gate: no %s for it (see the quality_gate check)",
+        key,
+        context.asset_key.to_user_string(),
+    )
+    return True
 
 
 def _batch_check(name: str, **kwargs: Any) -> dg.AssetCheckSpec:
@@ -80,9 +100,8 @@ def baseline_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
         _batch_check(
             "quality_gate",
             asset="monitored_batch",
-            blocking=True,
-            description="Great Expectations suite learnt from the "
-            "reference; a failed batch is quarantined.",
+            description="Great Expectations suite learnt from the reference; a failed batch "
+            "is quarantined: the run succeeds and the steps after the gate are skipped.",
         ),
         _batch_check(
             "quality_gate_stuck",
@@ -123,14 +142,17 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
 
 
 @dg.asset(
+    output_required=False,
     automation_condition=AFTER_GATE,
     group_name=MONITORING,
     partitions_def=batches,
     deps=[monitored_batch, reference_snapshot],
     kinds={"scipy"},
 )
-def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+def drift_report(context: dg.AssetExecutionContext, loop: LoopResource):
     """Per-feature and dataset-level drift of the batch against the reference."""
+    if _quarantined(context, loop):
+        return
     result = drift.evaluate_batch_drift(loop.load(), context.partition_key, step_context(context))
     meta = md.drift(result.report, result.html_path)
     if result.segments:
@@ -138,20 +160,23 @@ def drift_report(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
             result.segments,
             ["segment", "value", "rows", "share", "reference_share", "drift_share", "note"],
         )
-    return dg.MaterializeResult(metadata=meta)
+    yield dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(
+    output_required=False,
     automation_condition=AFTER_GATE,
     group_name=MONITORING,
     partitions_def=batches,
     deps=[monitored_batch, baseline_model],
     kinds={"mlflow"},
 )
-def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
+def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
     """The batch scored by the model `champion` points at when the run starts."""
+    if _quarantined(context, loop):
+        return
     info = scoring.score_batch(loop.load(), context.partition_key, step_context(context))
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "champion_version": info.champion_version,
             "rows": info.rows,
@@ -161,49 +186,63 @@ def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.Ma
 
 
 @dg.asset(
+    output_required=False,
     automation_condition=AFTER_GATE,
     group_name=MONITORING,
     partitions_def=batches,
     deps=[scored_batch],
 )
-def model_performance(
-    context: dg.AssetExecutionContext, loop: LoopResource
-) -> dg.MaterializeResult:
+def model_performance(context: dg.AssetExecutionContext, loop: LoopResource):
     """Realized performance of the champion on the batch's labelled rows, the performance
     estimated from its scores alone (before labels arrive), and both per segment."""
+    if _quarantined(context, loop):
+        return
     perf = performance.measure_performance(
         loop.load(), context.partition_key, step_context(context)
     )
-    meta = md.numbers(perf.metrics)
-    meta.update(
-        md.numbers(
-            {
-                "label_coverage": perf.label_coverage,
-                "baseline_metric": perf.baseline_metric,
-                "champion_version": perf.champion_version,
-            }
-        )
+    name = perf.metric_name
+    # Plotted: the primary metric first, then what tells whether to trust it; every other
+    # metric goes in the `metrics` table instead of a plot of its own.
+    meta = md.numbers(
+        {
+            name: perf.metrics.get(name),
+            f"estimated_{name}": perf.estimated_metrics.get(name),
+            "label_coverage": perf.label_coverage,
+            "baseline_metric": perf.baseline_metric,
+        }
     )
-    meta.update(md.numbers({f"estimated_{k}": v for k, v in perf.estimated_metrics.items()}))
     for out in perf.output_drift:
         meta.update(md.numbers({f"{out.role}_drift_effect": out.effect_size}))
+    meta.update(md.numbers({"champion_version": perf.champion_version}))
+    others = sorted((set(perf.metrics) | set(perf.estimated_metrics)) - {name})
+    meta["metrics"] = md.table(
+        [
+            {
+                "metric": m,
+                "realized": perf.metrics.get(m),
+                "estimated": perf.estimated_metrics.get(m),
+            }
+            for m in [name, *others]
+        ],
+        ["metric", "realized", "estimated"],
+    )
     if perf.output_drift:
         meta["output_drift"] = md.table(
             [o.to_dict() for o in perf.output_drift],
-            ["role", "name", "method", "effect_size", "threshold", "p_value", "drifted", "error"],
+            ["role", "drifted", "effect_size", "threshold", "p_value", "method", "name", "error"],
         )
     if perf.estimate and perf.estimate.get("warning"):
         meta["estimate_warning"] = perf.estimate["warning"]
     if perf.segments:
-        name = perf.metric_name
         meta["segments"] = md.table(
             perf.segments,
             ["segment", "value", "rows", "share", "labelled", name, f"estimated_{name}"],
         )
-    return dg.MaterializeResult(metadata=meta)
+    yield dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(
+    output_required=False,
     automation_condition=AFTER_GATE,
     group_name=MODELS,
     partitions_def=batches,
@@ -220,6 +259,8 @@ def model_performance(
 )
 def retrain_decision(context: dg.AssetExecutionContext, loop: LoopResource):
     """Whether this batch calls for a challenger; the retrain sensor acts on it."""
+    if _quarantined(context, loop):
+        return
     config = loop.load()
     verdict = decision.decide_batch_retrain(config, context.partition_key)
     checked = alerts.check_alerts(config, context.partition_key, step_context(context))
@@ -266,11 +307,11 @@ def challenger_model(
     """A model trained on the accepted history when the retrain decision says so."""
     cfg = loop.load()
     key = context.partition_key
-    verdict = decision.decide_batch_retrain(cfg, key, force=config.force, record=False)
-    if not verdict.retrain:
+    done = training.retrain_batch(cfg, key, step_context(context), force=config.force)
+    verdict, info = done.decision, done.challenger
+    if info is None:
         context.log.info("No challenger for batch %s: %s", key, "; ".join(verdict.reasons))
         return
-    info = training.train_challenger(cfg, key, step_context(context))
     meta = {
         "version": info.version,
         "training_rows": info.training_rows,
@@ -289,25 +330,45 @@ def challenger_model(
     deps=[challenger_model],
     kinds={"mlflow"},
     pool="mlops_loop_promotion",
+    check_specs=[
+        _batch_check(
+            "promotion",
+            asset="champion_model",
+            description="Passes when the batch's challenger was promoted; warns when it was "
+            "rejected, or when rollback_job moved the champion back at this batch.",
+        )
+    ],
 )
 def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
-    """The promotion step: the challenger replaces the champion only on evidence."""
+    """The champion decided at a batch: the challenger replaces it only on evidence (outcome
+    `promoted` or `rejected`); rollback_job marks the latest batch `rolled_back`."""
     result = promotion.promote_challenger(loop.load(), context.partition_key, step_context(context))
     evidence = result.decision
+    outcome = "promoted" if result.promoted else "rejected"
+    headline = f"v{result.challenger_version} {outcome}; champion v{result.champion_version_after}"
+    comparison = sorted(result.comparison, key=lambda r: r.get("metric") != evidence.metric)
     return dg.MaterializeResult(
         metadata={
+            "outcome": outcome,
             "promoted": result.promoted,
             "challenger_version": result.challenger_version,
             "champion_version": result.champion_version_after,
-            "delta": evidence.delta if evidence.delta is not None else 0.0,
+            **md.numbers({"delta": evidence.delta if evidence.delta is not None else 0.0}),
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in evidence.reasons)),
-            "comparison": md.table(result.comparison, ["metric", "challenger", "champion"]),
+            "comparison": md.table(comparison, ["metric", "challenger", "champion"]),
             "guards_and_segments": md.table(
                 [*evidence.guards, *evidence.segments],
-                ["where", "metric", "challenger", "champion", "change", "tolerance", "ok"],
+                ["where", "metric", "ok", "change", "tolerance", "challenger", "champion"],
             ),
             "champion_history": dg.MetadataValue.md(result.history_table),
-        }
+        },
+        check_results=[
+            md.promotion_check(
+                outcome,
+                f"{headline}: " + "; ".join(evidence.reasons[:2]),
+                {"challenger_version": result.challenger_version},
+            )
+        ],
     )
 
 

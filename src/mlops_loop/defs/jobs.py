@@ -7,7 +7,8 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from mlops_loop.core.steps.relearn import relearn_suite
-from mlops_loop.core.steps.rollback import champion_history_table, rollback
+from mlops_loop.core.steps.rollback import champion_history_table, plan_rollback, rollback
+from mlops_loop.defs import metadata as md
 from mlops_loop.defs.assets import (
     baseline_model,
     challenger_model,
@@ -21,7 +22,7 @@ from mlops_loop.defs.assets import (
     scored_batch,
 )
 from mlops_loop.defs.context import step_context
-from mlops_loop.defs.partitions import batches
+from mlops_loop.defs.partitions import BATCHES, batches
 from mlops_loop.defs.resources import LoopResource
 
 bootstrap_job = dg.define_asset_job(
@@ -64,34 +65,109 @@ remeasure_job = dg.define_asset_job(
 )
 
 
+#: What the Launchpad shows in `reason` until it is replaced: a run launched with it is refused.
+REASON_PROMPT = "REPLACE ME: why the champion is rolled back (kept in the audit history)"
+
+
 class RollbackConfig(dg.Config):
     to: str = Field(
         default="previous",
         description="Model version to make champion, or "
         "'previous' for the champion before the current one.",
     )
-    reason: str = Field(description="Why the champion is rolled back (kept in the audit history).")
+    reason: str = Field(
+        default=REASON_PROMPT,
+        description="Why the champion is rolled back (kept in the audit history; required: "
+        "replace the prompt).",
+    )
     force: bool = Field(
         default=False,
         description="Also make champion a version that never was one (a rejected challenger); "
         "without it such a rollback is refused, naming why the version was rejected.",
     )
 
+    def refuse_without_reason(self) -> None:
+        """Refuse the Launchpad's prompt left as it is, or a blank reason (the default is not
+        validated by the config schema: the check runs when the run starts).
+
+        Raises:
+            dagster.Failure: naming the prompt to replace.
+        """
+        if not self.reason.strip() or self.reason.strip() == REASON_PROMPT:
+            raise dg.Failure(
+                description="reason: a rollback needs a reason (who asked and why); replace the "
+                f"Launchpad's prompt {REASON_PROMPT!r} with yours, got {self.reason!r}"
+            )
+
+
+def _latest_batch(context: dg.OpExecutionContext) -> str | None:
+    keys = context.instance.get_dynamic_partitions(BATCHES)
+    return max(keys) if keys else None
+
 
 @dg.op(description="Move the champion alias back and record who, when and why.")
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, loop: LoopResource):
+    config.refuse_without_reason()
     cfg = loop.load()
+    plan = plan_rollback(cfg, config.to)
+    context.log.info("Rollback of the champion: %s", plan.describe())
+    if plan.warning:
+        context.log.warning(plan.warning)
     change = rollback(cfg, config.to, config.reason, step_context(context), force=config.force)
+    # Columns named by version: the target's hold-out metrics first, then the champion's.
+    target, champion = f"v{plan.to_version} (target)", f"v{plan.from_version} (champion)"
     meta: dict[str, Any] = {
+        "outcome": "rolled_back",
+        "champion_version": change.to_version,
         "from_version": change.from_version if change.from_version is not None else -1,
         "to_version": change.to_version,
+        "requested": config.to,
+        "resolved": plan.describe(),
+        "warning": plan.warning or "none",
         "reason": change.reason,
         "triggered_by": change.triggered_by,
         "user": change.user,
         "at": change.at,
+        **md.numbers({plan.metric: plan.to_metric, f"replaced_{plan.metric}": plan.from_metric}),
+        "comparison": md.table(
+            [
+                {"metric": r["metric"], target: r["target"], champion: r["champion"], **r}
+                for r in plan.comparison
+            ],
+            ["metric", target, champion, "change"],
+        ),
         "champion_history": dg.MetadataValue.md(champion_history_table(cfg)),
     }
-    context.log_event(dg.AssetObservation(asset_key="champion_model", metadata=meta))
+    # The champion as of the latest batch is now the rolled-back one: its champion_model
+    # partition says so (outcome rolled_back), so the asset shows the champion that serves.
+    latest = _latest_batch(context)
+    if latest is not None:
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="champion_model",
+                partition=latest,
+                description=f"Rolled back to v{change.to_version}: {change.reason}",
+                metadata=meta,
+            )
+        )
+        check = md.promotion_check(
+            "rolled_back",
+            f"rolled back from v{change.from_version} to v{change.to_version}: {change.reason}",
+            {"to_version": change.to_version},
+        )
+        context.log_event(
+            dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # log_event takes check events too
+                asset_key=dg.AssetKey("champion_model"),
+                check_name=check.check_name or "promotion",
+                passed=bool(check.passed),
+                severity=check.severity,
+                description=check.description,
+                metadata=check.metadata,
+                partition=latest,
+            )
+        )
+    else:
+        context.log_event(dg.AssetObservation(asset_key="champion_model", metadata=meta))
     context.log.info(
         "Champion rolled back from v%s to v%s: %s",
         change.from_version,
@@ -103,8 +179,17 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lo
 
 @dg.job(
     description="Roll the champion back to a version or to the previous champion. "
-    "Launch it from the Launchpad with a reason.",
+    "Launch it from the Launchpad, replacing the reason's prompt with yours; the run's log "
+    "says what 'previous' resolves to and how it compares with the champion, and warns when "
+    "it is measurably worse on its hold-out.",
     executor_def=dg.in_process_executor,
+    config={
+        "ops": {
+            "rollback_champion": {
+                "config": {"to": "previous", "reason": REASON_PROMPT, "force": False}
+            }
+        }
+    },
 )
 def rollback_job():
     rollback_champion()

@@ -19,19 +19,31 @@ def _cell(value: Any) -> str:
 
 
 def table(records: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
+    """A table of `columns` in that order (the ones a reader needs first), cells as text."""
     schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
     rows = [dg.TableRecord({c: _cell(r.get(c)) for c in columns}) for r in records]
     return dg.MetadataValue.table(rows, schema=schema)
 
 
+#: Significant digits of a float shown in metadata: enough to compare, few enough to read.
+DIGITS = 4
+
+
+def rounded(value: float) -> float:
+    """`value` to `DIGITS` significant digits (0.23443205842783021 -> 0.2344)."""
+    return float(f"{value:.{DIGITS}g}")
+
+
 def numbers(values: dict[str, Any]) -> dict[str, Any]:
-    """Only finite numbers, as floats or ints, so the UI plots them."""
+    """Only finite numbers, as floats (rounded) or ints, so the UI plots them."""
     out: dict[str, Any] = {}
     for k, v in values.items():
         if isinstance(v, bool):
             out[k] = int(v)
-        elif isinstance(v, int | float) and v == v and abs(v) != float("inf"):
+        elif isinstance(v, int):
             out[k] = v
+        elif isinstance(v, float) and v == v and abs(v) != float("inf"):
+            out[k] = rounded(v)
     return out
 
 
@@ -65,11 +77,15 @@ def suite_notes(notes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def drift(report: DriftReport, html_path: str) -> dict[str, Any]:
-    rows = [f.to_dict() for f in report.features]
+    # Drifted features first, the largest effect first: what a reader looks for.
+    rows = sorted(
+        (f.to_dict() for f in report.features),
+        key=lambda r: (not r.get("drifted"), -(r.get("effect_size") or 0.0)),
+    )
     return {
         "dataset_drift": report.dataset_drift,
-        "drift_share": float(report.drift_share),
-        "max_effect": float(report.max_effect),
+        "drift_share": rounded(float(report.drift_share)),
+        "max_effect": rounded(float(report.max_effect)),
         "drifted_features": ", ".join(report.drifted_features) or "none",
         "rule": report.rule,
         "triggered_by": ", ".join(report.triggered_by) or "none",
@@ -80,7 +96,7 @@ def drift(report: DriftReport, html_path: str) -> dict[str, Any]:
             }
         ),
         "features": table(
-            rows, ["name", "role", "kind", "method", "effect_size", "p_value", "drifted", "error"]
+            rows, ["name", "drifted", "effect_size", "p_value", "method", "role", "error"]
         ),
         "report": dg.MetadataValue.path(html_path),
     }
@@ -152,4 +168,22 @@ def alerts_check(result: AlertsChecked, check_name: str = "alerts") -> dg.AssetC
                 [d.to_dict() for d in result.deliveries], ["notifier", "ok", "events", "error"]
             ),
         },
+    )
+
+
+#: What a promotion decision made of a batch's challenger: champion_model's `outcome`.
+OUTCOMES = ("promoted", "rejected", "rolled_back")
+
+
+def promotion_check(
+    outcome: str, description: str, metadata: dict[str, Any] | None = None
+) -> dg.AssetCheckResult:
+    """Passes when the challenger was promoted; warns when it was rejected or the champion
+    was rolled back, so the three read apart in the partitions' check status."""
+    return dg.AssetCheckResult(
+        check_name="promotion",
+        passed=outcome == "promoted",
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={"outcome": outcome, **(metadata or {})},
     )

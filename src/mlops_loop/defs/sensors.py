@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_loop.core.labels import pending_label_files
+from mlops_loop.core.steps.decision import pending_retrains
 from mlops_loop.core.store import LoopStore, file_stamp, landed_batches
 from mlops_loop.defs.jobs import REMEASURED, labels_job, monitor_job, retrain_job
 from mlops_loop.defs.partitions import BATCHES, batches
@@ -23,11 +24,14 @@ def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> d
         context.log.warning(problem)
     known = set(context.instance.get_dynamic_partitions(BATCHES))
     new = [k for k in sorted(files) if k not in known]
+    # The loop's store says what is monitored, whichever orchestrator monitored it: a batch
+    # that another one (Airflow) monitored gets its partition here, not a second run.
     store = LoopStore(config.state_dir)
+    todo = set(store.unmonitored(files))
     again = [k for k in sorted(files) if k in known and store.redelivered(k, files[k])]
     requests = [
         dg.RunRequest(partition_key=k, run_key=f"monitor:{k}:{file_stamp(files[k])}")
-        for k in [*new, *again]
+        for k in [*[k for k in new if k in todo], *again]
     ]
     return dg.SensorResult(
         run_requests=requests,
@@ -44,7 +48,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> d
     "(drift or a performance drop). A batch that failed the quality gate never gets a "
     "decision, so it never triggers one.",
 )
-def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def retrain_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.SensorResult:
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("retrain_decision"), after_storage_id=after),
@@ -58,11 +62,15 @@ def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         if mat is not None:
             latest[mat.partition] = record
     requests = []
+    # Pending in the loop's store: not answered since by a retrain of either orchestrator.
+    pending = set(pending_retrains(loop.load())) if latest else set()
     for record in latest.values():
         mat = record.asset_materialization
         if mat is None or not mat.metadata.get("retrain") or not mat.metadata["retrain"].value:
             continue
-        if _retrained_since(context.instance, mat.partition, record.storage_id):
+        if mat.partition not in pending or _retrained_since(
+            context.instance, mat.partition, record.storage_id
+        ):
             continue  # e.g. run by hand, or by an earlier process with its own cursor
         requests.append(
             dg.RunRequest(

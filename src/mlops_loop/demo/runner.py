@@ -338,11 +338,11 @@ def _episode_line(
     failed = [r for r in runs if not r.success]
     parts.append(f"({len(runs)} run(s){', ' + str(len(failed)) + ' failed' if failed else ''})")
     line = "  " + " | ".join(parts)
-    # A run stopped by the quality gate is expected; any other failure is shown in full.
+    # A quarantine ends its run successfully: any failed run is a real error, shown in full.
     for result in failed:
         for event in result.get_step_failure_events():
             error = event.event_specific_data.error
-            if error and "DagsterAssetCheckFailedError" not in (error.cls_name or ""):
+            if error:
                 line += f"\n    {event.step_key} failed: {error.to_string().strip()[:2000]}"
     return line
 
@@ -366,8 +366,14 @@ def format_summary(run: DemoRun, dagster_home: Path) -> str:
         + ", ".join(f"v{b.challenger_version} at {b.batch}" for b in promotions),
         f"  rejections        : {len(rejections)} "
         + ", ".join(f"v{b.challenger_version} at {b.batch}" for b in rejections),
-        f"  champion          : {status.model}@champion = v{status.champion} "
-        f"({status.metric_name} {status.champion_metric})",
+        f"  champion          : {status.model}@champion = "
+        + (
+            f"v{status.champion} ({status.metric_name} {status.champion_metric:.3f})"
+            if status.champion is not None and status.champion_metric is not None
+            else f"v{status.champion}"
+            if status.champion is not None
+            else "none"
+        ),
         f"  Dagster runs      : {run.dagster_runs} in {dagster_home}",
         f"  took              : {run.seconds} s",
         f"  monitoring plot   : {run.plot}",

@@ -130,9 +130,12 @@ class DriftReport:
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines)
 
-    def to_html(self) -> str:
-        """A self-contained HTML page: the verdict first, then one section per column."""
-        return _render_html(self)
+    def to_html(
+        self, batch: str | None = None, reference: str | None = None, at: str | None = None
+    ) -> str:
+        """A self-contained HTML page: what was compared and when, the verdict, then one
+        section per column. `batch` and `reference` name the two sides; `at` is the time."""
+        return _render_html(self, batch=batch, reference=reference, at=at)
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -150,7 +153,7 @@ color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.1em;margin:0 0 .3em}
 table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #e3e3e3;
 text-align:left}
-.yes{color:#b00020;font-weight:600}.no{color:#1b5e20}.err{color:#8a6d3b}
+.yes{color:#b00020;font-weight:600}.no{color:#1b5e20}.err{color:#8a6d3b}.na{color:#666}
 .verdict{font-size:1.2em;padding:.5em 1em;border-radius:4px;background:#f3f3f3}
 section{border-top:1px solid #ccc;padding:.8em 0}svg text{font:10px sans-serif;fill:#555}
 .measures{color:#555;font-size:.9em}
@@ -275,21 +278,50 @@ def _multivariate_html(mv: MultivariateDrift | None) -> str:
     )
 
 
-def _render_html(report: DriftReport) -> str:
+def _no_labels_yet(f: FeatureDrift) -> bool:
+    """A target column with no values in the current batch: its labels have not landed."""
+    error = f.error or ""
+    return f.role == "target" and "all values are null" in error and "in the current" in error
+
+
+def _render_html(
+    report: DriftReport,
+    batch: str | None = None,
+    reference: str | None = None,
+    at: str | None = None,
+) -> str:
     esc = html.escape
+    title = f"Drift report: {batch}" if batch else "Drift report"
+    compared = (
+        f"<p>Batch <b>{esc(batch or 'current')}</b> against the reference "
+        f"<b>{esc(reference or 'snapshot')}</b>"
+        + (f", computed {esc(at)}" if at else "")
+        + ". Histograms of numerical columns are drawn from each side's deciles (the mass "
+        "between two deciles spread evenly): their shape is approximate.</p>"
+    )
     verdict = "Dataset drift detected" if report.dataset_drift else "No dataset drift"
     if report.triggered_by:
         verdict += f" (fired by {' and '.join(report.triggered_by)})"
     rows, sections = [], []
     for i, f in enumerate(report.features):
-        state = ("err", "error") if f.error else (("yes", "drifted") if f.drifted else ("no", "ok"))
+        if _no_labels_yet(f):
+            state = ("na", "no labels yet")
+        elif f.error:
+            state = ("err", "error")
+        else:
+            state = ("yes", "drifted") if f.drifted else ("no", "ok")
         rows.append(
             f'<tr><td><a href="#c{i}">{esc(f.name)}</a></td><td>{f.role}</td>'
             f"<td>{f.kind}</td><td>{_fmt(f.effect_size)}</td><td>{_fmt(f.threshold)}</td>"
             f'<td>{_fmt(f.p_value, p=True)}</td><td class="{state[0]}">{state[1]}</td>'
             "</tr>"
         )
-        if f.error:
+        if _no_labels_yet(f):
+            body = (
+                '<p class="na">No labels yet: the target is compared once labels land '
+                "(the batch is measured again then).</p>"
+            )
+        elif f.error:
             body = f'<p class="err">Not evaluated: {esc(f.error)}</p>'
         else:
             numeric = f.kind in ("numerical", "datetime")  # datetimes: epoch seconds
@@ -313,8 +345,8 @@ def _render_html(report: DriftReport) -> str:
         )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>Drift report</title><style>{_CSS}</style></head><body>"
-        f"<h1>Drift report</h1>"
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{esc(title)}</h1>{compared}"
         f'<p class="verdict {"yes" if report.dataset_drift else "no"}">{verdict}</p>'
         f"<p>{esc(report.rule)}</p>"
         f"<table><tr><th>drift share</th><td>{report.drift_share:.1%}</td></tr>"

@@ -108,7 +108,7 @@ def check_alerts(config: LoopConfig, key: str, ctx: StepContext | None = None) -
             }
         )
         if result.events or new:
-            log_json(result.to_dict(), f"alerts/{key}.json")
+            log_json(result.to_dict(), "alerts/events.json")
     return result
 
 
@@ -162,5 +162,5 @@ def check_gate_stuck(config: LoopConfig, key: str, ctx: StepContext | None = Non
             }
         )
         if result.events or new:
-            log_json(result.to_dict(), f"alerts/quality_stuck_{key}.json")
+            log_json(result.to_dict(), "alerts/quality_stuck.json")
     return result

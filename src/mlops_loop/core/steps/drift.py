@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.config import LoopConfig
@@ -63,11 +65,17 @@ def evaluate_batch_drift(
     store.write_batch_json(key, "drift", report.to_dict())
     store.write_batch_json(key, "segment_drift", segments)
     html_path = store.batch_dir(key) / "drift.html"
-    html_path.write_text(report.to_html())
+    snapshot = store.snapshot_info() or {}
+    reference = Path(str(snapshot.get("source") or "reference")).name
+    if snapshot.get("digest"):
+        reference += f" (digest {str(snapshot['digest'])[:12]})"
+    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = report.to_html(batch=key, reference=reference, at=at)
+    html_path.write_text(page)
     with step_run(config, ctx, "drift", key):
-        log_json(report.to_dict(), f"drift/{key}.json")
+        log_json(report.to_dict(), "drift/report.json")
         if segments:
-            log_json(segments, f"drift/segments_{key}.json")
+            log_json(segments, "drift/segments.json")
             log_metrics(
                 {
                     f"segment.{r['segment']}.{r['value']}.drift_share": r["drift_share"]
@@ -75,7 +83,7 @@ def evaluate_batch_drift(
                     if r["drift_share"] is not None
                 }
             )
-        log_text(report.to_html(), f"drift/{key}.html")
+        log_text(page, "drift/report.html")
         log_params(config_params(config, "drift"))
         log_metrics(
             {

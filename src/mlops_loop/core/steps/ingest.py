@@ -13,7 +13,7 @@ from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import frame_digest, read_table
 from mlops_loop.core.errors import DataError, TruncatedFileError
 from mlops_loop.core.steps.result import StepResult
-from mlops_loop.core.store import LoopStore, file_sha256, file_stamp
+from mlops_loop.core.store import LoopStore, file_sha256, file_stamp, landed_batches
 
 #: Verdicts of a batch that no longer hold once a new copy of it lands.
 VERDICTS = ("quality", "drift", "performance", "decision")
@@ -112,6 +112,24 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
     )
     store.write_batch_json(key, "ingest", info.to_dict())
     return info
+
+
+def ingest_landed(config: LoopConfig, key: str) -> Ingested:
+    """Ingest batch `key` from the file that landed for it (`ingest_batch`).
+
+    Raises:
+        DataError: no landed file has that key, or the file cannot be read.
+    """
+    files, _ = landed_batches(config.sources.landing, config.sources.patterns)
+    if key not in files:
+        raise DataError(f"batch {key!r} is not in the landing folder {config.sources.landing}")
+    return ingest_batch(config, key, files[key])
+
+
+def unmonitored_batches(config: LoopConfig) -> tuple[list[str], list[str]]:
+    """(keys of the landed batches not monitored yet, problems with the landing folder)."""
+    files, problems = landed_batches(config.sources.landing, config.sources.patterns)
+    return LoopStore(config.state_dir).unmonitored(files), problems
 
 
 def _forget_verdicts(store: LoopStore, key: str) -> None:

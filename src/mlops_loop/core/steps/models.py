@@ -3,6 +3,7 @@ and the validation metrics kept on each registered version."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,15 @@ from mlops_loop.core.training import model_inputs, predict_scores
 def pip_requirements(config: LoopConfig) -> list[str]:
     """Pinned requirements of the logged model. Giving them explicitly spares MLflow its
     requirement inference, which reloads the model in a subprocess (~5 s per model here)."""
+    return list(_pins(config.model.estimator.split(".")[0]))
+
+
+@functools.cache
+def _pins(top: str) -> tuple[str, ...]:
+    # Scanning the installed distributions takes seconds; they do not change in a process.
     from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
     dists = {"scikit-learn", "cloudpickle", "pandas", "numpy", "scipy"}
-    top = config.model.estimator.split(".")[0]
     dists.update(packages_distributions().get(top, []))
     pins = []
     for dist in sorted(dists):
@@ -32,11 +38,25 @@ def pip_requirements(config: LoopConfig) -> list[str]:
             pins.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:
             continue
-    return pins
+    return tuple(pins)
 
 
 def log_and_register(config: LoopConfig, model: Any, example: pd.DataFrame) -> int:
     """Log `model` to the active MLflow run and register it; the new version's number."""
+    return int(_log_model(config, model, example, register=True).registered_model_version)
+
+
+def log_validation_model(config: LoopConfig, model: Any, example: pd.DataFrame) -> str:
+    """Log, unregistered, the fit that was validated on the held-out rows before the version
+    was refit on them too; its model URI."""
+    return str(
+        _log_model(config, model, example, register=False, name="validation_model").model_uri
+    )
+
+
+def _log_model(
+    config: LoopConfig, model: Any, example: pd.DataFrame, register: bool, name: str = "model"
+) -> Any:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
@@ -44,16 +64,15 @@ def log_and_register(config: LoopConfig, model: Any, example: pd.DataFrame) -> i
     signature = infer_signature(inputs, predict_scores(model, example, config.columns))
     # cloudpickle, not skops: skops refuses to reload HistGradientBoosting trees and any custom
     # transformer a user's pipeline may hold. Models are only ever loaded from our own registry.
-    info = mlflow.sklearn.log_model(
+    return mlflow.sklearn.log_model(
         model,
-        name="model",
+        name=name,
         input_example=inputs.head(5),
         signature=signature,
         serialization_format="cloudpickle",
         pip_requirements=pip_requirements(config),
-        registered_model_name=config.mlflow.registered_model,
+        registered_model_name=config.mlflow.registered_model if register else None,
     )
-    return int(info.registered_model_version)
 
 
 def estimator_path(store: LoopStore, version: int) -> Path:
@@ -75,6 +94,35 @@ def save_estimator(store: LoopStore, version: int, scores: np.ndarray, y: np.nda
     payload = estimator.to_dict()
     store.write_json(estimator_path(store, version), payload)
     log_json(payload, "estimator/confidence.json")
+
+
+def importance_path(store: LoopStore, version: int) -> Path:
+    return store.root / "estimators" / f"version_{version}_importance.json"
+
+
+def save_importance(
+    config: LoopConfig, store: LoopStore, version: int, model: Any, holdout: pd.DataFrame
+) -> dict[str, float] | None:
+    """Each feature's share of the version's importance on its held-out rows, kept with its
+    estimator (and logged to the active run) for the retrain decision to weigh drift by."""
+    from mlops_loop.core.importance import permutation_importance
+
+    shares = permutation_importance(
+        model,
+        holdout,
+        config.columns,
+        config.promotion.metric,
+        seed=config.training.random_state,
+    )
+    if shares is not None:
+        store.write_json(importance_path(store, version), shares)
+        log_json(shares, "estimator/importance.json")
+    return shares
+
+
+def importance(store: LoopStore, version: int | None) -> dict[str, float] | None:
+    """The importance shares saved for a version (None: not known)."""
+    return None if version is None else store.read_json(importance_path(store, version))
 
 
 def estimate(store: LoopStore, version: int | None, scores: np.ndarray) -> dict[str, Any] | None:

@@ -119,7 +119,7 @@ def measure_performance(
             }
         )
         if segments:
-            log_json(segments, f"performance/segments_{key}.json")
+            log_json(segments, "performance/segments.json")
             log_metrics(
                 {
                     f"segment.{r['segment']}.{r['value']}.{name}": r[name]

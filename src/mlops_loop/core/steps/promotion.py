@@ -18,7 +18,7 @@ from mlops_loop.core.plots import paired_bars_svg
 from mlops_loop.core.policy import PromotionDecision, decide_promotion
 from mlops_loop.core.registry import AliasChange, MlflowRegistry
 from mlops_loop.core.steps.result import StepResult
-from mlops_loop.core.steps.run import StepContext, step_run
+from mlops_loop.core.steps.run import StepContext, describe_active_run, run_name, step_run
 from mlops_loop.core.steps.training import Challenger, split_holdout
 from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import config_params, log_json, log_metrics, log_params, log_text
@@ -61,13 +61,17 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
         config,
     )
     y = labels(holdout, config.columns)
-    chal_scores = predict_scores(registry.load(version), holdout, config.columns)
+    # The fit that never saw these rows: with `training.refit` the version itself has.
+    evaluated = registry.load(challenger.validation_model_uri or version)
+    chal_scores = predict_scores(evaluated, holdout, config.columns)
     champ_scores = (
         predict_scores(registry.load(champion), holdout, config.columns)
         if champion is not None
         else None
     )
     segments = {c: holdout[c].to_numpy() for c in config.columns.segments if c in holdout}
+    # The retrain decision of this batch: did its labels already show the champion failing?
+    triggers = (store.batch_json(key, "decision") or {}).get("triggers") or []
     decision = decide_promotion(
         y,
         chal_scores,
@@ -75,6 +79,7 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
         config.promotion,
         seed=config.training.random_state,
         segments=segments,
+        champion_failing="performance" in triggers,
     )
     table = _comparison_table(config, y, chal_scores, champ_scores)
     with step_run(config, ctx, "promotion", key):
@@ -85,10 +90,10 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
                 "champion_version": champion,
                 "comparison": table,
             },
-            f"promotion/{key}.json",
+            "promotion/decision.json",
         )
-        log_text(_comparison_html(decision, version, champion, table), f"promotion/{key}.html")
-        log_text(_comparison_svg(version, champion, table), f"promotion/{key}.svg")
+        log_text(_comparison_html(decision, version, champion, table), "promotion/comparison.html")
+        log_text(_comparison_svg(version, champion, table), "promotion/comparison.svg")
         log_metrics({f"challenger_{r['metric']}": r["challenger"] for r in table})
         log_metrics(
             {f"champion_{r['metric']}": r["champion"] for r in table if r["champion"] is not None}
@@ -96,7 +101,7 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
         log_metrics({"promoted": int(decision.promote), "challenger_version": version})
         log_json(
             [*decision.guards, *decision.segments],
-            f"promotion/{key}.guards_and_segments.json",
+            "promotion/guards_and_segments.json",
         )
         log_params(config_params(config, "promotion"))
     change: AliasChange | None = None
@@ -107,10 +112,9 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
             reason="; ".join(decision.reasons),
             triggered_by=ctx.triggered_by,
             metrics={r["metric"]: r["challenger"] for r in table},
+            user=ctx.user,
         )
         registry.tag_version(version, {"mlops_loop.decision": "promoted"})
-        with step_run(config, ctx, "promotion", key):
-            log_history(registry)
     else:
         registry.tag_version(
             version,
@@ -118,6 +122,16 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
                 "mlops_loop.decision": "rejected",
                 "mlops_loop.rejected_reason": "; ".join(decision.reasons)[:4000],
             },
+        )
+    verb = "promote" if decision.promote else "reject"
+    with step_run(config, ctx, "promotion", key):
+        if decision.promote:
+            log_history(registry)
+        describe_active_run(
+            config,
+            f"**Challenger v{version} {verb}ed** against champion "
+            f"{'none' if champion is None else f'v{champion}'}: " + "; ".join(decision.reasons),
+            name=f"{run_name(ctx, 'promotion', key)}, {verb} v{version}",
         )
     result = Promotion(
         promoted=decision.promote,

@@ -69,11 +69,11 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
         result = validate_batch(None, batch, config=config, suite=suite)
     rows = int(result.statistics["rows"])
     with step_run(config, ctx, "quality", key):
-        log_json(result.to_dict(), f"quality/{key}.json")
-        log_text(result.to_html(), f"quality/{key}.html")
+        log_json(result.to_dict(), "quality/result.json")
+        log_text(result.to_html(), "quality/report.html")
         docs = result.data_docs_html()
         if docs:
-            log_text(docs, f"quality/data_docs/{key}.html")
+            log_text(docs, "quality/data_docs.html")
         log_params({"loop": config.name, "batch.rows": rows, **config_params(config, "quality")})
         log_metrics(
             {

@@ -12,15 +12,17 @@ from mlops_loop.core.registry import AliasChange, MlflowRegistry
 from mlops_loop.core.steps.models import (
     log_and_register,
     log_split,
+    log_validation_model,
     metric_tags,
     save_estimator,
+    save_importance,
 )
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.steps.training import split_holdout
 from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import config_params, log_dataset, log_json, log_metrics, log_params
-from mlops_loop.core.training import labels, predict_scores, train_model
+from mlops_loop.core.training import labelled_rows, labels, predict_scores, train_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,9 +146,24 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> Champ
         )
         log_metrics(metrics, prefix="baseline_")
         log_params({"loop": config.name, **config_params(config, "model", "training")})
-        version = log_and_register(config, model, train)
+        served, lineage = model, {}
+        if config.training.refit:
+            # Validated on the held-out rows by the fit above, the model that serves learns
+            # from the whole reference; the version records both.
+            served = train_model(reference, config.model, config.columns)
+            rows = len(labelled_rows(reference, config.columns))
+            log_params({"refit.rows": rows})
+            lineage = {
+                "mlops_loop.refit": f"fit on all {rows} labelled rows of the reference; metrics, "
+                "calibration and importance of the fit without its held-out rows",
+                "mlops_loop.validated_by": log_validation_model(config, model, train),
+            }
+        version = log_and_register(config, served, train)
         save_estimator(store, version, s_hold, y_hold)
-    registry.tag_version(version, {**metric_tags(metrics), "mlops_loop.trained_on": "reference"})
+        save_importance(config, store, version, model, holdout)
+    registry.tag_version(
+        version, {**metric_tags(metrics), "mlops_loop.trained_on": "reference", **lineage}
+    )
     change = registry.promote(
         version,
         expected_champion=None,
@@ -154,5 +171,6 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> Champ
         reason="first model, trained on the reference snapshot",
         triggered_by=ctx.triggered_by,
         metrics=metrics,
+        user=ctx.user,
     )
     return ChampionCheck(champion=version, trained=True, metrics=metrics, change=change)

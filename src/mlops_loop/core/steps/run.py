@@ -22,11 +22,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StepContext:
-    """Who runs a step: an id that groups the steps of one run into one MLflow run, and tags."""
+    """Who runs a step: an id that groups the steps of one run into one MLflow run, tags, and
+    the user who started it."""
 
     run_key: str | None = None
     triggered_by: str = "manual"
     tags: dict[str, str] = field(default_factory=dict)
+    job: str | None = None  # the orchestrator's job, named in the MLflow run's name
+    #: The orchestrator's user who started the run (recorded with a champion change); None:
+    #: the login name of the process.
+    user: str | None = None
 
     def run_tags(self, step: str, partition: str | None = None) -> dict[str, str]:
         tags = {**self.tags, TAG_STEP: step}
@@ -44,15 +49,66 @@ def step_run(
 ) -> Any:
     """The MLflow run a step logs into: one per orchestrator run and partition when the step
     knows its run (`ctx.run_key`), else one per step."""
-    name = f"{partition or 'loop'}:{step}" if ctx.run_key is None else f"{partition or 'loop'}"
     key = None if ctx.run_key is None else f"{ctx.run_key}:{partition or '-'}"
     return _tracked_run(
         config,
-        run_name=name,
+        run_name=run_name(ctx, step, partition),
         run_key=key,
         tags=ctx.run_tags(step, partition),
         system_metrics=system_metrics,
+        description=run_description(ctx, step, partition),
     )
+
+
+#: What a job (or a step run outside one) does, in the words of its MLflow run's name.
+_VERBS = {
+    "monitor_job": "monitor",
+    "retrain_job": "retrain",
+    "remeasure_job": "remeasure",
+    "bootstrap_job": "bootstrap",
+    "labels_job": "read labels",
+    "rollback_job": "rollback",
+    "relearn_suite_job": "relearn suite",
+}
+_PURPOSE = {
+    "monitor": "Quality gate, drift, scoring, performance and the retrain decision",
+    "retrain": "A challenger trained and compared with the champion on the same hold-out",
+    "remeasure": "Realized performance measured again with the labels known now",
+    "bootstrap": "The reference snapshot, its quality suite and the first champion",
+    "read labels": "Late labels joined to their batches",
+    "rollback": "The champion alias moved back, with who, when and why",
+    "relearn suite": "The quality suite relearnt; the old one kept",
+}
+
+
+def run_name(ctx: StepContext, step: str, partition: str | None = None) -> str:
+    """A name a person reads in the MLflow runs list: `monitor batch_004`, `rollback`."""
+    verb = _VERBS.get(ctx.job or "", step)
+    return f"{verb} {partition}" if partition else verb
+
+
+def run_description(ctx: StepContext, step: str, partition: str | None = None) -> str:
+    """The MLflow run's description (markdown): what the run does, for which batch, by whom."""
+    verb = _VERBS.get(ctx.job or "", step)
+    purpose = _PURPOSE.get(verb, f"The {step} step")
+    where = f" for batch `{partition}`" if partition else ""
+    return f"{purpose}{where}.\n\nTriggered by {ctx.triggered_by}."
+
+
+def describe_active_run(config: LoopConfig, line: str, name: str | None = None) -> None:
+    """Append a line (the outcome) to the description of the MLflow run being logged, and
+    rename it when `name` is given (`retrain batch_005, promote v3`)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return
+    client = mlflow.MlflowClient(tracking_uri=config.tracking_uri)
+    tags = client.get_run(run.info.run_id).data.tags
+    note = tags.get("mlflow.note.content", "")
+    client.set_tag(run.info.run_id, "mlflow.note.content", f"{note}\n\n{line}" if note else line)
+    if name:
+        client.set_tag(run.info.run_id, "mlflow.runName", name)
 
 
 def record_failure(

@@ -107,5 +107,5 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
         store.write_batch_json(key, "scored", info.to_dict())
         log_metrics({"champion_version": version, "scored_rows": rows})
         log_metrics(flat_metrics(figures, usage))
-        log_json(info.operations, f"operations/{key}.json")
+        log_json(info.operations, "operations/scoring.json")
     return info

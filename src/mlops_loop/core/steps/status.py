@@ -9,8 +9,7 @@ from typing import Any
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import LoopStateError
-from mlops_loop.core.registry import METRIC_TAG, MlflowRegistry
-from mlops_loop.core.steps.models import version_metric
+from mlops_loop.core.registry import CHALLENGER, CHAMPION, METRIC_TAG, MlflowRegistry
 from mlops_loop.core.steps.performance import Performance
 from mlops_loop.core.steps.relearn import relearn_history
 from mlops_loop.core.steps.result import StepResult
@@ -139,14 +138,24 @@ def require_loop_state(config: LoopConfig) -> None:
     require_tracking_store(config)
 
 
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "None", "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def loop_status(config: LoopConfig) -> LoopStatus:
     """What the loop knows now: champion, challenger, history, and every batch's verdicts."""
     store = LoopStore(config.state_dir)
     registry = MlflowRegistry.from_config(config)
-    champion, challenger = registry.champion(), registry.challenger()
+    # One read of the registered model, one per aliased version: each is a round-trip.
+    aliases, history = registry.aliases_and_history()
+    champion, challenger = aliases.get(CHAMPION), aliases.get(CHALLENGER)
     relearns = relearn_history(config)
     champion_tags = registry.version(champion).tags or {} if champion is not None else {}
     challenger_tags = registry.version(challenger).tags or {} if challenger is not None else {}
+    metric_tag = f"{METRIC_TAG}{config.promotion.metric}"
     return LoopStatus(
         model=config.mlflow.registered_model,
         tracking_uri=redact_uri(config.tracking_uri),
@@ -159,10 +168,10 @@ def loop_status(config: LoopConfig) -> LoopStatus:
         },
         challenger=challenger,
         challenger_decision=challenger_tags.get("mlops_loop.decision"),
-        challenger_metric=version_metric(registry, challenger, config.promotion.metric),
-        champion_metric=version_metric(registry, champion, config.promotion.metric),
+        challenger_metric=_float(challenger_tags.get(metric_tag)),
+        champion_metric=_float(champion_tags.get(metric_tag)),
         metric_name=config.promotion.metric,
-        history=registry.history(),
+        history=history,
         batches=[batch_status(config, key, store) for key in store.batch_keys()],
         quarantined=store.quarantined_keys(),
         suite_version=len(relearns) + 1,

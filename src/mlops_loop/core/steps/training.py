@@ -12,12 +12,16 @@ from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import DataError
 from mlops_loop.core.labels import attach_labels, now_utc
 from mlops_loop.core.performance import compute_metrics
+from mlops_loop.core.policy import RetrainDecision
 from mlops_loop.core.registry import MlflowRegistry
+from mlops_loop.core.steps.decision import answer_retrain, decide_batch_retrain
 from mlops_loop.core.steps.models import (
     log_and_register,
     log_split,
+    log_validation_model,
     metric_tags,
     save_estimator,
+    save_importance,
 )
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
@@ -38,6 +42,9 @@ class Challenger(StepResult):
     holdout_rows: int = 0
     labels_as_of: str | None = None  # the labels known when it was trained
     run_id: str | None = None
+    # With `training.refit` the version is fit on its held-out rows too; the fit validated on
+    # them (scored against the champion by the promotion) is logged unregistered, here.
+    validation_model_uri: str | None = None
 
 
 def split_holdout(frame: pd.DataFrame, config: LoopConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -65,7 +72,10 @@ def training_window(
         raise DataError(f"batch {key!r} has not passed the quality gate; it cannot be trained on")
     earlier = [k for k in store.accepted_keys() if k < key]
     if config.training.window == "recent":
-        earlier = earlier[-config.training.recent_batches :]
+        keep = config.training.recent_batches
+        earlier = earlier[len(earlier) - keep :] if keep else []
+        if config.training.same_regime and _failing(store, key):
+            earlier = [k for k in earlier if _failing(store, k)]
     parts: list[pd.DataFrame] = []
     names: list[str] = []
     if config.training.include_reference or config.training.window == "all":
@@ -91,6 +101,11 @@ def training_window(
         frame = _slide(frame, config)
         names = [n for n in names if n in set(frame["_part"])]
     return frame.drop(columns=["_part"]), names, holdout
+
+
+def _failing(store: LoopStore, key: str) -> bool:
+    """Whether the retrain decision of a batch saw the champion failing on its labels."""
+    return "performance" in ((store.batch_json(key, "decision") or {}).get("triggers") or [])
 
 
 def _slide(frame: pd.DataFrame, config: LoopConfig) -> pd.DataFrame:
@@ -139,8 +154,20 @@ def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = Non
             }
         )
         log_json({"parts": parts, "rows": len(train), "digest": digest}, "training/window.json")
-        version = log_and_register(config, model, train)
+        served, validation_uri, lineage = model, None, {}
+        if config.training.refit:
+            rows = pd.concat([train, holdout[list(train.columns)]], ignore_index=True)
+            served = train_model(rows, config.model, config.columns)
+            validation_uri = log_validation_model(config, model, train)
+            log_params({"refit.rows": len(rows)})
+            lineage = {
+                "mlops_loop.refit": f"fit on all {len(rows)} labelled rows, held-out rows "
+                "included; metrics, calibration and importance of the fit without them",
+                "mlops_loop.validated_by": validation_uri,
+            }
+        version = log_and_register(config, served, train)
         save_estimator(store, version, s_hold, y_hold)
+        save_importance(config, store, version, model, holdout)
         run_id = run.info.run_id
     registry.tag_version(
         version,
@@ -148,6 +175,7 @@ def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = Non
             **metric_tags(metrics),
             "mlops_loop.trained_on": ",".join(parts),
             "mlops_loop.partition": key,
+            **lineage,
         },
     )
     registry.set_challenger(version)
@@ -160,6 +188,30 @@ def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = Non
         holdout_rows=len(holdout),
         labels_as_of=as_of.isoformat(),
         run_id=run_id,
+        validation_model_uri=validation_uri,
     )
     store.write_batch_json(key, "challenger", info.to_dict())
     return info
+
+
+@dataclass(frozen=True)
+class Retrain(StepResult):
+    """What a retrain at a batch did: the decision it acted on, and the challenger if any."""
+
+    decision: RetrainDecision
+    challenger: Challenger | None = None
+
+
+def retrain_batch(
+    config: LoopConfig, key: str, ctx: StepContext | None = None, *, force: bool = False
+) -> Retrain:
+    """Train a challenger at batch `key` if its retrain decision (checked again now, without
+    overwriting it) says so, or if `force`; either way the decision is answered, so it is no
+    longer pending (`decision.pending_retrains`)."""
+    verdict = decide_batch_retrain(config, key, force=force, record=False)
+    if not verdict.retrain:
+        answer_retrain(config, key, "skipped")
+        return Retrain(decision=verdict)
+    challenger = train_challenger(config, key, ctx)
+    answer_retrain(config, key, "trained")
+    return Retrain(decision=verdict, challenger=challenger)
