@@ -45,9 +45,16 @@ import pandas as pd  # noqa: E402
 
 from mlops_loop.core.backtest import backtest  # noqa: E402
 from mlops_loop.core.config import LoopConfig, load_config  # noqa: E402
-from mlops_loop.core.performance import metric_value  # noqa: E402
+from mlops_loop.core.performance import metric_value, performance_drop  # noqa: E402
+from mlops_loop.core.tasks import LOWER_IS_BETTER  # noqa: E402
 from mlops_loop.core.training import labels, predict_scores, train_model  # noqa: E402
 from mlops_loop.demo.streams import KINDS, policy_stream, stream_loop  # noqa: E402
+from mlops_loop.demo.task_streams import (  # noqa: E402
+    TASK_KINDS,
+    demand_stream,
+    task_stream_loop,
+    triage_stream,
+)
 
 MODELS: dict[str, dict[str, Any]] = {
     "hgb": {
@@ -60,8 +67,6 @@ MODELS: dict[str, dict[str, Any]] = {
     },
 }
 RULES = ("never", "every", "drop")
-METRIC = "roc_auc"
-DROP = 0.05
 
 
 def loop_yaml(root: Path, model: str) -> Path:
@@ -69,9 +74,28 @@ def loop_yaml(root: Path, model: str) -> Path:
     return stream_loop(root, MODELS[model])
 
 
+#: The regression and three-class streams (`mlops_loop.demo.task_streams`), and the model
+#: families for them.
+TASK_MODELS: dict[str, dict[str, dict[str, Any]]] = {
+    "demand": {
+        "hgb": {
+            "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
+            "params": {"max_iter": 100, "random_state": 0},
+        },
+        "rf": {
+            "estimator": "sklearn.ensemble.RandomForestRegressor",
+            "params": {"n_estimators": 100, "min_samples_leaf": 3, "random_state": 0, "n_jobs": 1},
+        },
+    },
+    "triage": MODELS,
+}
+ALL_KINDS = (*KINDS, *TASK_KINDS)
+
+
 def _metric(config: LoopConfig, model: Any, frame: pd.DataFrame) -> float:
     y = labels(frame, config.columns)
-    return metric_value(METRIC, y, predict_scores(model, frame, config.columns))
+    scores = predict_scores(model, frame, config.columns)
+    return metric_value(config.promotion.metric, y, scores)
 
 
 def rules(
@@ -89,7 +113,8 @@ def rules(
         for frame in batches.values():
             value = _metric(config, model, frame)
             metrics.append(round(value, 6))
-            due = rule == "every" or (rule == "drop" and value < baseline - DROP)
+            dropped = performance_drop(config.promotion.metric, value, baseline)
+            due = rule == "every" or (rule == "drop" and dropped >= config.retrain.metric_drop)
             retrained.append(due)
             if due:
                 started = time.perf_counter()
@@ -108,14 +133,22 @@ def rules(
 
 def replay(kind: str, model: str, seed: int, batches: int, rows: int) -> list[dict[str, Any]]:
     """Every policy on one stream; one result per policy."""
-    reference, frames = policy_stream(kind, seed, batches=batches, rows=rows)
+    if kind in TASK_KINDS:
+        stream = demand_stream if kind == "demand" else triage_stream
+        reference, frames = stream(seed, batches=max(batches, 4), rows=rows)
+    else:
+        reference, frames = policy_stream(kind, seed, batches=batches, rows=rows)
     with tempfile.TemporaryDirectory(prefix="policy-streams-") as tmp:
         root = Path(tmp)
         reference.to_parquet(root / "reference.parquet", index=False)
         (root / "history").mkdir()
         for key, frame in frames.items():
             frame.to_parquet(root / "history" / f"{key}.parquet", index=False)
-        config = load_config(loop_yaml(root, model))
+        if kind in TASK_KINDS:
+            # No task in the YAML: the loop infers it from the target.
+            config = load_config(task_stream_loop(root, kind, TASK_MODELS[kind][model]))
+        else:
+            config = load_config(loop_yaml(root, model))
         started = time.perf_counter()
         result = backtest(config, root / "history", root / "reference.parquet")
         seconds = time.perf_counter() - started
@@ -139,6 +172,8 @@ def replay(kind: str, model: str, seed: int, batches: int, rows: int) -> list[di
                 "model": model,
                 "seed": seed,
                 "policy": policy,
+                "task": config.task,
+                "metric": config.promotion.metric,
                 "mean_metric": round(float(np.mean(values)), 6),
                 **r,
             }
@@ -148,7 +183,8 @@ def replay(kind: str, model: str, seed: int, batches: int, rows: int) -> list[di
 
 def _marks(r: dict[str, Any]) -> str:
     return " ".join(
-        f"{m:.2f}{'R' if t else ''}{'P' if p and r['policy'] == 'loop' else ''}"
+        f"{'--' if m is None else format(m, '.2f')}{'R' if t else ''}"
+        f"{'P' if p and r['policy'] == 'loop' else ''}"
         for m, t, p in zip(r["metrics"], r["retrained"], r["promoted"], strict=True)
     )
 
@@ -162,8 +198,11 @@ def table(results: list[dict[str, Any]], tolerance: float) -> str:
         "goal met on seeds |",
         "|---|---|---|---|---|---|---|",
     ]
-    for kind in [k for k in KINDS if k in set(frame["kind"])]:
+    for kind in [k for k in ALL_KINDS if k in set(frame["kind"])]:
         part = frame[frame["kind"] == kind]
+        metric = str(part["metric"].iloc[0])
+        # Lower is better for an error: compare its negation.
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
         cells = []
         for policy in ("never", "every", "drop", "loop"):
             p = part[part["policy"] == policy]
@@ -172,20 +211,25 @@ def table(results: list[dict[str, Any]], tolerance: float) -> str:
         for seed in sorted(set(part["seed"])):
             s = part[part["seed"] == seed].groupby("policy")[["mean_metric", "retrains"]].sum()
             ok = (
-                s.loc["loop", "mean_metric"] >= s.loc["drop", "mean_metric"] - tolerance
+                sign * s.loc["loop", "mean_metric"]
+                >= sign * s.loc["drop", "mean_metric"] - tolerance
                 and s.loc["loop", "retrains"] <= s.loc["drop", "retrains"]
                 and (kind not in ("stationary", "covariate") or s.loc["loop", "retrains"] == 0)
             )
             met.append(f"{seed}{'' if ok else ' (no)'}")
         promotions = part[part["policy"] == "loop"]["promotions"].sum()
-        lines.append(f"| {kind} | {' | '.join(cells)} | {promotions} | {', '.join(met)} |")
+        task = str(part["task"].iloc[0])
+        name = kind if kind in KINDS else f"{kind} ({task}, {metric})"
+        lines.append(f"| {name} | {' | '.join(cells)} | {promotions} | {', '.join(met)} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated stream seeds")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"some of {list(KINDS)}")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"some of {list(ALL_KINDS)} (binary by default)"
+    )
     parser.add_argument("--models", default=",".join(MODELS), help=f"some of {list(MODELS)}")
     parser.add_argument("--batches", type=int, default=8, help="batches per stream")
     parser.add_argument("--rows", type=int, default=1000, help="rows per batch")
@@ -198,7 +242,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write every result here")
     args = parser.parse_args()
     kinds, models = args.kinds.split(","), args.models.split(",")
-    for given, known in ((kinds, KINDS), (models, MODELS)):
+    for given, known in ((kinds, ALL_KINDS), (models, MODELS)):
         unknown = sorted(set(given) - set(known))
         if unknown:
             parser.error(f"unknown {unknown}; expected some of {sorted(known)}")
@@ -214,7 +258,7 @@ def main() -> int:
                 for r in replay(kind, model, seed, args.batches, args.rows):
                     results.append(r)
                     print(
-                        f"seed {seed} {kind:10} {model:3} {r['policy']:5} mean AUC "
+                        f"seed {seed} {kind:10} {model:3} {r['policy']:5} mean {r['metric']} "
                         f"{r['mean_metric']:.3f} retrains {r['retrains']} | {_marks(r)}",
                         flush=True,
                     )

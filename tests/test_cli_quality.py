@@ -64,7 +64,7 @@ def test_relearn_revalidate_and_status_from_the_command_line(stuck_loop):
 
     check_gate_stuck(config, "batch_103")
     stuck = run("status", "--config", str(path))
-    assert "batch_103: quality QUARANTINED ['out_of_range:income']" in stuck.stdout
+    assert "batch_103: QUARANTINED (out_of_range:income)" in stuck.stdout
     assert "alerts quality_gate_stuck" in stuck.stdout
     suite_before = store.read_json(store.snapshot_dir / "suite.json")
 

@@ -111,7 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status.to_dict(), indent=2, default=str))
         return 0
     name = status.metric_name
-    print(f"model {status.model}  (tracking {status.tracking_uri})")
+    print(f"model {status.model}  ({status.task}; tracking {status.tracking_uri})")
     if status.champion is None:
         print("  champion   : none yet (run bootstrap_job)")
     else:

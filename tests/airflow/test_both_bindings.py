@@ -34,29 +34,29 @@ def test_dagster_and_airflow_take_turns_on_one_loop(tmp_path, demo_frames, monke
         dagster.instance.add_dynamic_partitions("batches", ["batch_001"])
         assert run_job(dagster.defs, dagster.instance, "monitor_job", "batch_001").success
 
-        # A drifted batch lands; Airflow monitors it, and only it.
-        landed = config.sources.landing / "batch_004.parquet"
-        batches["batch_004"].to_parquet(landed, index=False)
+        # The concept change lands; Airflow monitors it, and only it.
+        landed = config.sources.landing / "batch_005.parquet"
+        batches["batch_005"].to_parquet(landed, index=False)
         monitor = airflow.run("monitor")
         assert str(monitor.state) == "success"
-        assert {k for (_, k) in labelled(monitor)} == {"batch_004"}
+        assert {k for (_, k) in labelled(monitor)} == {"batch_005"}
         [event] = [
             e
             for e in asset_events("churn_demo_retrain_decision")
             if e.source_run_id == monitor.run_id
         ]
-        assert event.extra["keys"] == ["batch_004"] == pending_retrains(config)
+        assert event.extra["keys"] == ["batch_005"] == pending_retrains(config)
 
         # Dagster's sensor registers the batch Airflow monitored, without a second run.
         second = tick(dagster.defs, dagster.instance, "landing_sensor")
         assert second.run_requests == []
-        assert list(second.dynamic_partitions_requests[0].partition_keys) == ["batch_004"]
-        dagster.instance.add_dynamic_partitions("batches", ["batch_004"])
+        assert list(second.dynamic_partitions_requests[0].partition_keys) == ["batch_005"]
+        dagster.instance.add_dynamic_partitions("batches", ["batch_005"])
 
         # Dagster retrains on the decision Airflow made; then Airflow has nothing to retrain.
-        retrain = run_job(dagster.defs, dagster.instance, "retrain_job", "batch_004")
+        retrain = run_job(dagster.defs, dagster.instance, "retrain_job", "batch_005")
         assert retrain.success
-        assert store.batch_json("batch_004", "retrain")["outcome"] == "trained"
+        assert store.batch_json("batch_005", "retrain")["outcome"] == "trained"
         assert pending_retrains(config) == []
         nothing = airflow.run("retrain")
         assert str(nothing.state) == "success" and labelled(nothing) == {}
@@ -76,12 +76,12 @@ def test_dagster_and_airflow_take_turns_on_one_loop(tmp_path, demo_frames, monke
             )
             for r in runs
         }
-        assert {("batch_001", "dagster"), ("batch_004", "airflow"), ("batch_004", "dagster")} <= by
+        assert {("batch_001", "dagster"), ("batch_005", "airflow"), ("batch_005", "dagster")} <= by
 
         # The CLI's status shows the one loop.
         assert main(["status", "--config", str(dagster.config_path), "--format", "json"]) == 0
         shown = json.loads(capsys.readouterr().out)
-        assert [b["batch"] for b in shown["batches"]] == ["batch_001", "batch_004"]
+        assert [b["batch"] for b in shown["batches"]] == ["batch_001", "batch_005"]
         assert [b["retrain"] for b in shown["batches"]] == [False, True]
         registry = MlflowRegistry.from_config(config)
         assert shown["champion"] == registry.champion()

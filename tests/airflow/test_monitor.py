@@ -75,14 +75,18 @@ def test_monitor_emits_the_batches_whose_decision_says_retrain(airflow_loop):
     run = loop.runs["monitor"]
     store = LoopStore(loop.config.state_dir)
     assert store.batch_json("batch_001", "decision")["retrain"] is False
-    decision = store.batch_json("batch_004", "decision")
-    assert decision["retrain"] is True and "drift" in decision["triggers"]
+    # batch_004 drifts but its labels show the champion holding; batch_005's show it failing.
+    held = store.batch_json("batch_004", "decision")
+    assert held["retrain"] is False
+    assert held["reasons"][0].startswith("drift, no retrain: realized performance holds")
+    decision = store.batch_json("batch_005", "decision")
+    assert decision["retrain"] is True and "performance" in decision["triggers"]
     retrain = [k for k in store.accepted_keys() if store.batch_json(k, "decision")["retrain"]]
     [event] = [
         e for e in asset_events("churn_demo_retrain_decision") if e.source_run_id == run.run_id
     ]
     assert event.extra["keys"] == retrain
-    assert "batch_004" in retrain and "batch_001" not in retrain
+    assert retrain == ["batch_005"]
     assert states(run)[("retrain_requested", -1)] == "success"
 
 

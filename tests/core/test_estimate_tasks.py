@@ -374,36 +374,32 @@ def test_regression_concept_drift_is_invisible_to_the_estimate(regression):
     assert real_after > after.upper  # only labels tell
 
 
-def test_loss_estimator_saves_atomically_and_loads(regression, tmp_path):
+def test_loss_estimator_splits_into_json_and_fitted_models(regression):
+    """What is not JSON (the fitted scikit-learn parts) is kept apart: the loop logs those to
+    MLflow and loads them through the registry; the rest survives a JSON round trip."""
+    import json
+
     model, estimator = regression
     frame, _ = draw_regression(np.random.default_rng(5), 300)
     pred = predict(model, frame)
-    path = tmp_path / "loss.joblib"
-    estimator.save(path)
-    estimator.save(path)  # overwrite in place
-    assert [p.name for p in tmp_path.iterdir()] == ["loss.joblib"]  # no temp file left
-    loaded = DirectLossEstimator.load(path)
+    data = json.loads(json.dumps(estimator.to_dict(), allow_nan=False))
+    parts = estimator.models()
+    assert set(parts) <= set(DirectLossEstimator.MODEL_PARTS)
+    loaded = DirectLossEstimator.from_dict(data, parts)
     assert estimate(loaded, frame, pred).to_dict() == estimate(estimator, frame, pred).to_dict()
 
 
-def test_loss_estimator_of_another_schema_or_kind_is_refused(regression, tmp_path):
-    import dataclasses
-
-    import joblib
-
+def test_loss_estimator_of_another_schema_or_without_its_models_is_refused(regression):
     estimator = regression[1]
-    old = tmp_path / "old.joblib"
-    dataclasses.replace(estimator, schema_version=2).save(old)
+    data, parts = estimator.to_dict(), estimator.models()
     with pytest.raises(DataError, match="has schema_version 2, which is not supported"):
-        DirectLossEstimator.load(old)
-    joblib.dump({"model": 1}, tmp_path / "other.joblib")
-    with pytest.raises(DataError, match="does not hold a DirectLossEstimator"):
-        DirectLossEstimator.load(tmp_path / "other.joblib")
-    (tmp_path / "junk.joblib").write_bytes(b"not a pickle")
-    with pytest.raises(DataError, match="is not a readable loss estimator"):
-        DirectLossEstimator.load(tmp_path / "junk.joblib")
-    with pytest.raises(DataError, match="no loss estimator at"):
-        DirectLossEstimator.load(tmp_path / "absent.joblib")
+        DirectLossEstimator.from_dict({**data, "schema_version": 2}, parts)
+    with pytest.raises(DataError, match="lacks its fitted sq_model"):
+        DirectLossEstimator.from_dict(data, {k: v for k, v in parts.items() if k != "sq_model"})
+    with pytest.raises(DataError, match="field is missing or malformed"):
+        DirectLossEstimator.from_dict({k: v for k, v in data.items() if k != "ranges"}, parts)
+    with pytest.raises(DataError, match="is a mapping"):
+        DirectLossEstimator.from_dict([], parts)  # type: ignore[arg-type]
 
 
 def test_bad_regression_inputs_are_refused_by_column(regression):

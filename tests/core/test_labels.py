@@ -82,7 +82,8 @@ def test_a_bad_label_file_is_reported_and_read_again_only_once_it_changes(config
     result = ingest_labels(config)
     assert result.files == ["ok.csv"] and result.new_labels == 1
     [problem] = result.problems
-    assert "bad.csv" in problem and "'churned' must be 0/1" in problem and "'yes'" in problem
+    assert "bad.csv" in problem and "'yes'" in problem
+    assert "'churned' must hold one of the classes [0, 1]" in problem
     assert pending_label_files(config) == {}
 
     bad.write_text("customer_id,churned\na,1\n")

@@ -113,11 +113,10 @@ def test_dagster_runs_are_in_the_instance(demo):
         for e in (r.event.dagster_event.event_specific_data for r in history if r.event)
     }
     warn = dg.AssetCheckSeverity.WARN
-    assert verdicts == {
-        "batch_004": (False, warn),
-        "batch_005": (True, warn),
-        "batch_006": (True, warn),
-    }
+    # The concept change's challenger is promoted; the weekly schedule's, on a stable week of
+    # the new pattern, is rejected. The covariate drift of batch_004 trains nothing: its labels
+    # show the champion holding.
+    assert verdicts == {"batch_005": (True, warn), "batch_007": (False, warn)}
     assert {"bootstrap_job", "monitor_job", "retrain_job", "labels_job", "remeasure_job"} <= jobs
     # Labels land a week after their batch: every accepted batch was measured again.
     remeasured = [r for r in runs if r.tags.get("mlops_loop/trigger") == "late_labels"]
@@ -190,7 +189,7 @@ def test_second_demo_starts_over_and_succeeds(demo):
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "promotions        : 2" in out.stdout and "rejections        : 1" in out.stdout
+    assert "promotions        : 1" in out.stdout and "rejections        : 1" in out.stdout
     instance = DagsterInstance.from_config(str(root / "dagster_home"))
     assert instance.get_dynamic_partitions("batches") == [f"batch_00{i}" for i in range(1, 8)]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +10,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -18,6 +20,7 @@ from pydantic import (
 
 from mlops_loop.core.alerts import AlertsConfig
 from mlops_loop.core.errors import InvalidConfigError
+from mlops_loop.core.estimators import estimator_class, validate_estimator_params
 from mlops_loop.core.policy_config import (
     LOWER_IS_BETTER,
     METRICS,
@@ -27,6 +30,8 @@ from mlops_loop.core.policy_config import (
     TrainingPolicy,
 )
 from mlops_loop.core.quality_policy import CustomExpectation, QualityPolicy  # noqa: F401
+from mlops_loop.core.task_config import with_task
+from mlops_loop.core.tasks import Task
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -47,7 +52,22 @@ class ColumnsConfig(_Model):
 
     numerical: list[str] = Field(default_factory=list, description="Numerical feature columns.")
     categorical: list[str] = Field(default_factory=list, description="Categorical feature columns.")
-    target: str = Field(description="The label column (binary, 0/1).")
+    target: str = Field(
+        description="The label column: two labels (binary), three or more (multiclass) or a "
+        "quantity (regression); labels may be numbers, text or booleans."
+    )
+    task: Task | None = Field(
+        default=None,
+        description="binary, multiclass or regression; inferred from the reference's target "
+        "when absent (two labels: binary; text, booleans or up to 10 integers: multiclass; "
+        "floats with more than 10 distinct values: regression).",
+    )
+    classes: list[StrictBool | StrictInt | StrictFloat | str] | None = Field(
+        default=None,
+        description="A classifier's labels, in order; by default the reference's, sorted. For "
+        "a binary task the last one is the positive class. A batch label outside them is a "
+        "quality incident on the target.",
+    )
     prediction: str = Field(default="prediction", description="Column the scorer writes.")
     id: str | None = Field(default=None, description="Row identifier column.")
     timestamp: str | None = Field(default=None, description="Event time column.")
@@ -78,6 +98,23 @@ class ColumnsConfig(_Model):
     @property
     def features(self) -> list[str]:
         return [*self.numerical, *self.categorical]
+
+    @model_validator(mode="after")
+    def _classes_fit_the_task(self) -> ColumnsConfig:
+        if self.classes is None:
+            return self
+        if self.task == "regression":
+            raise ValueError("columns.classes is given but columns.task is regression")
+        if len(self.classes) < 2 or len(set(map(str, self.classes))) != len(self.classes):
+            raise ValueError(
+                f"columns.classes {self.classes} must hold at least two distinct labels"
+            )
+        if self.task == "binary" and len(self.classes) != 2:
+            raise ValueError(
+                f"columns.classes {self.classes} holds {len(self.classes)} labels but "
+                "columns.task is binary: expected two (the positive class last)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _roles_are_distinct(self) -> ColumnsConfig:
@@ -136,7 +173,9 @@ class ModelSpec(_Model):
 
     estimator: str = Field(
         default="sklearn.ensemble.HistGradientBoostingClassifier",
-        description="Import path of a scikit-learn classifier or pipeline factory.",
+        description="Import path of a scikit-learn classifier (binary, multiclass) or regressor "
+        "(regression), or a pipeline factory; by default HistGradientBoostingClassifier, or "
+        "HistGradientBoostingRegressor for a regression.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
     preprocess: bool = Field(
@@ -156,67 +195,6 @@ class ModelSpec(_Model):
         cls = estimator_class(self.estimator)
         validate_estimator_params(cls, self.estimator, self.params)
         return self
-
-
-def estimator_class(path: str) -> type:
-    """The scikit-learn estimator class an import path names, imported but never called.
-
-    Raises:
-        ValueError: the path is not dotted, its module cannot be imported, or it names
-            anything but a class deriving from `sklearn.base.BaseEstimator` with `fit`.
-    """
-    from sklearn.base import BaseEstimator
-
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"estimator {path!r} is not a dotted import path")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"estimator module {module_name!r} cannot be imported: {e}") from e
-    found = getattr(module, attr, None)
-    if found is None:
-        raise ValueError(f"estimator {path!r}: {module_name} has no callable {attr!r}")
-    if not (
-        isinstance(found, type)
-        and issubclass(found, BaseEstimator)
-        and callable(getattr(found, "fit", None))
-    ):
-        what = type(found).__name__ if not isinstance(found, type) else f"class {found!r}"
-        raise ValueError(
-            f"estimator {path!r} is a {what}, not a scikit-learn estimator: expected a class "
-            "deriving from sklearn.base.BaseEstimator with a fit method (e.g. "
-            "sklearn.ensemble.HistGradientBoostingClassifier)"
-        )
-    return found
-
-
-def validate_estimator_params(cls: type, path: str, params: dict[str, Any]) -> None:
-    """Check `params` with scikit-learn's own validation of `cls` (names, types, ranges).
-
-    Raises:
-        ValueError: naming `model.params.<name>`, the value and what the estimator expects.
-    """
-    import re
-
-    names = sorted(cls._get_param_names())  # type: ignore[attr-defined]
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        raise ValueError(
-            f"model.params.{unknown[0]}: {path} has no parameter {unknown[0]!r}; "
-            f"expected one of {names}"
-        )
-    try:
-        estimator = cls(**params)
-        check = getattr(estimator, "_validate_params", None)
-        if check is not None:
-            check()
-    except (TypeError, ValueError) as e:
-        named = re.search(r"The '(\w+)' parameter", str(e))
-        name = named.group(1) if named else None
-        where = f"model.params.{name}" if name in params else "model.params"
-        value = f" = {params[name]!r}" if name in params else f" {params}"
-        raise ValueError(f"{where}{value} is refused by {path}: {e}") from None
 
 
 class DriftPolicy(_Model):
@@ -372,6 +350,12 @@ class LoopConfig(_Model):
         return self
 
     @property
+    def task(self) -> Task:
+        """The loop's task; binary for a config built without a known task (before any task
+        but binary existed, every loop was one)."""
+        return self.columns.task or "binary"
+
+    @property
     def tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
 
@@ -433,7 +417,7 @@ def parse_config(
         raise InvalidConfigError(f"{source} is invalid:\n{_describe(e)}") from e
     config = config.resolve_paths(base or Path.cwd())
     _folders_apart(config, source)
-    return config
+    return with_task(config, source, check_estimator)
 
 
 def _folders_apart(config: LoopConfig, source: str) -> None:

@@ -21,6 +21,7 @@ from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import read_table
 from mlops_loop.core.errors import DataError
 from mlops_loop.core.store import LoopStore, file_stamp
+from mlops_loop.core.tasks import label_problems, stored_labels
 
 ARRIVED = "_label_arrived_at"
 SOURCE = "_label_file"
@@ -96,13 +97,11 @@ def _read_label_file(config: LoopConfig, path: Path) -> pd.DataFrame:
             f"label file {path.name} lacks column(s) {missing}; a label file needs the id "
             f"column {cols.id!r} and the target column {cols.target!r}, found {list(frame.columns)}"
         )
-    y = pd.to_numeric(frame[cols.target], errors="coerce")
-    bad = frame.loc[frame[cols.target].notna() & ~y.isin([0, 1]), cols.target]
-    if len(bad):
-        raise DataError(
-            f"label file {path.name}: target column {cols.target!r} must be 0/1; "
-            f"found {list(pd.unique(bad))[:5]}"
-        )
+    task, classes = config.task, cols.classes or ([0, 1] if config.task == "binary" else None)
+    problem = label_problems(frame[cols.target], task, classes, cols.target)
+    if problem:
+        raise DataError(f"label file {path.name}: {problem}")
+    y = stored_labels(frame[cols.target], task, classes)
     if frame[cols.id].isna().any():
         raise DataError(
             f"label file {path.name}: {int(frame[cols.id].isna().sum())} rows have no "
@@ -122,7 +121,7 @@ def _read_label_file(config: LoopConfig, path: Path) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             cols.id: frame[cols.id].astype(str),
-            cols.target: y.astype("float64"),
+            cols.target: y,
             ARRIVED: arrived.astype("datetime64[ns, UTC]"),
             SOURCE: path.name,
         }
@@ -219,12 +218,14 @@ def attach_labels(
         return frame
     late = frame[cols.id].astype(str).map(table.set_index(cols.id)[cols.target])
     out = frame.copy()
+    classes = cols.classes or ([0, 1] if config.task == "binary" else None)
     own = (
-        pd.to_numeric(out[cols.target], errors="coerce")
+        stored_labels(out[cols.target], config.task, classes)
         if cols.target in out.columns
         else pd.Series(float("nan"), index=out.index)
     )
-    out[cols.target] = own.where(own.notna(), late.astype("float64"))
+    late = stored_labels(late, config.task, classes)
+    out[cols.target] = own.where(own.notna(), late)
     return out
 
 

@@ -156,8 +156,12 @@ def score_parquet(
     chunk_rows: int = CHUNK_ROWS,
     call_rows: int = 10_000,
     single_rows: int = 50,
+    assign: Callable[[pd.DataFrame, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """Score a parquet batch a slice at a time, appending each scored slice to `out`.
+
+    The scores go to column `prediction`, or where `assign(frame, scores)` puts them (a
+    multiclass model's probability columns).
 
     `score` is called on `call_rows` rows at a time and timed, as `timed_scoring` does for a
     frame; the figures have the same keys, plus the seconds spent reading and writing.
@@ -185,7 +189,11 @@ def score_parquet(
                 scoring_s += chunk_ms[-1] / 1e3
             for i in (i for i in singles if lo <= i < lo + len(frame)):
                 _timed_call(score, frame.iloc[[i - lo]], single_ms)
-            frame[prediction] = np.concatenate(parts) if parts else np.empty(0)
+            scores = np.concatenate(parts) if parts else np.empty(0)
+            if assign is None:
+                frame[prediction] = scores
+            else:
+                assign(frame, scores)
             writer.write(frame)
             lo += len(frame)
             del frame, parts

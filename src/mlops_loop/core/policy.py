@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mlops_loop.core.config import PromotionPolicy, RetrainPolicy
-from mlops_loop.core.performance import improvement, metric_value
+from mlops_loop.core.performance import improvement, metric_value, performance_drop
+from mlops_loop.core.tasks import LOWER_IS_BETTER, REGRESSION_METRICS
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def decide_retrain(
             policy, metric_name, estimated_metric, baseline_metric, drifted_importance
         )
         realized = (
-            -improvement(metric_name, metric, baseline_metric)
+            performance_drop(metric_name, metric, baseline_metric)
             if judged and metric is not None and baseline_metric is not None
             else None
         )
@@ -97,7 +98,7 @@ def decide_retrain(
                 f"drift, no retrain: estimated performance holds (data drift in {names}; {held})"
             )
     if judged and metric is not None and baseline_metric is not None:
-        drop = -improvement(metric_name, metric, baseline_metric)
+        drop = performance_drop(metric_name, metric, baseline_metric)
         if drop >= policy.metric_drop:
             triggers.append("performance")
             reasons.append(
@@ -117,7 +118,7 @@ def decide_retrain(
         and baseline_metric is not None
         and "performance" not in triggers
     ):
-        drop = -improvement(metric_name, estimated_metric, baseline_metric)
+        drop = performance_drop(metric_name, estimated_metric, baseline_metric)
         if drop >= policy.metric_drop and judged:
             # The labels have judged this batch: what they show decides, not the estimate.
             reasons.append(
@@ -173,7 +174,7 @@ def _drift_is_harmless(
     """Why a drift puts the champion's performance at no risk; None when it may."""
     if estimated_metric is None or baseline_metric is None:
         return None
-    drop = -improvement(metric_name, estimated_metric, baseline_metric)
+    drop = performance_drop(metric_name, estimated_metric, baseline_metric)
     if drop >= policy.metric_drop:
         return None
     held = (
@@ -226,16 +227,83 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     n = len(y)
     deltas = []
-    for _ in range(rounds):
-        idx = rng.integers(0, n, n)
-        ya = y[idx]
-        if name == "roc_auc" and ya.min() == ya.max():
-            continue  # a resample of one class has no AUC; skip it rather than bias the bound
-        deltas.append(
-            improvement(name, metric_value(name, ya, a[idx]), metric_value(name, ya, b[idx]))
-        )
+    la, lb = row_losses(name, y, a), row_losses(name, y, b)
+    if la is not None and lb is not None:
+        # A metric that is a function of a mean of per-row losses (0-1, log, squared, absolute
+        # error): resample the paired losses, all rounds at once.
+        idx = rng.integers(0, n, (rounds, n))
+        ma, mb = la[idx].mean(axis=1), lb[idx].mean(axis=1)
+        if name == "rmse":
+            ma, mb = np.sqrt(ma), np.sqrt(mb)
+        deltas = list(mb - ma if name in LOWER_IS_BETTER else ma - mb)
+    else:
+        for _ in range(rounds):
+            idx = rng.integers(0, n, n)
+            ya = y[idx]
+            delta = improvement(
+                name, metric_value(name, ya, a[idx]), metric_value(name, ya, b[idx])
+            )
+            if not math.isnan(delta):  # e.g. a resample of one class has no AUC: skip it
+                deltas.append(delta)
+    if not deltas:
+        return math.nan, math.nan
     tail = (1 - confidence) / 2
     return float(np.quantile(deltas, tail)), float(np.quantile(deltas, 1 - tail))
+
+
+def row_losses(name: str, y: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    """Per-row values whose mean is metric `name` (its square root for rmse), oriented as the
+    metric is; None for a metric that is not such a mean (ROC AUC, F1, R², median error)."""
+    s = np.asarray(scores, dtype=float)
+    if name in ("rmse", "mae", "mape"):
+        error = s - np.asarray(y, dtype=float)
+        if name == "rmse":
+            return error**2
+        if name == "mae":
+            return np.abs(error)
+        return None  # rows with a zero target drop out of MAPE: not a plain mean
+    if s.ndim == 2:
+        k = np.asarray(y, dtype=int)
+        rows = np.arange(len(k))
+        if name == "accuracy":
+            return (np.argmax(s, axis=1) == k).astype(float)
+        if name == "log_loss":
+            return -np.log(np.clip(s[rows, k], 1e-15, 1.0))
+        if name == "brier":
+            onehot = np.zeros_like(s)
+            onehot[rows, k] = 1.0
+            return np.sum((s - onehot) ** 2, axis=1)
+        return None
+    if name in ("accuracy", "brier", "log_loss"):
+        yb = np.asarray(y, dtype=float)
+        p = np.clip(s, 1e-7, 1 - 1e-7)
+        if name == "accuracy":
+            return ((p >= 0.5) == (yb == 1)).astype(float)
+        if name == "brier":
+            return (p - yb) ** 2
+        return -(yb * np.log(p) + (1 - yb) * np.log(1 - p))
+    return None
+
+
+def no_skill_scores(name: str, y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, str]:
+    """What a model without skill answers on these rows, and how to say it: a constant score at
+    the base rate (binary), the class shares (multiclass), the rows' mean, or median for the
+    absolute errors (regression)."""
+    n = len(y)
+    s = np.asarray(scores)
+    if name in REGRESSION_METRICS:
+        if name in ("mae", "median_ae"):
+            level = float(np.median(y))
+            return np.full(n, level), f"a constant prediction at the median {level:.4g}"
+        level = float(np.mean(y))
+        return np.full(n, level), f"a constant prediction at the mean {level:.4g}"
+    if s.ndim == 2:
+        k = s.shape[1]
+        shares = np.bincount(np.asarray(y, dtype=int), minlength=k) / max(n, 1)
+        shown = ", ".join(f"{v:.2f}" for v in shares)
+        return np.tile(shares, (n, 1)), f"the class shares [{shown}] for every row"
+    base_rate = float(np.mean(y))
+    return np.full(n, base_rate), f"a constant score at the base rate {base_rate:.3f}"
 
 
 def _compare(
@@ -332,6 +400,9 @@ def decide_promotion(
         f"(improvement {delta:+.4f}, {policy.confidence:.0%} CI [{low:+.4f}, {high:+.4f}])"
     ]
     promote = True
+    if math.isnan(low):
+        promote = False
+        reasons.append(f"{name} is undefined on every bootstrap resample: nothing proves a gain")
     failing = policy.failing_champion if champion_failing else "better"
     if failing == "skill":
         reasons.append(
@@ -371,13 +442,13 @@ def decide_promotion(
                 f"{g['champion']:.4f} (tolerance {g['tolerance']})"
             )
     if policy.require_skill or failing == "skill":
-        base_rate = float(np.mean(y))
-        no_skill = metric_value(name, y, np.full(n, base_rate))
+        constant, what = no_skill_scores(name, y, challenger_scores)
+        no_skill = metric_value(name, y, constant)
         if not math.isnan(no_skill) and improvement(name, chal, no_skill) <= 0:
             promote = False
             reasons.append(
                 f"challenger {name} {chal:.4f} is no better than a model without skill "
-                f"({no_skill:.4f}: a constant score at the base rate {base_rate:.3f})"
+                f"({no_skill:.4f}: {what})"
             )
     checked = []
     for column, values in (segments or {}).items():

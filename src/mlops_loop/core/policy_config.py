@@ -6,10 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-METRICS = ("roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss")
-Metric = Literal["roc_auc", "accuracy", "f1", "recall", "precision", "brier", "log_loss"]
-#: Metrics where a smaller value is better.
-LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
+from mlops_loop.core.tasks import BINARY_METRICS, DEFAULT_GUARDS, LOWER_IS_BETTER
+
+#: The metrics of a binary classifier (`core.tasks.TASK_METRICS` has every task's).
+METRICS = BINARY_METRICS
+#: A metric's name; which fit a loop depends on its task, checked when the config loads.
+Metric = str
+__all__ = ["LOWER_IS_BETTER", "METRICS", "Metric"]
 
 
 class _Model(BaseModel):
@@ -41,7 +44,8 @@ class RetrainPolicy(_Model):
         default=0.05,
         ge=0,
         description="Retrain when the primary metric falls this much "
-        "below the champion's baseline.",
+        "below the champion's baseline; for a metric in the target's units (rmse, mae, "
+        "median_ae) a share of the baseline, 0.25 (25% worse) by default for them.",
     )
     metric_floor: float | None = Field(
         default=None,
@@ -132,13 +136,17 @@ class TrainingPolicy(_Model):
         return self
 
 
-_DEFAULT_GUARDS: dict[Metric, float] = {"brier": 0.02, "recall": 0.05}
+_DEFAULT_GUARDS: dict[Metric, float] = DEFAULT_GUARDS["binary"]
 
 
 class PromotionPolicy(_Model):
     """When a challenger replaces the champion."""
 
-    metric: Metric = Field(default="roc_auc", description="Primary metric.")
+    metric: Metric = Field(
+        default="roc_auc",
+        description="Primary metric; by default roc_auc (binary), accuracy (multiclass), rmse "
+        "(regression). It must fit the loop's task (core.tasks.TASK_METRICS).",
+    )
     require_skill: bool = Field(
         default=True,
         description="Refuse a challenger no better on the evaluation rows than a model without "
@@ -168,7 +176,9 @@ class PromotionPolicy(_Model):
     )
     guards: dict[Metric, float] = Field(
         default_factory=lambda: dict(_DEFAULT_GUARDS),
-        description="Guard metrics and how much worse than the champion's each may be.",
+        description="Guard metrics and how much worse than the champion's each may be; by "
+        "default brier 0.02 and recall 0.05 (binary), log_loss 0.05 (multiclass), none "
+        "(regression: its errors are in the target's units).",
     )
     segment_tolerance: float = Field(
         default=0.05,

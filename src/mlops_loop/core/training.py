@@ -10,6 +10,12 @@ import pandas as pd
 from mlops_loop.core.config import ColumnsConfig, ModelSpec, estimator_class
 from mlops_loop.core.data import require_columns
 from mlops_loop.core.errors import DataError, InvalidConfigError
+from mlops_loop.core.tasks import (
+    class_codes,
+    encode_labels,
+    probability_columns,
+    training_labels,
+)
 
 MISSING_CATEGORY = "<missing>"
 
@@ -72,18 +78,19 @@ def model_inputs(frame: pd.DataFrame, columns: ColumnsConfig) -> pd.DataFrame:
 
 
 def labels(frame: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray:
-    """The binary target as ints, rows without a label dropped by the caller first."""
+    """The target as the metrics take it (`core.tasks.encode_labels`): 0/1 for a binary task
+    (the last of `columns.classes` positive), class indices for multiclass, floats for
+    regression. Rows without a label are dropped by the caller first.
+
+    Raises:
+        DataError: a missing label, or one that is none of the classes.
+    """
     require_columns(frame, [columns.target], "the labelled frame")
-    y = pd.to_numeric(frame[columns.target], errors="coerce")
-    if y.isna().any():
-        raise DataError(
-            f"target column {columns.target!r} has {int(y.isna().sum())} missing or "
-            "non-numeric labels; drop unlabelled rows first"
-        )
-    bad = sorted(set(y.unique()) - {0, 1})
-    if bad:
-        raise DataError(f"target column {columns.target!r} must be 0/1; found {bad[:5]}")
-    return y.astype(int).to_numpy()
+    task = columns.task or "binary"
+    classes = columns.classes
+    if task == "binary" and classes is None:
+        classes = [0, 1]  # a config built without its reference: the 0/1 labels of old
+    return encode_labels(frame[columns.target], columns.target, task, classes)
 
 
 def labelled_rows(frame: pd.DataFrame, columns: ColumnsConfig) -> pd.DataFrame:
@@ -94,27 +101,92 @@ def labelled_rows(frame: pd.DataFrame, columns: ColumnsConfig) -> pd.DataFrame:
 
 
 def train_model(frame: pd.DataFrame, spec: ModelSpec, columns: ColumnsConfig) -> Any:
-    """Fit a fresh estimator on the labelled rows of `frame`.
+    """Fit a fresh estimator on the labelled rows of `frame`. A classifier is fit on the
+    original labels (its `classes_` are labels such as "high", so the registered model predicts
+    them); the scores follow `columns.classes` whatever classes the rows hold.
 
     Raises:
         DataError: no labelled rows, or a single class only.
     """
     frame = labelled_rows(frame, columns)
     y = labels(frame, columns)
-    if len(np.unique(y)) < 2:
+    task = columns.task or "binary"
+    if task != "regression" and len(np.unique(y)) < 2:
         raise DataError(
             f"training data has {len(y)} labelled rows of a single class; "
-            "a classifier needs both 0 and 1"
+            "a classifier needs at least two"
         )
+    if task == "regression" and len(y) < 2:
+        raise DataError(f"training data has {len(y)} labelled rows; a regressor needs more")
     model = build_estimator(spec, columns)
-    model.fit(model_inputs(frame, columns), y)
+    fit_on = (
+        y
+        if task == "binary" and columns.classes is None
+        else (training_labels(y, task, columns.classes))
+    )
+    model.fit(model_inputs(frame, columns), fit_on)
     return model
 
 
 def predict_scores(model: Any, frame: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray:
-    """Probability of the positive class for every row of `frame`."""
+    """The model's scores for every row of `frame` (`core.tasks`): the positive class's
+    probability (binary), one probability column per class of `columns.classes` (multiclass),
+    the predicted value (regression)."""
     inputs = model_inputs(frame, columns)
-    if hasattr(model, "predict_proba"):
-        return np.asarray(model.predict_proba(inputs))[:, 1]
-    # An MLflow pyfunc model returns what the flavour's predict returns.
-    return np.asarray(model.predict(inputs), dtype=float).ravel()
+    task = columns.task or "binary"
+    if task == "regression":
+        return np.asarray(model.predict(inputs), dtype=float).ravel()
+    if not hasattr(model, "predict_proba"):
+        # An MLflow pyfunc model returns what the flavour's predict returns.
+        return np.asarray(model.predict(inputs), dtype=float).ravel()
+    proba = np.asarray(model.predict_proba(inputs), dtype=float)
+    classes = columns.classes or [0, 1]
+    fitted = list(getattr(model, "classes_", range(proba.shape[1])))
+    codes = class_codes(pd.Series(fitted, dtype=object), classes)
+    out = np.zeros((len(inputs), len(classes)))
+    for j, code in enumerate(codes):
+        if code >= 0:
+            out[:, code] = proba[:, j]
+    if task == "binary":
+        return out[:, 1]
+    return out
+
+
+def predicted_labels(scores: np.ndarray, columns: ColumnsConfig) -> np.ndarray | None:
+    """The class a multiclass model predicts for each row (the most probable of
+    `columns.classes`); None for other tasks."""
+    if (columns.task or "binary") != "multiclass" or not columns.classes:
+        return None
+    values = np.empty(len(scores), dtype=object)
+    values[:] = [columns.classes[i] for i in np.argmax(scores, axis=1)]
+    return values
+
+
+def attach_scores(frame: pd.DataFrame, scores: np.ndarray, columns: ColumnsConfig) -> None:
+    """Write a model's scores into `frame`: the prediction column (the positive class's
+    probability, the predicted value, or a multiclass model's predicted class) and, for a
+    multiclass model, one probability column per class (`<prediction>_<class>`)."""
+    predicted = predicted_labels(scores, columns) if scores.ndim == 2 else None
+    if predicted is None:
+        frame[columns.prediction] = scores
+        return
+    assert columns.classes is not None
+    for name, column in zip(
+        probability_columns(columns.prediction, columns.classes), scores.T, strict=True
+    ):
+        frame[name] = column
+    frame[columns.prediction] = predicted
+
+
+def scores_of(frame: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray:
+    """The scores `attach_scores` wrote, read back from a scored frame.
+
+    Raises:
+        DataError: a prediction column is missing.
+    """
+    if (columns.task or "binary") == "multiclass" and columns.classes:
+        names = probability_columns(columns.prediction, columns.classes)
+        require_columns(frame, names, "the scored frame")
+        return frame[names].to_numpy(dtype=float)
+    require_columns(frame, [columns.prediction], "the scored frame")
+    return frame[columns.prediction].to_numpy(dtype=float)

@@ -197,9 +197,8 @@ def model_performance(context: dg.AssetExecutionContext, loop: LoopResource):
     estimated from its scores alone (before labels arrive), and both per segment."""
     if _quarantined(context, loop):
         return
-    perf = performance.measure_performance(
-        loop.load(), context.partition_key, step_context(context)
-    )
+    config = loop.load()
+    perf = performance.measure_performance(config, context.partition_key, step_context(context))
     name = perf.metric_name
     # Plotted: the primary metric first, then what tells whether to trust it; every other
     # metric goes in the `metrics` table instead of a plot of its own.
@@ -214,6 +213,7 @@ def model_performance(context: dg.AssetExecutionContext, loop: LoopResource):
     for out in perf.output_drift:
         meta.update(md.numbers({f"{out.role}_drift_effect": out.effect_size}))
     meta.update(md.numbers({"champion_version": perf.champion_version}))
+    meta["task"] = f"{config.task} (primary metric {name})"
     others = sorted((set(perf.metrics) | set(perf.estimated_metrics)) - {name})
     meta["metrics"] = md.table(
         [
@@ -342,7 +342,8 @@ def challenger_model(
 def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.MaterializeResult:
     """The champion decided at a batch: the challenger replaces it only on evidence (outcome
     `promoted` or `rejected`); rollback_job marks the latest batch `rolled_back`."""
-    result = promotion.promote_challenger(loop.load(), context.partition_key, step_context(context))
+    config = loop.load()
+    result = promotion.promote_challenger(config, context.partition_key, step_context(context))
     evidence = result.decision
     outcome = "promoted" if result.promoted else "rejected"
     headline = f"v{result.challenger_version} {outcome}; champion v{result.champion_version_after}"
@@ -350,6 +351,7 @@ def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
     return dg.MaterializeResult(
         metadata={
             "outcome": outcome,
+            "task": f"{config.task} (primary metric {evidence.metric})",
             "promoted": result.promoted,
             "challenger_version": result.challenger_version,
             "champion_version": result.champion_version_after,

@@ -36,7 +36,7 @@ SCENARIO = [
     Episode("batch_004", "covariate", "a marketing push brings older customers from the west"),
     Episode("batch_005", "concept", "a competitor launches: heavy users start to churn"),
     Episode("batch_006", "concept", "the new churn pattern holds"),
-    Episode("batch_007", "concept", "the new churn pattern holds"),
+    Episode("batch_007", "concept", "the pattern holds; the weekly retrain schedule fires"),
 ]
 
 

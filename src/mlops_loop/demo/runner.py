@@ -116,6 +116,26 @@ class DemoDriver:
             raise_on_error=False,
         )
 
+    def schedule(self, schedule_name: str) -> list[Any]:
+        """Evaluate a schedule once, as its tick would now, and run what it requests."""
+        import dagster as dg
+
+        schedule = self.defs.resolve_schedule_def(schedule_name)
+        with dg.build_schedule_context(
+            instance=self.instance, resources=self.defs.resources
+        ) as context:
+            data: Any = schedule(context)
+        requests = data if isinstance(data, list) else [data]
+        results = []
+        for request in requests:
+            if not isinstance(request, dg.RunRequest):
+                continue  # a SkipReason: nothing to run
+            tags = {**(request.tags or {}), "dagster/schedule_name": schedule_name}
+            job_name = request.job_name or str(schedule.job_name)
+            run_config = dict(request.run_config or {})
+            results.append(self.run_job(job_name, request.partition_key, run_config, tags))
+        return results
+
     def tick(self, sensor_name: str) -> list[Any]:
         """Evaluate a sensor once, apply its partition requests, run what it requests."""
         import dagster as dg
@@ -255,6 +275,9 @@ def run_demo(
         label_runs = driver.tick("label_sensor")  # reads the label file
         label_runs += driver.tick("remeasure_sensor")  # measures the touched batch again
         retrain_runs = driver.tick("retrain_sensor")
+        if episode is SCENARIO[-1]:
+            # The weekly retrain schedule fires: a challenger of a stable week is judged too.
+            retrain_runs += driver.schedule("retrain_schedule")
         episodes.append(episode_status(config, episode.name, before))
         echo(_episode_line(config, episode, episodes[-1], monitor_runs + label_runs, retrain_runs))
     status = loop_status(config)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from mlops_loop.core.alerts.event import Severity
 from mlops_loop.core.errors import MlopsLoopError
+from mlops_loop.core.tasks import LOWER_IS_BETTER
 
 #: Keys of a history record that are not metrics.
 RESERVED_KEYS = frozenset({"batch", "time"})
@@ -106,7 +107,8 @@ class AlertRule(_Model):
     direction: Direction | None = Field(
         default=None,
         description="Bad side: 'below' (e.g. roc_auc) or 'above' (e.g. drift_share). "
-        "Required for threshold and n_of_m; relative_drop defaults to 'below'.",
+        "Required for threshold and n_of_m; relative_drop defaults to the metric's bad side "
+        "('above' for rmse, mae, log_loss, brier and the other metrics where lower is better).",
     )
     value: FiniteFloat | None = Field(default=None, description="Firing level (threshold, n_of_m).")
     drop: float | None = Field(
@@ -182,8 +184,11 @@ class AlertRule(_Model):
 
     @property
     def side(self) -> Direction:
-        """The bad side of the metric ('below' unless `direction` says otherwise)."""
-        return self.direction or "below"
+        """The bad side of the metric: `direction`, else 'above' for a metric where lower is
+        better (rmse, log_loss, ...) and 'below' for the others."""
+        if self.direction is not None:
+            return self.direction
+        return "above" if self.metric in LOWER_IS_BETTER else "below"
 
     @property
     def clear_level(self) -> float:

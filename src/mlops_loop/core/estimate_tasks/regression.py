@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,8 +28,9 @@ REGRESSION_SE_METHOD = (
 class DirectLossEstimator:
     """Models of a regressor's absolute and squared error given its inputs and its prediction.
 
-    Build it with `fit_loss_estimator`; save it with `save` and load it with `load` (one
-    joblib file: the models are not JSON). Loading unpickles: load only files you wrote.
+    Build it with `fit_loss_estimator`. Its fitted models are not JSON: `to_dict` keeps the
+    rest, `models` the scikit-learn parts, which the loop logs to MLflow with the version it
+    estimates and loads back through the registry like any model (`from_dict` joins them).
     """
 
     numeric: tuple[str, ...]
@@ -100,45 +98,71 @@ class DirectLossEstimator:
             standard_error_method=REGRESSION_SE_METHOD,
         )
 
-    def save(self, path: Path) -> None:
-        """Write the estimator to one file, atomically (a temp file, then `os.replace`)."""
-        import joblib
+    #: The fitted parts that are not JSON: scikit-learn objects, logged as MLflow models.
+    MODEL_PARTS = ("abs_model", "sq_model", "encoder")
 
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                joblib.dump({"schema_version": self.schema_version, "estimator": self}, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the fitted models (`models()`), as plain JSON."""
+        return {
+            "numeric": list(self.numeric),
+            "categorical": list(self.categorical),
+            "n_reference": self.n_reference,
+            "sq_relative_var": self.sq_relative_var,
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
+            "prediction_range": list(self.prediction_range),
+            "categories": {k: list(v) for k, v in self.categories.items()},
+            "sklearn_version": self.sklearn_version,
+            "seed": self.seed,
+            "schema_version": self.schema_version,
+        }
+
+    def models(self) -> dict[str, Any]:
+        """The fitted scikit-learn parts by name (no encoder without categorical columns):
+        the loop logs them to MLflow with the version and loads them back from there."""
+        parts = {"abs_model": self.abs_model, "sq_model": self.sq_model}
+        if self.encoder is not None:
+            parts["encoder"] = self.encoder
+        return parts
 
     @classmethod
-    def load(cls, path: Path) -> DirectLossEstimator:
-        """Read an estimator written by `save`. Unpickles: load only files you wrote.
+    def from_dict(cls, data: dict[str, Any], models: dict[str, Any]) -> DirectLossEstimator:
+        """Rebuild an estimator from `to_dict()` and its `models()`.
 
         Raises:
-            DataError: the file is missing, unreadable, not a loss estimator, or of another
-                schema_version.
+            DataError: another schema_version, a missing field, or a missing model part.
         """
-        import joblib
-
-        try:
-            payload = joblib.load(Path(path))
-        except FileNotFoundError as e:
-            raise DataError(f"no loss estimator at {path}") from e
-        except Exception as e:
-            raise DataError(f"{path} is not a readable loss estimator: {e}") from e
-        if not isinstance(payload, dict) or not isinstance(payload.get("estimator"), cls):
-            raise DataError(f"{path} does not hold a DirectLossEstimator")
-        version = payload.get("schema_version")
-        if version != SCHEMA_VERSION or payload["estimator"].schema_version != SCHEMA_VERSION:
+        if not isinstance(data, dict):
+            raise DataError(f"a loss estimator is a mapping, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
             raise DataError(
-                f"loss estimator {path} has schema_version {version!r}, which is not supported "
+                f"loss estimator has schema_version {version!r}, which is not supported "
                 f"(expected {SCHEMA_VERSION})"
             )
-        return payload["estimator"]
+        needed = ["abs_model", "sq_model"] + (["encoder"] if data.get("categorical") else [])
+        missing = [k for k in needed if models.get(k) is None]
+        if missing:
+            raise DataError(f"loss estimator lacks its fitted {', '.join(missing)}")
+        try:
+            return cls(
+                numeric=tuple(data["numeric"]),
+                categorical=tuple(data["categorical"]),
+                encoder=models.get("encoder"),
+                abs_model=models["abs_model"],
+                sq_model=models["sq_model"],
+                n_reference=int(data["n_reference"]),
+                sq_relative_var=float(data["sq_relative_var"]),
+                ranges={k: (float(v[0]), float(v[1])) for k, v in data["ranges"].items()},
+                prediction_range=(
+                    float(data["prediction_range"][0]),
+                    float(data["prediction_range"][1]),
+                ),
+                categories={k: tuple(v) for k, v in data["categories"].items()},
+                sklearn_version=str(data["sklearn_version"]),
+                seed=int(data["seed"]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise DataError(f"loss estimator field is missing or malformed: {e!r}") from e
 
     def _design(self, inputs: pd.DataFrame, predictions: Any) -> tuple[pd.DataFrame, np.ndarray]:
         frame = check_inputs(inputs, self.numeric, self.categorical)

@@ -178,10 +178,19 @@ def build_suite(
         if c != target and nulls < rows:
             learnt = {"rows": rows, "nulls": nulls, "margin": policy.null_rate_margin}
             add("null_rate", c, "ExpectColumnValuesToNotBeNull", learnt=learnt, mostly=0.0)
-        if c == target and family in ("numeric", "boolean"):
-            labels = [0, 1] if family == "numeric" else [False, True]
-            add("unseen_category", c, "ExpectColumnValuesToBeInSet", value_set=labels)
-        elif c in numerical and family == "numeric" and (finite := finite_range(s)):
+        if c == target and (task := _target_task(columns, family)) != "regression":
+            # A label that is none of the classes the model knows is an incident on the target.
+            if columns is not None and columns.classes:
+                labels = list(columns.classes)
+            else:
+                labels = [0, 1] if family == "numeric" else [False, True]
+            if task is not None:
+                add("unseen_category", c, "ExpectColumnValuesToBeInSet", value_set=labels)
+        elif (
+            (c in numerical or (c == target and _target_task(columns, family) == "regression"))
+            and family == "numeric"
+            and (finite := finite_range(s))
+        ):
             lo, hi = finite  # infinities count as out of range; no finite value, no range
             # A constant column has no range; widen by its magnitude so it is not a point.
             span = (hi - lo) or max(abs(hi), 1.0)
@@ -231,3 +240,12 @@ def build_suite(
     _learnt_bounds(entries, policy)
     # Concrete at the reference's own size; validation resolves them for each batch's size.
     return {"schema_version": SCHEMA_VERSION, "expectations": resolve_entries(entries, rows)}
+
+
+def _target_task(columns: Any, family: str | None) -> str | None:
+    """The task whose labels the target's check knows: the config's, else binary for a 0/1 or
+    boolean target (a suite learnt without a config); None: no label check."""
+    task = getattr(columns, "task", None)
+    if task is not None:
+        return str(task)
+    return "binary" if family in ("numeric", "boolean") else None

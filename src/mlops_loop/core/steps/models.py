@@ -15,6 +15,7 @@ from mlops_loop.core.errors import DataError
 from mlops_loop.core.performance import improvement
 from mlops_loop.core.registry import METRIC_TAG, MlflowRegistry
 from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tasks import probability_columns
 from mlops_loop.core.tracking import log_dataset, log_json
 from mlops_loop.core.training import model_inputs, predict_scores
 
@@ -61,7 +62,12 @@ def _log_model(
     from mlflow.models import infer_signature
 
     inputs = model_inputs(example, config.columns)
-    signature = infer_signature(inputs, predict_scores(model, example, config.columns))
+    scores: Any = predict_scores(model, example, config.columns)
+    if scores.ndim == 2 and config.columns.classes:
+        # One named probability column per class: the signature records the class list.
+        names = probability_columns(config.columns.prediction, config.columns.classes)
+        scores = pd.DataFrame(scores, columns=names)
+    signature = infer_signature(inputs, scores)
     # cloudpickle, not skops: skops refuses to reload HistGradientBoosting trees and any custom
     # transformer a user's pipeline may hold. Models are only ever loaded from our own registry.
     return mlflow.sklearn.log_model(
@@ -75,23 +81,70 @@ def _log_model(
     )
 
 
+def task_tags(config: LoopConfig) -> dict[str, str]:
+    """The version's task and, for a classifier, its class list (JSON), as version tags."""
+    import json
+
+    tags: dict[str, str] = {"mlops_loop.task": config.task}
+    if config.task != "regression":
+        tags["mlops_loop.classes"] = json.dumps(config.columns.classes or [0, 1])
+    return tags
+
+
 def estimator_path(store: LoopStore, version: int) -> Path:
     return store.root / "estimators" / f"version_{version}.json"
 
 
-def save_estimator(store: LoopStore, version: int, scores: np.ndarray, y: np.ndarray) -> None:
-    """Calibrate the version's scores on its own held-out rows, for label-free estimates.
+def _log_part(config: LoopConfig, model: Any, name: str) -> str:
+    """Log a fitted scikit-learn part (not a version) to the active run; its model URI."""
+    import mlflow.sklearn
 
-    Logged to the active MLflow run too. A holdout with one class cannot be calibrated: the
-    version then simply has no estimate.
+    logged = mlflow.sklearn.log_model(
+        model,
+        name=name,
+        serialization_format="cloudpickle",
+        pip_requirements=pip_requirements(config),
+    )
+    return str(logged.model_uri)
+
+
+def save_estimator(
+    config: LoopConfig, store: LoopStore, version: int, holdout: pd.DataFrame, scores: np.ndarray
+) -> None:
+    """Learn, on the version's own held-out rows, what estimates its performance without
+    labels: the calibration of its scores (binary, multiclass per class) or a model of its
+    loss (regression, `core.estimate_tasks`). Logged to the active MLflow run too. Held-out
+    rows that cannot teach it (one class) leave the version without an estimate.
     """
     from mlops_loop.core.estimate import fit_estimator
+    from mlops_loop.core.estimate_tasks import fit_loss_estimator, fit_multiclass_estimator
+    from mlops_loop.core.training import labels
 
+    y = labels(holdout, config.columns)
     try:
-        estimator = fit_estimator(scores, y)
+        if config.task == "regression":
+            loss = fit_loss_estimator(
+                model_inputs(holdout, config.columns), scores, y, seed=config.training.random_state
+            )
+            # The fitted loss models live in MLflow beside the version, and are loaded back
+            # through the registry like every model; the rest is JSON.
+            payload = {
+                "loss": loss.to_dict(),
+                "models": {
+                    part: _log_part(config, model, f"loss_estimator_{part}")
+                    for part, model in loss.models().items()
+                },
+            }
+            store.write_json(estimator_path(store, version), payload)
+            log_json(payload, "estimator/loss.json")
+            return
+        if config.task == "multiclass":
+            classes = [str(c) for c in config.columns.classes or []]
+            payload = fit_multiclass_estimator(scores, y, classes).to_dict()
+        else:
+            payload = fit_estimator(scores, y).to_dict()
     except DataError:
         return
-    payload = estimator.to_dict()
     store.write_json(estimator_path(store, version), payload)
     log_json(payload, "estimator/confidence.json")
 
@@ -125,14 +178,61 @@ def importance(store: LoopStore, version: int | None) -> dict[str, float] | None
     return None if version is None else store.read_json(importance_path(store, version))
 
 
-def estimate(store: LoopStore, version: int | None, scores: np.ndarray) -> dict[str, Any] | None:
-    """Performance estimated from the scores alone with the version's calibration."""
+def estimate(
+    store: LoopStore,
+    version: int | None,
+    scores: np.ndarray,
+    task: str = "binary",
+    inputs: pd.DataFrame | None = None,
+    registry: MlflowRegistry | None = None,
+) -> dict[str, Any] | None:
+    """Performance estimated without labels by what `save_estimator` learnt for the version:
+    from the scores alone (binary, multiclass), or from the model's inputs and predictions
+    (regression, which needs `inputs` and the `registry` its loss models are logged in)."""
+    if version is None or len(scores) == 0:
+        return None
+    saved = store.read_json(estimator_path(store, version))
+    if saved is None:
+        return None
+    if task == "regression":
+        if inputs is None or registry is None or "loss" not in saved:
+            return None
+        loss = _loss_estimator(registry, saved)
+        return _finite(loss.estimate(inputs, scores).to_dict())
+    if task == "multiclass":
+        from mlops_loop.core.estimate_tasks import MulticlassConfidenceEstimator
+
+        return _finite(MulticlassConfidenceEstimator.from_dict(saved).estimate(scores).to_dict())
     from mlops_loop.core.estimate import ConfidenceEstimator
 
-    saved = None if version is None else store.read_json(estimator_path(store, version))
-    if saved is None or len(scores) == 0:
-        return None
     return ConfidenceEstimator.from_dict(saved).estimate(scores).to_dict()
+
+
+_LOSS_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def _loss_estimator(registry: MlflowRegistry, saved: dict[str, Any]) -> Any:
+    """A version's loss estimator, its models loaded from the registry once per process."""
+    from mlops_loop.core.estimate_tasks import DirectLossEstimator
+
+    models = {}
+    for part, uri in saved["models"].items():
+        key = (registry.tracking_uri, uri)
+        if key not in _LOSS_MODELS:
+            _LOSS_MODELS[key] = registry.load(uri)
+        models[part] = _LOSS_MODELS[key]
+    return DirectLossEstimator.from_dict(saved["loss"], models)
+
+
+def _finite(value: Any) -> Any:
+    """JSON keeps no NaN: None in its place (a regression estimate has no threshold)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def metric_tags(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -18,8 +18,15 @@ from mlops_loop.core.steps.models import best_champion_metric, estimate, version
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tasks import class_codes, probability_columns
 from mlops_loop.core.tracking import log_json, log_metrics
-from mlops_loop.core.training import labelled_rows, labels, predict_scores
+from mlops_loop.core.training import (
+    labelled_rows,
+    labels,
+    model_inputs,
+    predict_scores,
+    scores_of,
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,9 @@ def measure_performance(
     as_of = now_utc()
     scored = attach_labels(config, scored, as_of)
     known = labelled_rows(scored, config.columns)
+    cols = config.columns
     metrics = (
-        compute_metrics(labels(known, config.columns), known[config.columns.prediction].to_numpy())
+        compute_metrics(labels(known, cols), scores_of(known, cols), config.task, cols.classes)
         if len(known)
         else {"n": 0}
     )
@@ -83,10 +91,10 @@ def measure_performance(
     version = info.get("champion_version")
     baseline = version_metric(registry, version, config.promotion.metric)
     best = best_champion_metric(registry, version, config.promotion.metric)
-    scores = scored[config.columns.prediction].to_numpy(dtype=float)
-    est = estimate(store, version, scores)
+    scores = scores_of(scored, cols)
+    est = estimate(store, version, scores, config.task, _inputs(config, scored), registry)
     estimated = {k: v for k, v in ((est or {}).get("metrics") or {}).items() if isinstance(v, dict)}
-    segments = _segment_performance(config, store, version, scored)
+    segments = _segment_performance(config, store, version, scored, registry)
     outputs = _output_drift(config, store, version, scores, known)
     result = Performance(
         champion_version=version,
@@ -138,7 +146,19 @@ def _scored_columns(config: LoopConfig, store: LoopStore, key: str) -> pd.DataFr
     path, cols = store.batch_dir(key) / "scored.parquet", config.columns
     if not path.exists():
         return store.read_frame(path, f"scored batch {key!r}")  # raises, naming the step
-    wanted = dict.fromkeys(filter(None, [cols.id, cols.target, cols.prediction, *cols.segments]))
+    probabilities = (
+        probability_columns(cols.prediction, cols.classes)
+        if cols.task == "multiclass" and cols.classes
+        else []
+    )
+    # A regression's loss model reads the model's inputs too.
+    features = cols.features if cols.task == "regression" else []
+    wanted = dict.fromkeys(
+        filter(
+            None,
+            [cols.id, cols.target, cols.prediction, *probabilities, *cols.segments, *features],
+        )
+    )
     present = set(parquet_columns(path))
     return pd.read_parquet(path, columns=[c for c in wanted if c in present])
 
@@ -172,18 +192,19 @@ def _output_drift(
         )
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, ref_scores)
-    pairs = [("prediction", pd.Series(ref_scores), pd.Series(scores))]
+    pairs = _output_pairs(config, ref_scores, scores)
     if len(known):
         ref_labels = store.reference()[cols.target].dropna()
-        pairs.append(
-            (
-                "target",
-                ref_labels.astype(int).astype(str),
-                known[cols.target].astype(int).astype(str),
+        if config.task == "regression":
+            ref_y, cur_y = ref_labels.astype(float), known[cols.target].astype(float)
+        else:  # classes by name, whatever their type (1 and 1.0 are one class)
+            names = np.asarray([str(c) for c in cols.classes or [0, 1]] + ["?"], dtype=object)
+            ref_y, cur_y = (
+                pd.Series(names[class_codes(f, cols.classes or [0, 1])])
+                for f in (ref_labels, known[cols.target])
             )
-        )
-    for role, ref, cur in pairs:
-        name = cols.prediction if role == "prediction" else cols.target
+        pairs.append(("target", cols.target, ref_y, cur_y))
+    for role, name, ref, cur in pairs:
         report = evaluate_drift(
             pd.DataFrame({name: ref.to_numpy()}),
             pd.DataFrame({name: cur.to_numpy()}),
@@ -206,8 +227,42 @@ def _output_drift(
     return out
 
 
+def _inputs(config: LoopConfig, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The model's inputs of a scored frame, for a regression's loss model; None otherwise."""
+    if config.task != "regression" or len(frame) == 0:
+        return None
+    return model_inputs(frame, config.columns)
+
+
+def _output_pairs(
+    config: LoopConfig, ref_scores: np.ndarray, scores: np.ndarray
+) -> list[tuple[str, str, pd.Series, pd.Series]]:
+    """(role, column, reference values, batch values) of the model's outputs to test for
+    drift: the scores (binary) or predicted values (regression); a multiclass model's
+    predicted-class shares and each class's probability."""
+    cols = config.columns
+    if ref_scores.ndim == 1 or not cols.classes:
+        return [("prediction", cols.prediction, pd.Series(ref_scores), pd.Series(scores))]
+    names = np.asarray([str(c) for c in cols.classes], dtype=object)
+    pairs = [
+        (
+            "prediction",
+            cols.prediction,
+            pd.Series(names[np.argmax(ref_scores, axis=1)]),
+            pd.Series(names[np.argmax(scores, axis=1)]),
+        )
+    ]
+    for i, column in enumerate(probability_columns(cols.prediction, cols.classes)):
+        pairs.append(("probability", column, pd.Series(ref_scores[:, i]), pd.Series(scores[:, i])))
+    return pairs
+
+
 def _segment_performance(
-    config: LoopConfig, store: LoopStore, version: int | None, scored: pd.DataFrame
+    config: LoopConfig,
+    store: LoopStore,
+    version: int | None,
+    scored: pd.DataFrame,
+    registry: MlflowRegistry | None = None,
 ) -> list[dict[str, Any]]:
     """Per value of each segment column: share of the batch and of the reference, realized and
     estimated primary metric."""
@@ -229,11 +284,18 @@ def _segment_performance(
         for value, part in scored.groupby(values, sort=True):
             known = labelled_rows(part, cols)
             realized = (
-                metric_value(name, labels(known, cols), known[cols.prediction].to_numpy())
+                metric_value(name, labels(known, cols), scores_of(known, cols))
                 if len(known)
                 else None
             )
-            est = estimate(store, version, part[cols.prediction].to_numpy(dtype=float))
+            est = estimate(
+                store,
+                version,
+                scores_of(part, cols),
+                config.task,
+                _inputs(config, part),
+                registry,
+            )
             est_value = ((est or {}).get("metrics") or {}).get(name, {}) or {}
             rows.append(
                 {

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_loop.core.config import METRICS, LoopConfig
+from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import DataError
 from mlops_loop.core.labels import attach_labels
 from mlops_loop.core.performance import metric_value
@@ -21,6 +21,7 @@ from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, describe_active_run, run_name, step_run
 from mlops_loop.core.steps.training import Challenger, split_holdout
 from mlops_loop.core.store import LoopStore
+from mlops_loop.core.tasks import TASK_METRICS
 from mlops_loop.core.tracking import config_params, log_json, log_metrics, log_params, log_text
 from mlops_loop.core.training import labels, predict_scores
 
@@ -151,7 +152,7 @@ def _comparison_table(
     config: LoopConfig, y: np.ndarray, chal: np.ndarray, champ: np.ndarray | None
 ) -> list[dict[str, Any]]:
     rows = []
-    for name in METRICS:
+    for name in TASK_METRICS[config.task]:
         c = metric_value(name, y, chal) if len(y) else float("nan")
         d = metric_value(name, y, champ) if champ is not None and len(y) else None
         rows.append(

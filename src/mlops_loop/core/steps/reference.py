@@ -16,6 +16,7 @@ from mlops_loop.core.steps.models import (
     metric_tags,
     save_estimator,
     save_importance,
+    task_tags,
 )
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
@@ -139,7 +140,7 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> Champ
             labels(holdout, config.columns),
             predict_scores(model, holdout, config.columns),
         )
-        metrics = compute_metrics(y_hold, s_hold)
+        metrics = compute_metrics(y_hold, s_hold, config.task, config.columns.classes)
         source = str(config.sources.reference)
         log_split(
             config, train, holdout, ("reference-train", "reference-holdout"), (source, source)
@@ -159,10 +160,16 @@ def ensure_champion(config: LoopConfig, ctx: StepContext | None = None) -> Champ
                 "mlops_loop.validated_by": log_validation_model(config, model, train),
             }
         version = log_and_register(config, served, train)
-        save_estimator(store, version, s_hold, y_hold)
+        save_estimator(config, store, version, holdout, s_hold)
         save_importance(config, store, version, model, holdout)
     registry.tag_version(
-        version, {**metric_tags(metrics), "mlops_loop.trained_on": "reference", **lineage}
+        version,
+        {
+            **metric_tags(metrics),
+            **task_tags(config),
+            "mlops_loop.trained_on": "reference",
+            **lineage,
+        },
     )
     change = registry.promote(
         version,

@@ -16,7 +16,7 @@ from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import log_json, log_metrics
-from mlops_loop.core.training import predict_scores
+from mlops_loop.core.training import attach_scores, predict_scores
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def predict_frame(
     """
     model, version = serving_model(config, triggered_by)
     scored = frame.copy()
-    scored[config.columns.prediction] = predict_scores(model, frame, config.columns)
+    attach_scores(scored, predict_scores(model, frame, config.columns), config.columns)
     return scored, version
 
 
@@ -90,6 +90,7 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
                     chunk_rows=config.operations.read_chunk_rows,
                     call_rows=config.operations.chunk_rows,
                     single_rows=config.operations.single_row_samples,
+                    assign=lambda part, scores: attach_scores(part, scores, config.columns),
                 )
             else:
                 frame = store.batch(key)
@@ -100,7 +101,7 @@ def score_batch(config: LoopConfig, key: str, ctx: StepContext | None = None) ->
                     single_rows=config.operations.single_row_samples,
                 )
                 scored = frame.copy()
-                scored[config.columns.prediction] = scores
+                attach_scores(scored, scores, config.columns)
                 store.write_frame(out, scored)
         rows = int(figures["rows"])
         info = Scored(champion_version=version, rows=rows, operations={**figures, **asdict(usage)})

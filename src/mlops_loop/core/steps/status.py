@@ -58,6 +58,7 @@ class LoopStatus(StepResult):
     history: list[dict[str, Any]]
     batches: list[BatchStatus]
     quarantined: list[str]
+    task: str = "binary"  # binary, multiclass or regression
     suite_version: int = 1  # of the quality suite in use: one more per relearn
     suite_relearns: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
@@ -171,6 +172,7 @@ def loop_status(config: LoopConfig) -> LoopStatus:
         challenger_metric=_float(challenger_tags.get(metric_tag)),
         champion_metric=_float(champion_tags.get(metric_tag)),
         metric_name=config.promotion.metric,
+        task=config.task,
         history=history,
         batches=[batch_status(config, key, store) for key in store.batch_keys()],
         quarantined=store.quarantined_keys(),

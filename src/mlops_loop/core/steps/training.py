@@ -22,6 +22,7 @@ from mlops_loop.core.steps.models import (
     metric_tags,
     save_estimator,
     save_importance,
+    task_tags,
 )
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
@@ -141,7 +142,7 @@ def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = Non
             labels(holdout, config.columns),
             predict_scores(model, holdout, config.columns),
         )
-        metrics = compute_metrics(y_hold, s_hold)
+        metrics = compute_metrics(y_hold, s_hold, config.task, config.columns.classes)
         digest = log_split(
             config, train, holdout, (f"train-{key}", f"holdout-{key}"), (",".join(parts), key)
         )
@@ -166,13 +167,14 @@ def train_challenger(config: LoopConfig, key: str, ctx: StepContext | None = Non
                 "mlops_loop.validated_by": validation_uri,
             }
         version = log_and_register(config, served, train)
-        save_estimator(store, version, s_hold, y_hold)
+        save_estimator(config, store, version, holdout, s_hold)
         save_importance(config, store, version, model, holdout)
         run_id = run.info.run_id
     registry.tag_version(
         version,
         {
             **metric_tags(metrics),
+            **task_tags(config),
             "mlops_loop.trained_on": ",".join(parts),
             "mlops_loop.partition": key,
             **lineage,
