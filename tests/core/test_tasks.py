@@ -240,3 +240,60 @@ def test_the_readmes_regression_config_loads_as_a_regression(tmp_path):
     config = load_config(tmp_path / "loop.yaml")
     assert config.task == "regression" and config.promotion.metric == "rmse"
     assert config.retrain.metric_drop == 0.25 and config.promotion.guards == {"mae": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes"),
+    [(np.array(["no", "yes"]), ["no", "yes"]), (np.array([False, True]), [False, True])],
+)
+def test_text_and_boolean_labels_train_and_score_as_the_positive_class(labels, classes):
+    from mlops_loop.core.config import ColumnsConfig, ModelSpec
+    from mlops_loop.core.training import attach_scores, predict_scores, scores_of, train_model
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=400)
+    frame = pd.DataFrame({"x": x, "y": labels[(x + rng.normal(0, 0.5, 400) > 0).astype(int)]})
+    columns = ColumnsConfig(numerical=["x"], target="y", task="binary", classes=classes)
+    model = train_model(frame, ModelSpec(params={"max_iter": 30}), columns)
+    assert list(model.classes_) == classes  # fit on the labels themselves
+    scores = predict_scores(model, frame, columns)
+    y = encode_labels(frame["y"], "y", "binary", classes)
+    assert metric_value("roc_auc", y, scores) > 0.8  # the last class is the positive one
+    scored = frame.copy()
+    attach_scores(scored, scores, columns)
+    assert np.allclose(scores_of(scored, columns), scores)
+
+
+def test_a_multiclass_model_writes_the_class_and_one_probability_per_class():
+    from mlops_loop.core.config import ColumnsConfig, ModelSpec
+    from mlops_loop.core.training import attach_scores, predict_scores, scores_of, train_model
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=600)
+    names = np.array(["high", "low", "medium"])
+    frame = pd.DataFrame({"x": x, "y": names[np.digitize(x, [-0.5, 0.5])]})
+    columns = ColumnsConfig(
+        numerical=["x"], target="y", task="multiclass", classes=["high", "low", "medium"]
+    )
+    # A training window without one class still scores every class (its column all zero).
+    model = train_model(frame[frame["y"] != "medium"], ModelSpec(params={"max_iter": 30}), columns)
+    scores = predict_scores(model, frame, columns)
+    assert scores.shape == (600, 3) and np.allclose(scores[:, 2], 0.0)
+    scored = frame.copy()
+    attach_scores(scored, scores, columns)
+    assert {"prediction", "prediction_high", "prediction_low", "prediction_medium"} <= set(scored)
+    assert set(scored["prediction"]) <= {"high", "low"}
+    assert np.allclose(scores_of(scored, columns), scores)
+
+
+def test_a_regression_retrains_on_a_relative_rise_of_its_error():
+    from mlops_loop.core.config import RetrainPolicy
+    from mlops_loop.core.policy import decide_retrain
+
+    policy = RetrainPolicy(metric_drop=0.25)
+    common = {"metric_name": "rmse", "baseline_metric": 10.0, "labelled_rows": 500}
+    common["dataset_drift"] = False
+    assert not decide_retrain(policy=policy, metric=12.0, **common).retrain  # 20% worse
+    worse = decide_retrain(policy=policy, metric=13.0, **common)  # 30% worse
+    assert worse.retrain and worse.triggers == ["performance"]
+    assert not decide_retrain(policy=policy, metric=7.0, **common).retrain  # better
