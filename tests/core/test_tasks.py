@@ -297,3 +297,32 @@ def test_a_regression_retrains_on_a_relative_rise_of_its_error():
     worse = decide_retrain(policy=policy, metric=13.0, **common)  # 30% worse
     assert worse.retrain and worse.triggers == ["performance"]
     assert not decide_retrain(policy=policy, metric=7.0, **common).retrain  # better
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_a_label_outside_the_task_is_a_quality_incident_on_the_target(tmp_path, task):
+    from mlops_loop.core.quality.validate import validate_batch
+    from mlops_loop.demo.task_streams import demand_stream, task_stream_loop, triage_stream
+
+    stream, kind = (triage_stream, "triage") if task == "multiclass" else (demand_stream, "demand")
+    reference, batches = stream(3, batches=4, rows=400, reference_rows=1500)
+    reference.to_parquet(tmp_path / "reference.parquet", index=False)
+    (tmp_path / "in").mkdir()
+    config = load_config(task_stream_loop(tmp_path, kind))
+    assert config.task == task
+    clean = batches["batch_001"]
+    assert validate_batch(reference, clean, config).success
+    broken = clean.copy()
+    target = config.columns.target
+    if task == "multiclass":
+        broken[target] = broken[target].astype(object)
+        broken.loc[broken.index[:40], target] = "urgent"  # a class the model never saw
+        kind_expected = "unseen_category"
+    else:
+        broken.loc[broken.index[:40], target] = 1e9  # demand in the wrong unit
+        kind_expected = "out_of_range"
+    result = validate_batch(reference, broken, config)
+    assert not result.success
+    assert [(i.kind, i.column) for i in result.incidents if i.severity == "error"] == [
+        (kind_expected, target)
+    ]
