@@ -9,11 +9,11 @@ pandas 3 stores strings as `str`, which they do not expect.
 Modules: `spec` (kinds and entries), `suite` (`build_suite`), `ranges` (numeric ranges from
 finite values, datetime ranges in time), `bounds` (`resolve_entries`: the learnt bounds made
 concrete for a batch's row count), `selfcheck` (`build_checked_suite`: a suite that accepts its
-own reference), `result` (`Incident`, `QualityResult`), `incidents` (failed checks in words),
-`renames` (a missing column found under a new name), `validate` (`validate_batch`,
-`assemble_result`), `vectorized` (a wide suite judged in pandas, all columns at once, as GX
-would; GX reruns what failed), `chunked` (`validate_parquet`, the same verdict a slice at a
-time). docs/quality.md derives the bounds.
+own reference), `result` (`Incident`, `QualityResult`), `docs` (the offline Data Docs page of a
+GX result), `incidents` (failed checks in words), `renames` (a missing column found under a new
+name), `validate` (`validate_batch`, `assemble_result`), `vectorized` (a wide suite judged in
+pandas, all columns at once, as GX would; GX reruns what failed), `chunked` (`validate_parquet`,
+the same verdict a slice at a time). docs/quality.md derives the bounds.
 
 Great Expectations is imported inside functions only: the import takes seconds, and most users
 of this package (CLI, loading Dagster definitions) never validate.

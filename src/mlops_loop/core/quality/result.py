@@ -37,18 +37,28 @@ class QualityResult:
     # The Great Expectations validation result, for its Data Docs page; not part of the JSON.
     gx_result: Any = field(default=None, repr=False, compare=False)
 
-    def data_docs_html(self) -> str | None:
-        """The GX Data Docs page of this validation (None if GX ran no expectation).
+    def data_docs_html(self, batch: str | None = None, at: str | None = None) -> str | None:
+        """The Data Docs page of this validation: every check GX ran, failed ones first, in one
+        offline HTML file (inline CSS, no scripts, no links). None if GX ran no expectation.
 
-        Data Docs pages load their styles from public CDNs, as GX's own sites do; `to_html()`
-        is the self-contained report.
+        GX's own page loads its styles from CDNs and links to pages of a Data Docs site that is
+        never built here: offline it rendered unstyled, with dead links.
+
+        Args:
+            batch: The batch key, shown in the title.
+            at: When the batch was judged; GX's batch load time when not given.
         """
         if self.gx_result is None:
             return None
-        from great_expectations.render.renderer import ValidationResultsPageRenderer
-        from great_expectations.render.view import DefaultJinjaPageView
+        from mlops_loop.core.quality.docs import render_validation_page
 
-        return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(self.gx_result))
+        return render_validation_page(
+            self.gx_result,
+            gate_passed=self.success,
+            batch=batch,
+            at=at,
+            checks_judged=self.statistics.get("expectations_evaluated"),
+        )
 
     def to_dict(self) -> dict:
         """`{"schema_version", "success", "incidents", "statistics"}`, JSON-serialisable."""

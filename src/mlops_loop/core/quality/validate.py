@@ -64,7 +64,13 @@ def _run_gx(frame: pd.DataFrame, entries: dict[int, dict]) -> tuple[dict[int, An
                 cls = gx.expectations.ExpectColumnValuesToBeUnique
                 kwargs = {"column": named[0], "mostly": kwargs.get("mostly", 1.0)}
         try:
-            meta = {**kwargs.get("meta", {}), "spec_index": n}
+            # The kind and severity are read back by the Data Docs page (`docs`).
+            meta = {
+                **kwargs.get("meta", {}),
+                "spec_index": n,
+                "kind": e["kind"],
+                "severity": e["severity"],
+            }
             suite.add_expectation(cls(**{**kwargs, "meta": meta}))
         except (TypeError, ValueError) as err:
             raise DataError(f"suite entry {n} ({e['type']}) has invalid kwargs: {err}") from err

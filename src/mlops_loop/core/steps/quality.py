@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mlops_loop.core.config import LoopConfig
@@ -71,7 +72,8 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     with step_run(config, ctx, "quality", key):
         log_json(result.to_dict(), "quality/result.json")
         log_text(result.to_html(), "quality/report.html")
-        docs = result.data_docs_html()
+        at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        docs = result.data_docs_html(batch=key, at=at)
         if docs:
             log_text(docs, "quality/data_docs.html")
         log_params({"loop": config.name, "batch.rows": rows, **config_params(config, "quality")})
