@@ -30,3 +30,26 @@ def test_the_page_names_batch_reference_and_time_and_waits_for_labels(loop_confi
     assert '<td class="na">no labels yet</td>' in page
     assert "No labels yet" in page
     assert '<td class="err">error</td>' not in page
+
+
+def test_an_unlabelled_target_is_no_labels_yet_in_markdown_and_not_counted(loop_config):
+    """The Dagster metadata (Markdown) says what the page says; a real error stays an error."""
+    cols = loop_config.columns
+    rng = np.random.default_rng(4)
+    n = 400
+    ref = pd.DataFrame({c: rng.normal(0, 1, n) for c in cols.numerical})
+    for c in cols.categorical:
+        ref[c] = rng.choice(["a", "b", "c"], n)
+    ref[cols.target] = rng.integers(0, 2, n)
+    cur = ref.sample(frac=1, random_state=2).reset_index(drop=True)
+    cur[cols.target] = np.nan  # the batch landed before its labels
+    broken = cols.numerical[0]
+    cur[broken] = np.nan  # a feature with no values is an error, labels or not
+    report = evaluate_drift(ref, cur, config=loop_config)
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in report.to_markdown().splitlines()}
+    assert lines[cols.target].endswith("| no labels yet |")
+    assert "error" not in lines[cols.target]
+    assert "| error: all values are null" in lines[broken]
+    assert not report.dataset_drift and cols.target not in report.drifted_features
+    page = report.to_html(batch="b")
+    assert '<td class="na">no labels yet</td>' in page and '<td class="err">error</td>' in page

@@ -117,7 +117,12 @@ class DriftReport:
             "|---|---|---|---|---|---|---|",
         ]
         for f in self.features:
-            verdict = f"error: {f.error}" if f.error else ("**yes**" if f.drifted else "no")
+            if _no_labels_yet(f):
+                verdict = "no labels yet"
+            elif f.error:
+                verdict = f"error: {f.error}"
+            else:
+                verdict = "**yes**" if f.drifted else "no"
             cells = [
                 f.name,
                 f.role,
