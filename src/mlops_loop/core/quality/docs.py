@@ -34,7 +34,7 @@ table{border-collapse:collapse;width:100%;table-layout:fixed}
 th,td{border-bottom:1px solid #d0d7de;padding:.35em .5em;text-align:left;vertical-align:top;
 overflow-wrap:anywhere}
 th{background:#f6f8fa;font-weight:600}
-col.status{width:7.5em}col.column{width:11em}col.kind{width:12em}
+col.status{width:7.5em}col.column{width:11em}col.kind{width:15em}
 .status{font-weight:700;white-space:nowrap}
 tr.failed.error .status{color:#cf222e}tr.failed.warn .status{color:#9a6700}
 tr.passed .status{color:#1a7f37;font-weight:400}
