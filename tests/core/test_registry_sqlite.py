@@ -98,6 +98,7 @@ def test_any_other_store_is_read_through_the_client(ran_state, monkeypatch):
         "http://127.0.0.1:9/",
         "postgresql://loop:secret@db/mlflow",
         f"{ran_state.tracking_uri}?timeout=20",  # options only SQLAlchemy knows
+        ran_state.tracking_uri.replace("/mlflow.db", "/ml%66low.db"),  # escaped as it decodes
         "sqlite:///:memory:",
     ):
         assert sqlite_view(uri, "churn-model") is None

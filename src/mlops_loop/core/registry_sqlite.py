@@ -44,8 +44,9 @@ def history_of(tags: dict[str, Any]) -> list[dict[str, Any]]:
 
 def sqlite_file(uri: str) -> Path | None:
     """The existing local file a `sqlite:///` URI names, or None for any other URI (a server,
-    a database with query options, an in-memory one, a file not there)."""
-    if not uri.startswith("sqlite:///") or "?" in uri:
+    a database with query options or escaped characters, which SQLAlchemy reads its own way,
+    an in-memory one, a file not there)."""
+    if not uri.startswith("sqlite:///") or "?" in uri or "%" in uri:
         return None
     path = uri.removeprefix("sqlite:///")
     if path in ("", ":memory:"):
