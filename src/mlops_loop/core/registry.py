@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops_loop.core.errors import ConcurrentPromotionError, RegistryError
+from mlops_loop.core.registry_sqlite import HISTORY_PREFIX, RegistryView, history_of, sqlite_view
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-HISTORY_PREFIX = "mlops_loop.history."
 #: Tags of a version's metrics on its hold-out: a version without them was never validated.
 METRIC_TAG = "mlops_loop.metric."
 MOVED_TAG = "mlops_loop.alias_moved_at"
@@ -148,9 +148,32 @@ class MlflowRegistry:
         if registered is None:
             return {}, []
         aliases = {k: int(v) for k, v in (registered.aliases or {}).items()}
-        tags = registered.tags or {}
-        history = [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
-        return aliases, history
+        return aliases, history_of(registered.tags or {})
+
+    def view(self, direct: bool = True) -> RegistryView:
+        """Aliases, history and the tags of every aliased version, read at once. With `direct`,
+        a local SQLite store is read from its tables without MLflow (the same answer, without
+        MLflow's import); any other store, or with `direct=False`, through the client.
+
+        Raises:
+            RegistryError: an alias names a version the registry does not hold.
+        """
+        if direct:
+            found = sqlite_view(self.tracking_uri, self.model_name)
+            if found is not None:
+                return found
+        registered = self._registered()
+        if registered is None:
+            return RegistryView(exists=False)
+        aliases = {k: int(v) for k, v in (registered.aliases or {}).items()}
+        return RegistryView(
+            exists=True,
+            aliases=aliases,
+            history=history_of(registered.tags or {}),
+            version_tags={
+                v: dict(self.version(v).tags or {}) for v in sorted(set(aliases.values()))
+            },
+        )
 
     def champion(self) -> int | None:
         return self.alias(CHAMPION)
@@ -201,8 +224,7 @@ class MlflowRegistry:
         registered = self._registered()
         if registered is None:
             return []
-        tags = registered.tags or {}
-        return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
+        return history_of(registered.tags or {})
 
     # -- writing ---------------------------------------------------------------------------------
     def set_challenger(self, version: int) -> None:

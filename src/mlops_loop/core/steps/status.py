@@ -146,16 +146,23 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def loop_status(config: LoopConfig) -> LoopStatus:
-    """What the loop knows now: champion, challenger, history, and every batch's verdicts."""
+def loop_status(config: LoopConfig, direct: bool = True) -> LoopStatus:
+    """What the loop knows now: champion, challenger, history, and every batch's verdicts.
+
+    With `direct` (the default) a local SQLite tracking store is read from its registry tables
+    without importing MLflow (`MlflowRegistry.view`); the answer is the client's either way.
+
+    Raises:
+        RegistryError: an alias names a version the registry does not hold.
+        TrackingError: the tracking server cannot be reached or refused.
+    """
     store = LoopStore(config.state_dir)
-    registry = MlflowRegistry.from_config(config)
-    # One read of the registered model, one per aliased version: each is a round-trip.
-    aliases, history = registry.aliases_and_history()
+    view = MlflowRegistry.from_config(config).view(direct=direct)
+    aliases, history = view.aliases, view.history
     champion, challenger = aliases.get(CHAMPION), aliases.get(CHALLENGER)
     relearns = relearn_history(config)
-    champion_tags = registry.version(champion).tags or {} if champion is not None else {}
-    challenger_tags = registry.version(challenger).tags or {} if challenger is not None else {}
+    champion_tags = view.version_tags.get(champion, {}) if champion is not None else {}
+    challenger_tags = view.version_tags.get(challenger, {}) if challenger is not None else {}
     metric_tag = f"{METRIC_TAG}{config.promotion.metric}"
     return LoopStatus(
         model=config.mlflow.registered_model,
