@@ -149,16 +149,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         if b.quality_success is None:
             print(f"  {b.batch}: not validated yet")
             continue
+        # A quarantined batch can fire alerts too (a stuck gate), so they are said either way.
+        alerts = f"; alerts {', '.join(b.alerts_fired)}" if b.alerts_fired else ""
         if not b.quality_success:
             incidents = ", ".join(b.incidents) or "see its quality report"
-            print(f"  {b.batch}: QUARANTINED ({incidents}); kept out of scoring and training")
+            print(
+                f"  {b.batch}: QUARANTINED ({incidents}); kept out of scoring and training{alerts}"
+            )
             continue
         promoted = {
             None: "",
             True: f"; challenger {_v(b.challenger_version)} promoted",
             False: f"; challenger {_v(b.challenger_version)} rejected",
         }[b.promoted]
-        alerts = f"; alerts {', '.join(b.alerts_fired)}" if b.alerts_fired else ""
         scored = f" (champion {_v(b.champion_version)})" if b.champion_version is not None else ""
         metric = _num(b.metric) if b.metric is not None else "no labels yet"
         print(
