@@ -63,11 +63,14 @@ def test_rollback_launched_from_the_launchpad_moves_the_champion_back(
         saved.append(shots / f"{name}.png")
         page.screenshot(path=saved[-1])
 
-    # The job's Launchpad, its editor prefilled with the default config (no reason yet).
+    # The job's Launchpad opens with a valid default config whose reason is a prompt to replace
+    # (a run launched with it fails, saying so): no config error to puzzle over.
     page.goto(f"{dagster_ui.url}/locations/{LOCATION}/jobs/rollback_job/playground")
     editor = page.locator(".CodeMirror").first
     expect(editor).to_contain_text("rollback_champion")
-    expect(page.get_by_text('Missing required config entry "reason"')).to_be_visible()
+    expect(editor).to_contain_text("REPLACE ME")
+    expect(page.get_by_text("No errors", exact=True)).to_be_visible()
+    screenshot("0-launchpad-default")
 
     # Replace the config with ours. insert_text types it like a paste: the editor's
     # auto-indent would otherwise add to the indentation of each new line.
