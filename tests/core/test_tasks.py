@@ -240,6 +240,7 @@ def test_the_readmes_regression_config_loads_as_a_regression(tmp_path):
     config = load_config(tmp_path / "loop.yaml")
     assert config.task == "regression" and config.promotion.metric == "rmse"
     assert config.retrain.metric_drop == 0.25 and config.promotion.guards == {"mae": 0.5}
+    assert config.retrain.baseline == "champion"  # the default for an error in target units
 
 
 @pytest.mark.parametrize(

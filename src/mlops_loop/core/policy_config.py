@@ -57,7 +57,8 @@ class RetrainPolicy(_Model):
         description="What `metric_drop` is measured from: 'best', the best validation metric "
         "any champion of this loop has had (a loop that once did better keeps trying, even "
         "after promoting a weak model out of a collapse); 'champion', the serving champion's "
-        "own validation metric.",
+        "own validation metric, the default for rmse, mae and median_ae (an error in the "
+        "target's units is only as small as the regime's noise allows).",
     )
     min_labelled_rows: int = Field(
         default=100, ge=0, description="Fewest labelled rows in a batch to judge it."
