@@ -327,3 +327,23 @@ def test_a_label_outside_the_task_is_a_quality_incident_on_the_target(tmp_path, 
     assert [(i.kind, i.column) for i in result.incidents if i.severity == "error"] == [
         (kind_expected, target)
     ]
+
+
+def test_an_error_in_target_units_gets_its_own_axis_in_the_timeline():
+    """An RMSE of 3.7 is not clipped to a 0..1 axis; the drift share moves to the right one."""
+    import re
+
+    from mlops_loop.core.plots import timeline_svg
+
+    svg = timeline_svg(
+        ["b1", "b2"],
+        [("rmse (realized)", [0.6, 3.7], "#111"), ("drift share", [0.0, 0.3], "#222")],
+        y_range=(0.0, 4.07),
+        right={"drift share"},
+    )
+    assert "drift share (right axis)" in svg
+    ys = [float(v) for v in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', svg)]
+    top, bottom = 44, 44 + 220
+    rmse_low, rmse_high, drift_low, drift_high = ys
+    assert top < rmse_high < rmse_low < bottom  # 3.7 below the top of a 0..4.07 axis
+    assert drift_high == pytest.approx(bottom - 220 * 0.3)  # 0.3 on the right 0..1 axis

@@ -49,26 +49,36 @@ def timeline_svg(
     marks: list[tuple[int, str, str]] | None = None,
     title: str = "",
     y_range: tuple[float, float] = (0.0, 1.0),
+    right: set[str] | None = None,
+    right_range: tuple[float, float] = (0.0, 1.0),
 ) -> str:
-    """Lines over batches on one 0..1 axis, with labelled markers (quarantine, promotion ...).
+    """Lines over batches on a 0..1 axis (or `y_range`), with labelled markers (quarantine,
+    promotion ...). Series named in `right` use a second axis on the right (`right_range`),
+    e.g. a drift share beside an error in the target's units.
 
     Args:
         labels: the x positions' names (batch keys), in order.
         series: (name, values (None: a gap), colour).
         marks: (x index, text, colour) drawn as a vertical line with the text above it.
     """
-    left, top, width, height = 48, 44, max(120 * len(labels), 360), 220
+    right = right or set()
+    left, top, width, height = 56, 44, max(120 * len(labels), 360), 220
+    gap = 44 if right else 0  # room for the right axis' labels
     lo, hi = y_range
     n = max(len(labels) - 1, 1)
 
     def x(i: int) -> float:
         return left + width * i / n
 
+    def scaled(v: float, bounds: tuple[float, float]) -> float:
+        a, b = bounds
+        return top + height * (1 - (min(max(v, a), b) - a) / (b - a))
+
     def y(v: float) -> float:
-        return top + height * (1 - (min(max(v, lo), hi) - lo) / (hi - lo))
+        return scaled(v, (lo, hi))
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 150}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + gap + 170}" '
         f'height="{top + height + 56}" font-family="sans-serif" font-size="12">',
         '<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{left}" y="16" font-weight="bold" font-size="14">{html.escape(title)}</text>',
@@ -78,8 +88,14 @@ def timeline_svg(
         parts.append(
             f'<line x1="{left}" x2="{left + width}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
             f'stroke="#ddd"/><text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">'
-            f"{v:.1f}</text>"
+            f"{_tick(v, hi - lo)}</text>"
         )
+        if right:
+            r = right_range[0] + (right_range[1] - right_range[0]) * k / 5
+            parts.append(
+                f'<text x="{left + width + 6}" y="{y(v) + 4:.1f}" fill="#e67e22">'
+                f"{_tick(r, right_range[1] - right_range[0])}</text>"
+            )
     for i, label in enumerate(labels):
         parts.append(
             f'<text x="{x(i):.1f}" y="{top + height + 18}" text-anchor="middle">'
@@ -92,13 +108,14 @@ def timeline_svg(
             f'<text x="{x(i) + 3:.1f}" y="{top - 6}" fill="{colour}">{html.escape(text)}</text>'
         )
     for s, (name, values, colour) in enumerate(series):
-        points = [(x(i), y(v)) for i, v in enumerate(values) if v is not None]
+        bounds = right_range if name in right else (lo, hi)
+        points = [(x(i), scaled(v, bounds)) for i, v in enumerate(values) if v is not None]
         segments: list[list[tuple[float, float]]] = [[]]
         for i, value in enumerate(values):
             if value is None:
                 segments.append([])
             else:
-                segments[-1].append((x(i), y(value)))
+                segments[-1].append((x(i), scaled(value, bounds)))
         for seg in segments:
             if len(seg) > 1:
                 path = " ".join(f"{a:.1f},{b:.1f}" for a, b in seg)
@@ -107,9 +124,18 @@ def timeline_svg(
                 )
         parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{colour}"/>' for a, b in points]
         ly = top + 14 + 18 * s
+        shown = f"{name} (right axis)" if name in right else name
+        lx = left + width + gap + 16
         parts.append(
-            f'<rect x="{left + width + 16}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
-            f'<text x="{left + width + 32}" y="{ly - 3}">{html.escape(name)}</text>'
+            f'<rect x="{lx}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
+            f'<text x="{lx + 16}" y="{ly - 3}">{html.escape(shown)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _tick(v: float, span: float) -> str:
+    """An axis label with as many decimals as the axis' span needs."""
+    if span >= 50:
+        return f"{v:.0f}"
+    return f"{v:.1f}" if span >= 0.5 else f"{v:.2f}"

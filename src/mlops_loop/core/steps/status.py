@@ -203,13 +203,23 @@ def monitoring_plot(config: LoopConfig) -> str:
             marks.append((i, f"v{b.challenger_version} promoted", "#27ae60"))
         elif b.promoted is False:
             marks.append((i, f"v{b.challenger_version} rejected", "#7f8c8d"))
+    realized = [b.metric for b in batches]
+    estimated = [b.estimated_metric for b in batches]
+    values = [v for v in (*realized, *estimated) if v is not None]
+    # A metric in [0, 1] shares the drift share's axis; an error in the target's units (or an
+    # R² below zero) gets an axis of its own, the drift share moving to the right one.
+    own = bool(values) and (min(values) < 0 or max(values) > 1)
+    top = max(values) * 1.1 if own else 1.0
+    bottom = min(0.0, min(values) * 1.1) if own else 0.0
     return timeline_svg(
         [b.batch for b in batches],
         [
-            (f"{name} (realized)", [b.metric for b in batches], "#2c7fb8"),
-            (f"{name} (estimated)", [b.estimated_metric for b in batches], "#9ecae1"),
+            (f"{name} (realized)", realized, "#2c7fb8"),
+            (f"{name} (estimated)", estimated, "#9ecae1"),
             ("drift share", [b.drift_share for b in batches], "#e67e22"),
         ],
         marks,
         title=f"{config.name}: champion performance and drift per batch",
+        y_range=(bottom, top if top > bottom else bottom + 1.0),
+        right={"drift share"} if own else None,
     )
