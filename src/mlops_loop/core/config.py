@@ -99,6 +99,14 @@ class ColumnsConfig(_Model):
     def features(self) -> list[str]:
         return [*self.numerical, *self.categorical]
 
+    @property
+    def label_classes(self) -> list[Any] | None:
+        """The classes labels are encoded by: `classes`, or 0/1 for a binary task whose
+        reference could not be read when the config loaded; None for a regression."""
+        if self.task == "regression":
+            return None
+        return self.classes or ([0, 1] if self.task in (None, "binary") else None)
+
     @model_validator(mode="after")
     def _classes_fit_the_task(self) -> ColumnsConfig:
         if self.classes is None:

@@ -97,7 +97,7 @@ def _read_label_file(config: LoopConfig, path: Path) -> pd.DataFrame:
             f"label file {path.name} lacks column(s) {missing}; a label file needs the id "
             f"column {cols.id!r} and the target column {cols.target!r}, found {list(frame.columns)}"
         )
-    task, classes = config.task, cols.classes or ([0, 1] if config.task == "binary" else None)
+    task, classes = config.task, cols.label_classes
     problem = label_problems(frame[cols.target], task, classes, cols.target)
     if problem:
         raise DataError(f"label file {path.name}: {problem}")
@@ -218,7 +218,7 @@ def attach_labels(
         return frame
     late = frame[cols.id].astype(str).map(table.set_index(cols.id)[cols.target])
     out = frame.copy()
-    classes = cols.classes or ([0, 1] if config.task == "binary" else None)
+    classes = cols.label_classes
     own = (
         stored_labels(out[cols.target], config.task, classes)
         if cols.target in out.columns

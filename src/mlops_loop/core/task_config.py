@@ -17,6 +17,7 @@ from mlops_loop.core.tasks import (
     check_metric,
     infer_task,
     metric_task,
+    sorted_labels,
 )
 
 
@@ -63,7 +64,7 @@ def with_task(config: Any, source: str, check_estimator: bool) -> Any:
                 )
             if classes is None and task != "regression":
                 if found is None:
-                    found = _sorted_labels(target)
+                    found = sorted_labels(target)
                 if task == "binary" and len(found) != 2:
                     raise InvalidConfigError(
                         f"{source} is invalid:\n  columns.task is binary but the reference's "
@@ -137,12 +138,6 @@ def with_task(config: Any, source: str, check_estimator: bool) -> Any:
 
 
 REGRESSION_ESTIMATOR = "sklearn.ensemble.HistGradientBoostingRegressor"
-
-
-def _sorted_labels(target: Any) -> list[Any]:
-    from mlops_loop.core.tasks import _label_key, plain_label
-
-    return sorted({plain_label(v) for v in target.dropna().unique()}, key=_label_key)
 
 
 def _estimator_kind(spec: Any) -> str | None:

@@ -17,7 +17,6 @@ regression.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -131,7 +130,7 @@ def infer_task(values: Any, column: str) -> tuple[Task, list[Label] | None, str]
         )
     numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
     if not numeric:
-        labels = sorted((plain_label(v) for v in distinct), key=_label_key)
+        labels = sorted_labels(distinct)
         if n == 2:
             return "binary", labels, f"two labels {labels} in {column!r}"
         if n > MAX_CLASSES:
@@ -158,6 +157,13 @@ def infer_task(values: Any, column: str) -> tuple[Task, list[Label] | None, str]
         f"reference ({s.dtype}); set columns.task: regression for a quantity, or multiclass "
         "for class codes"
     )
+
+
+def sorted_labels(values: Any) -> list[Label]:
+    """The distinct labels of `values` (missing left out), as JSON keeps them, in order."""
+    import pandas as pd
+
+    return sorted({plain_label(v) for v in pd.Series(values).dropna().unique()}, key=_label_key)
 
 
 def _label_key(label: Label) -> tuple[int, Any]:
@@ -256,20 +262,6 @@ def training_labels(codes: np.ndarray, task: str, classes: Sequence[Label] | Non
 def probability_columns(prediction: str, classes: Sequence[Label]) -> list[str]:
     """The scored batch's probability columns of a multiclass model, one per class."""
     return [f"{prediction}_{c}" for c in classes]
-
-
-def no_skill_scores(task: str, y_train: np.ndarray, n: int, k: int | None = None) -> np.ndarray:
-    """What a model without skill answers for `n` rows, learnt from labels `y_train`: the
-    training base rate (binary), the class priors (multiclass), the training mean
-    (regression)."""
-    if task == "binary":
-        return np.full(n, float(np.mean(y_train)) if len(y_train) else 0.5)
-    if task == "multiclass":
-        assert k is not None
-        counts = np.bincount(np.asarray(y_train, dtype=int), minlength=k).astype(float)
-        priors = counts / counts.sum() if counts.sum() else np.full(k, 1 / k)
-        return np.tile(priors, (n, 1))
-    return np.full(n, float(np.mean(y_train)) if len(y_train) else math.nan)
 
 
 def numeric_labels(task: str, classes: Sequence[Label] | None) -> bool:

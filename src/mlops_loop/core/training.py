@@ -87,10 +87,7 @@ def labels(frame: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray:
     """
     require_columns(frame, [columns.target], "the labelled frame")
     task = columns.task or "binary"
-    classes = columns.classes
-    if task == "binary" and classes is None:
-        classes = [0, 1]  # a config built without its reference: the 0/1 labels of old
-    return encode_labels(frame[columns.target], columns.target, task, classes)
+    return encode_labels(frame[columns.target], columns.target, task, columns.label_classes)
 
 
 def labelled_rows(frame: pd.DataFrame, columns: ColumnsConfig) -> pd.DataFrame:
@@ -119,11 +116,7 @@ def train_model(frame: pd.DataFrame, spec: ModelSpec, columns: ColumnsConfig) ->
     if task == "regression" and len(y) < 2:
         raise DataError(f"training data has {len(y)} labelled rows; a regressor needs more")
     model = build_estimator(spec, columns)
-    fit_on = (
-        y
-        if task == "binary" and columns.classes is None
-        else (training_labels(y, task, columns.classes))
-    )
+    fit_on = training_labels(y, task, columns.label_classes)
     model.fit(model_inputs(frame, columns), fit_on)
     return model
 
@@ -140,7 +133,7 @@ def predict_scores(model: Any, frame: pd.DataFrame, columns: ColumnsConfig) -> n
         # An MLflow pyfunc model returns what the flavour's predict returns.
         return np.asarray(model.predict(inputs), dtype=float).ravel()
     proba = np.asarray(model.predict_proba(inputs), dtype=float)
-    classes = columns.classes or [0, 1]
+    classes = columns.label_classes or [0, 1]
     fitted = list(getattr(model, "classes_", range(proba.shape[1])))
     codes = class_codes(pd.Series(fitted, dtype=object), classes)
     out = np.zeros((len(inputs), len(classes)))
