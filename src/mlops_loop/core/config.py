@@ -30,6 +30,7 @@ from mlops_loop.core.policy_config import (
     TrainingPolicy,
 )
 from mlops_loop.core.quality_policy import CustomExpectation, QualityPolicy  # noqa: F401
+from mlops_loop.core.serving_config import ServingConfig
 from mlops_loop.core.task_config import with_task
 from mlops_loop.core.tasks import Task
 
@@ -347,6 +348,10 @@ class LoopConfig(_Model):
         default_factory=AlertsConfig,
         description="Alert rules on the per-batch metrics and the channels that receive them.",
     )
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig,
+        description="The online endpoint (`mlops-loop serve`) and its prediction log.",
+    )
 
     @model_validator(mode="after")
     def _late_labels_need_an_id(self) -> LoopConfig:
@@ -388,7 +393,12 @@ class LoopConfig(_Model):
                 "labels": None if self.sources.labels is None else rel(self.sources.labels),
             }
         )
-        return self.model_copy(update={"state_dir": rel(self.state_dir), "sources": sources})
+        serving = self.serving
+        if serving.log_dir is not None:
+            serving = serving.model_copy(update={"log_dir": rel(serving.log_dir)})
+        return self.model_copy(
+            update={"state_dir": rel(self.state_dir), "sources": sources, "serving": serving}
+        )
 
 
 def _describe(error: ValidationError) -> str:
