@@ -249,6 +249,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mlops_loop.core.steps.status import require_tracking_store
+    from mlops_loop.serving.run import serve
+
+    path = args.config or os.environ.get("MLOPS_LOOP_CONFIG") or DEFAULT_CONFIG
+    config = _config(path, check_estimator=False)
+    require_tracking_store(config)
+    return serve(config, path, host=args.host, port=args.port, workers=args.workers)
+
+
 def _two_frames(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from mlops_loop.core.data import read_table
 
@@ -397,6 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here (.parquet or .csv) instead of CSV on stdout")
     p.add_argument("--config", help=config_help)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "serve",
+        help="score HTTP requests with the model `champion` points at, following the alias",
+        description="Serve MLflow's scoring protocol (POST /invocations) with the model the "
+        "champion alias names, swapping in a new champion without a restart; /health, /ready, "
+        "/version and /metrics beside it. Every answer goes to the prediction log, which lands "
+        "as batch files the loop monitors. Flags override the config's serving: section.",
+    )
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--host", help="interface to bind (default: serving.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default: serving.port, 8080)")
+    p.add_argument("--workers", type=int, help="server processes (default: serving.workers, 1)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "backtest",

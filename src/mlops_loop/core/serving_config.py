@@ -14,7 +14,7 @@ class _Model(BaseModel):
 
 
 class ServingConfig(_Model):
-    """`mlops-loop serve`: the HTTP endpoint that scores with `@champion` and logs what it served."""
+    """`mlops-loop serve`: the endpoint that scores with `@champion` and logs what it served."""
 
     host: str = Field(
         default="127.0.0.1",

@@ -1,0 +1,83 @@
+"""Scores of a checked request by the loop's own scorer, and the forms they leave in: the JSON
+answer and the prediction log's rows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_loop.core.config import ColumnsConfig
+from mlops_loop.core.privacy import mask_private
+from mlops_loop.core.tasks import probability_columns
+from mlops_loop.core.training import predict_scores, predicted_labels
+from mlops_loop.serving.request import Features, Table
+
+
+def score(model: Any, features: Features, columns: ColumnsConfig) -> np.ndarray:
+    """`core.training.predict_scores` of the request's rows: the positive class' probability
+    (binary), one probability per class of `columns.classes` (multiclass), the value
+    (regression); exactly what `predict_frame` gives for the same rows."""
+    return predict_scores(model, pd.DataFrame(features.arrays, copy=False), columns)
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
+def answer(scores: np.ndarray, columns: ColumnsConfig) -> dict[str, Any]:
+    """The answer's predictions. Binary and regression: one number per row. Multiclass: the
+    predicted class per row, with `classes` (the labels in order) and `probabilities` (one
+    list per row, aligned with `classes`)."""
+    if scores.ndim == 2:
+        predicted = predicted_labels(scores, columns)
+        assert predicted is not None and columns.classes is not None
+        return {
+            "predictions": predicted.tolist(),
+            "classes": list(columns.classes),
+            "probabilities": [_floats(row) for row in scores],
+        }
+    return {"predictions": _floats(scores)}
+
+
+def prediction_columns(scores: np.ndarray, columns: ColumnsConfig, prefix: str = "") -> dict:
+    """The prediction columns as `core.training.attach_scores` names them (`prefix` first, for
+    a shadow model's), by column."""
+    name = f"{prefix}{columns.prediction}"
+    if scores.ndim == 2:
+        assert columns.classes is not None
+        out: dict[str, list[Any]] = {
+            n: _floats(col)
+            for n, col in zip(probability_columns(name, columns.classes), scores.T, strict=True)
+        }
+        predicted = predicted_labels(scores, columns)
+        assert predicted is not None
+        return {name: predicted.tolist(), **out}
+    return {name: _floats(scores)}
+
+
+def _logged_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def logged_rows(
+    table: Table, features: Features, scores: np.ndarray, columns: ColumnsConfig
+) -> list[dict[str, Any]]:
+    """The rows the prediction log keeps: features (numbers as floats, nulls as None), id and
+    timestamp when sent, private columns masked (`core.privacy.mask_private`), predictions."""
+    data: dict[str, list[Any]] = {}
+    for c in columns.numerical:
+        data[c] = _floats(features.arrays[c])
+    for c in columns.categorical:
+        data[c] = [_logged_value(v) for v in table.columns[c]]
+    for role in (columns.id, columns.timestamp):
+        if role is not None and role in table.columns:
+            data[role] = table.columns[role]
+    if any(c in data for c in columns.private):
+        masked = mask_private(pd.DataFrame(data), columns)
+        data = {c: [_logged_value(v) for v in masked[c].astype(object)] for c in masked.columns}
+    data.update(prediction_columns(scores, columns))
+    names = list(data)
+    return [dict(zip(names, values, strict=True)) for values in zip(*data.values(), strict=True)]
