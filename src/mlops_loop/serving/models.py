@@ -31,6 +31,7 @@ class Served:
     alias: str
     since: float  # epoch seconds: when this process started serving it
     champion_since: str | None = None  # when the registry made it champion (its tag)
+    poll: int = 0  # the follower's check that loaded it (0: the one at start)
 
 
 class AliasFollower:
@@ -43,12 +44,19 @@ class AliasFollower:
         self.aliases = (CHAMPION, CHALLENGER) if config.serving.shadow else (CHAMPION,)
         self.champion: Served | None = None
         self.challenger: Served | None = None
+        self.polls = 0  # checks completed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def poll(self) -> None:
         """Check the aliases once; load and swap in any version they moved to. Never raises:
         an unreachable registry or a failed load is logged and counted, and what serves stays."""
+        try:
+            self._poll()
+        finally:
+            self.polls += 1
+
+    def _poll(self) -> None:
         try:
             view = self.registry.view(direct=True)
         except Exception:
@@ -87,7 +95,7 @@ class AliasFollower:
             )
             self.metrics.load_failed(alias)
             return
-        served = Served(model, version, alias, time.time(), champion_since)
+        served = Served(model, version, alias, time.time(), champion_since, self.polls)
         setattr(self, alias, served)  # the swap: one reference assignment
         self.metrics.served(alias, version)
         logger.info("serving v%d of %r as @%s", version, self.registry.model_name, alias)
