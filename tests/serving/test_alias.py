@@ -50,7 +50,7 @@ def test_shadow_scores_every_request_off_the_response_path(two_versions, serve, 
     server = serve(config)
     rows = [ROW, {**ROW, "age": 70, "plan": "premium"}]
     ids = []
-    for i in range(3):
+    for _ in range(3):
         out = client.post(f"{server.url}/invocations", json={"inputs": rows})
         assert out.status_code == 200
         assert out.json()["model_version"] == registry.champion()
