@@ -49,10 +49,10 @@ def test_missing_and_wrongly_typed_columns_are_each_named(server, client):
     body = out.json()
     assert body["request_id"] == out.headers["X-Request-ID"]
     problems = {p["column"]: p["problem"] for p in body["columns"]}
-    # A key absent from one record is a null there (as pandas reads records): income is fine;
-    # a number for a categorical column is read as its text: plan is fine.
+    # A key absent from one record is a null there (as pandas reads records): income is fine.
     assert problems == {
         "age": "expected a number, got 'abc' (row 1)",
+        "plan": "expected a string, got 3 (row 1)",
         "region": "expected a string, got true (row 1)",
     }
     assert "age" in body["error"] and "region" in body["error"]

@@ -125,7 +125,12 @@ def predict_scores(model: Any, frame: pd.DataFrame, columns: ColumnsConfig) -> n
     """The model's scores for every row of `frame` (`core.tasks`): the positive class's
     probability (binary), one probability column per class of `columns.classes` (multiclass),
     the predicted value (regression)."""
-    inputs = model_inputs(frame, columns)
+    return scores_of_inputs(model, model_inputs(frame, columns), columns)
+
+
+def scores_of_inputs(model: Any, inputs: pd.DataFrame, columns: ColumnsConfig) -> np.ndarray:
+    """`predict_scores` of rows already in the form `model_inputs` gives (the online endpoint
+    builds that form itself, without a frame of the raw request)."""
     task = columns.task or "binary"
     if task == "regression":
         return np.asarray(model.predict(inputs), dtype=float).ravel()

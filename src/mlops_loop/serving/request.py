@@ -154,8 +154,10 @@ def _numbers(values: list[Any]) -> tuple[np.ndarray | None, str | None]:
 def _categories(values: list[Any]) -> tuple[np.ndarray | None, str | None]:
     kinds = set(map(type, values))
     if not kinds <= {str, _NONE}:
+        # No numbers either: the text of 3 would be "3" here but "3.0" in a frame whose column
+        # pandas made float, so the model would see another category than the loop's scorer.
         for row, v in enumerate(values):
-            if v is not None and (type(v) is bool or not isinstance(v, str | int | float)):
+            if v is not None and not isinstance(v, str):
                 return None, f"expected a string, got {_shown(v)} (row {row})"
     out = np.empty(len(values), dtype=object)
     out[:] = values
@@ -164,7 +166,7 @@ def _categories(values: list[Any]) -> tuple[np.ndarray | None, str | None]:
 
 def check_features(table: Table, columns: ColumnsConfig) -> Features:
     """The request's feature columns, each checked: numbers (or null) for a numerical
-    column, strings (or null; numbers are read as their text) for a categorical one.
+    column, strings (or null) for a categorical one.
 
     Raises:
         RequestError: 422 naming every missing or wrongly typed feature column.

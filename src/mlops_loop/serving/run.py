@@ -24,6 +24,11 @@ def serve(
     prediction log, return 0. `host`, `port` and `workers` override `config.serving`'s."""
     import uvicorn
 
+    # One OpenMP thread per call (before scikit-learn loads): concurrent requests already keep
+    # the cores busy, and a histogram-gradient-boosting predict of one row on a thread pool
+    # spends longer waking its threads than scoring (about 3x slower on busy cores). Set
+    # OMP_NUM_THREADS to choose otherwise.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = config.serving
     workers = workers or settings.workers
     # Each worker process builds its app from the file (the factory reads it from here).

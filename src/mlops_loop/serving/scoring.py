@@ -12,15 +12,30 @@ import pandas as pd
 from mlops_loop.core.config import ColumnsConfig
 from mlops_loop.core.privacy import mask_private
 from mlops_loop.core.tasks import probability_columns
-from mlops_loop.core.training import predict_scores, predicted_labels
+from mlops_loop.core.training import MISSING_CATEGORY, predicted_labels, scores_of_inputs
 from mlops_loop.serving.request import Features, Table
+
+
+def model_frame(features: Features, columns: ColumnsConfig) -> pd.DataFrame:
+    """The rows in exactly the form `core.training.model_inputs` gives the model (numbers as
+    float64, categories as text with missing values spelled out), built straight from the
+    checked arrays: `model_inputs` on a frame of a single row costs more than the model."""
+    data: dict[str, Any] = {c: features.arrays[c] for c in columns.numerical}
+    for c in columns.categorical:
+        values = [
+            MISSING_CATEGORY if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+            for v in features.arrays[c]
+        ]
+        # dtype=object explicitly: pandas 3 would infer its `str` dtype from the strings.
+        data[c] = pd.Series(values, dtype=object)
+    return pd.DataFrame(data, copy=False)
 
 
 def score(model: Any, features: Features, columns: ColumnsConfig) -> np.ndarray:
     """`core.training.predict_scores` of the request's rows: the positive class' probability
     (binary), one probability per class of `columns.classes` (multiclass), the value
     (regression); exactly what `predict_frame` gives for the same rows."""
-    return predict_scores(model, pd.DataFrame(features.arrays, copy=False), columns)
+    return scores_of_inputs(model, model_frame(features, columns), columns)
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
