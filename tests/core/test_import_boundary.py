@@ -48,3 +48,8 @@ def test_great_expectations_is_imported_only_where_validation_runs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, f"great_expectations imported at import time: {out.stderr}"
+
+
+def test_the_serving_endpoint_imports_no_orchestrator():
+    out = _imports_of("mlops_loop.serving", ("dagster", "airflow"))
+    assert out.returncode == 0, f"serving imported an orchestrator: {out.stdout} {out.stderr}"
