@@ -128,12 +128,12 @@ def test_extra_columns_are_ignored_and_counted(server, client):
 
 
 def test_an_unexpected_failure_is_a_500_with_its_request_id(server, client, monkeypatch):
-    import mlops_loop.serving.app as app_module
+    import mlops_loop.serving.batcher as batcher_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app_module, "score", broken)
+    monkeypatch.setattr(batcher_module, "score", broken)
     out = post(client, server, {"inputs": [ROW]}, headers={"X-Request-ID": "abc-1"})
     assert out.status_code == 500
     assert out.json() == {"error": "internal error", "request_id": "abc-1"}

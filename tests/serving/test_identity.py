@@ -89,3 +89,33 @@ def test_multiclass_and_regression_answers(task_loop, serve, client):
         assert config.task == "regression"
         assert body["predictions"] == expected[cols.prediction].tolist()
         assert "probabilities" not in body
+
+
+def test_concurrent_requests_scored_together_get_their_own_rows_scores(
+    champion_loop, demo_frames, serve
+):
+    """Requests that wait together are merged into one call of the model: each still gets
+    exactly the scores of its own rows."""
+    import asyncio
+
+    import httpx
+
+    rows = _with_nulls(demo_frames[1]["batch_004"].head(120), champion_loop.columns, seed=3)
+    records = _records(rows)
+    server = serve(champion_loop)
+
+    async def post_all() -> list[dict]:
+        async with httpx.AsyncClient(timeout=60) as c:
+            outs = await asyncio.gather(
+                *(
+                    c.post(f"{server.url}/invocations", json={"inputs": records[i : i + 1 + i % 3]})
+                    for i in range(0, len(records), 4)
+                )
+            )
+        assert {o.status_code for o in outs} == {200}
+        return [o.json() for o in outs]
+
+    bodies = asyncio.run(post_all())
+    expected = predict_frame(champion_loop, rows)[0][champion_loop.columns.prediction].tolist()
+    for body, i in zip(bodies, range(0, len(records), 4), strict=True):
+        assert body["predictions"] == expected[i : i + 1 + i % 3]

@@ -25,10 +25,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from mlops_loop.core.config import LoopConfig
+from mlops_loop.serving.batcher import Batcher
 from mlops_loop.serving.metrics import ServingMetrics
 from mlops_loop.serving.models import AliasFollower, Served
 from mlops_loop.serving.request import RequestError, check_features, parse_payload
-from mlops_loop.serving.scoring import answer, logged_rows, score
+from mlops_loop.serving.scoring import answer, logged_rows
 from mlops_loop.serving.shadow import ShadowScorer
 from mlops_loop.serving.sink import PredictionSink, make_sink
 
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 CONFIG_ENV = "MLOPS_LOOP_SERVE_CONFIG"
 REQUEST_ID = "X-Request-ID"
 _VALID_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,127}")
-#: Requests with more rows are scored in a worker thread, so small ones are not held up.
-INLINE_ROWS = 256
 
 
 def request_id(sent: str | None) -> str:
@@ -94,6 +93,7 @@ class Endpoint:
         self.sink = sink
         self.metrics = ServingMetrics(backlog=sink.backlog)
         self.follower = AliasFollower(config, self.metrics)
+        self.batcher = Batcher(self.columns)
         self.shadow = ShadowScorer(
             lambda: self.follower.challenger, self.columns, self.metrics, self._shadow_record
         )
@@ -129,10 +129,7 @@ class Endpoint:
             extra = sum(1 for c in table.columns if c not in self.columns.features)
             features = check_features(table, self.columns)
             extra = len(features.extra)
-            if features.rows <= INLINE_ROWS:
-                scores = score(held.model, features, self.columns)
-            else:
-                scores = await asyncio.to_thread(score, held.model, features, self.columns)
+            scores = await self.batcher.score(held, features)
             body = {
                 **answer(scores, self.columns),
                 "model_version": held.version,
