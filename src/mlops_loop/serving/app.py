@@ -126,7 +126,8 @@ class Endpoint:
             table = parse_payload(
                 await read_body(request, serving.max_body_bytes), serving.max_rows
             )
-            extra = sum(1 for c in table.columns if c not in self.columns.features)
+            known = {*self.columns.features, self.columns.id, self.columns.timestamp}
+            extra = sum(1 for c in table.columns if c not in known)  # counted if refused too
             features = check_features(table, self.columns)
             extra = len(features.extra)
             scores = await self.batcher.score(held, features)
