@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.serving.batcher import Batcher
@@ -31,7 +32,7 @@ from mlops_loop.serving.models import AliasFollower, Served
 from mlops_loop.serving.request import RequestError, check_features, parse_payload
 from mlops_loop.serving.scoring import answer, logged_rows
 from mlops_loop.serving.shadow import ShadowScorer
-from mlops_loop.serving.sink import PredictionSink, make_sink
+from mlops_loop.serving.sink import NullSink, PredictionSink, make_sink
 
 logger = logging.getLogger(__name__)
 CONFIG_ENV = "MLOPS_LOOP_SERVE_CONFIG"
@@ -76,11 +77,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             )
     chunks: list[bytes] = []
     read = 0
-    async for chunk in request.stream():
-        read += len(chunk)
-        if read > limit:
-            raise RequestError(413, f"body over {limit} bytes (serving.max_body_bytes)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > limit:
+                raise RequestError(413, f"body over {limit} bytes (serving.max_body_bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect as e:
+        raise RequestError(400, "the client disconnected before the body was read") from e
     return b"".join(chunks)
 
 
@@ -100,6 +104,10 @@ class Endpoint:
 
     async def _shadow_record(self, payload: dict[str, Any]) -> None:
         await _done(self.sink.record("shadow", payload))
+
+    async def _shadow_submit(self, rid: str, features: Any) -> None:
+        # A coroutine, so Starlette runs it on the loop after the answer, not in its threadpool.
+        self.shadow.submit(rid, features)
 
     async def start(self) -> None:
         await _done(self.sink.start())
@@ -136,7 +144,9 @@ class Endpoint:
                 "model_version": held.version,
                 "request_id": rid,
             }
-            rows = logged_rows(table, features, scores, self.columns)
+            # A sink that keeps nothing is not given rows (1 ms of a 1,000-row request's 10).
+            keeps = not isinstance(self.sink, NullSink)
+            rows = logged_rows(table, features, scores, self.columns) if keeps else []
             latency_ms = (time.perf_counter() - started) * 1000
             await _done(
                 self.sink.record(
@@ -157,7 +167,7 @@ class Endpoint:
                 body,
                 200,
                 rid,
-                background=BackgroundTask(self.shadow.submit, rid, features)
+                background=BackgroundTask(self._shadow_submit, rid, features)
                 if self.config.serving.shadow
                 else None,
             )
