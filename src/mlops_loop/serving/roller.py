@@ -85,23 +85,23 @@ def chunks(
     """Split records into the ranges to land and the remainder still to wait for.
 
     A range closes once it holds `batch_rows` rows, or before a record that comes
-    `batch_seconds` after its first one; a range without rows never closes (no empty file).
+    `batch_seconds` after its first row; a range without rows never closes (no empty file).
     With `final`, the remainder lands too: rows of its own, or folded into the last range
     (a rowless tail alone is returned as a range for the caller to skip).
     """
     out: list[list[Entry]] = []
     current: list[Entry] = []
     rows = 0
+    since = 0.0  # time of the range's first row: idle heartbeats do not age a range
     for e in entries:
-        if (
-            current
-            and rows
-            and float(e.record["t"]) - float(current[0].record["t"]) >= (batch_seconds)
-        ):
+        if rows and float(e.record["t"]) - since >= batch_seconds:
             out.append(current)
             current, rows = [], 0
         current.append(e)
-        rows += rows_of(e.record)
+        n = rows_of(e.record)
+        if n and not rows:
+            since = float(e.record["t"])
+        rows += n
         if rows >= batch_rows:
             out.append(current)
             current, rows = [], 0
@@ -239,10 +239,7 @@ class Roller:
     def _due(self) -> bool:
         if self._rows >= self.batch_rows:
             return True
-        first = self._pending[0].record["t"] if self._pending else None
-        return (
-            bool(self._rows) and first is not None and self.clock() - first >= (self.batch_seconds)
-        )
+        return bool(self._rows) and self._time_due(self._pending)
 
     def _run(self) -> None:
         tick = min(max(self.batch_seconds / 10, 0.01), 0.5)
@@ -284,5 +281,5 @@ class Roller:
         return landed
 
     def _time_due(self, rest: Sequence[Entry]) -> bool:
-        rows = any(rows_of(e.record) for e in rest)
-        return rows and self.clock() - float(rest[0].record["t"]) >= self.batch_seconds
+        first = next((e for e in rest if rows_of(e.record)), None)
+        return first is not None and self.clock() - float(first.record["t"]) >= self.batch_seconds
