@@ -31,7 +31,13 @@ def req(rid: str, rows: int = 1, **extra) -> dict:
         "latency_ms": 2.5,
         "version": 4,
         "rows": [
-            {"x": r, "c": "a", "cid": f"zq{rid}-{r}qz", "ts": "2026-01-02T03:04:05Z", "prediction": 0.25}
+            {
+                "x": r,
+                "c": "a",
+                "cid": f"zq{rid}-{r}qz",
+                "ts": "2026-01-02T03:04:05Z",
+                "prediction": 0.25,
+            }
             for r in range(rows)
         ],
     }

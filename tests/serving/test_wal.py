@@ -31,10 +31,9 @@ def _salt(monkeypatch):
 
 def _segment(folder, records, tail: bytes = b""):
     folder.mkdir(parents=True)
-    lines = [encode(r["k"], r["t"], payload_json({**r, "k": None, "t": None})) for r in records]
-    # payload_json keeps k/t as null keys above; write them the way the sink does instead
+    # Written the way the sink writes them: kind and time first, then the payload.
     lines = [
-        encode(r["k"], r["t"], payload_json({k: v for k, v in r.items() if k not in "kt"}))
+        encode(r["k"], r["t"], payload_json({k: v for k, v in r.items() if k not in ("k", "t")}))
         for r in records
     ]
     (folder / "0000000001.wal").write_bytes(b"".join(lines) + tail)
@@ -125,8 +124,9 @@ def test_private_values_reach_neither_the_log_nor_the_landed_files(tmp_path):
     assert b"zqraw-" not in data and b"zqmasked-" not in data
     got = frame(tmp_path)
     # Hashed once, exactly as core.privacy hashes elsewhere (so late labels join by it).
-    assert list(got["cid"]) == [hash_value(f"zq{r}-{i}qz", salt) for r, n in
-                                (("raw", 3), ("masked", 2)) for i in range(n)]
+    assert list(got["cid"]) == [
+        hash_value(f"zq{r}-{i}qz", salt) for r, n in (("raw", 3), ("masked", 2)) for i in range(n)
+    ]
 
 
 def test_dropped_private_columns_are_dropped_everywhere(tmp_path):
@@ -157,7 +157,9 @@ def test_types_are_the_same_in_every_file(tmp_path):
         {"x": "oops", "c": 4.0, "prediction": 0.1},  # a wrong type becomes null, not a new type
     ]
     for i, row in enumerate(odd):
-        s.record("req", {"id": f"r{i}", "status": 200, "latency_ms": 1, "version": 2, "rows": [row]})
+        s.record(
+            "req", {"id": f"r{i}", "status": 200, "latency_ms": 1, "version": 2, "rows": [row]}
+        )
     s.close()
     schemas = {pq.read_schema(f).remove_metadata().to_string() for f in landed(tmp_path)}
     assert len(landed(tmp_path)) == 4 and len(schemas) == 1
@@ -166,7 +168,7 @@ def test_types_are_the_same_in_every_file(tmp_path):
     assert str(got["ts"].dtype) == "datetime64[ns, UTC]"
     assert got["x"].dtype == "float64" and got["latency_ms"].dtype == "float64"
     assert got["model_version"].dtype == "int64" and got["row"].dtype == "int64"
-    assert list(got["c"]) [:1] == [2] and got["c"].isna().tolist() == [False, True, False, False]
+    assert list(got["c"])[:1] == [2] and got["c"].isna().tolist() == [False, True, False, False]
     assert got["ts"][2].hour == 1  # converted to UTC
 
 
@@ -274,8 +276,16 @@ def test_from_config_reads_the_serving_section_and_the_reference_types(tmp_path)
     assert s.folder == tmp_path / "state" / "serving" / "wal" / "w9"
     assert s.batch_rows == 7 and s.flush_ms == 0
     s.start()
-    s.record("req", {"id": "a", "status": 200, "latency_ms": 1, "version": 1,
-                     "rows": [{"x": 1, "c": 2, "cid": 12, "prediction": 0.5}]})
+    s.record(
+        "req",
+        {
+            "id": "a",
+            "status": 200,
+            "latency_ms": 1,
+            "version": 1,
+            "rows": [{"x": 1, "c": 2, "cid": 12, "prediction": 0.5}],
+        },
+    )
     s.close()
     got = frame(tmp_path)
     assert got["c"].dtype == "int64" and got["cid"].dtype == "int64"
@@ -287,10 +297,19 @@ def test_multiclass_scores_land_as_attach_scores_names_them(tmp_path):
     )
     s = sink(tmp_path, columns=columns)
     s.start()
-    row = {"x": 1.0, "prediction": "b", "prediction_a": 0.2, "prediction_b": 0.7, "prediction_c": 0.1}
+    row = {
+        "x": 1.0,
+        "prediction": "b",
+        "prediction_a": 0.2,
+        "prediction_b": 0.7,
+        "prediction_c": 0.1,
+    }
     s.record("req", {"id": "m", "status": 200, "latency_ms": 1, "version": 1, "rows": [row]})
     s.close()
     got = frame(tmp_path)
     assert got.loc[0, ["prediction", "prediction_a", "prediction_b", "prediction_c"]].tolist() == [
-        "b", 0.2, 0.7, 0.1
+        "b",
+        0.2,
+        0.7,
+        0.1,
     ]

@@ -17,7 +17,9 @@ CHILD = Path(__file__).with_name("wal_child.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _child(root: Path, worker: str, flush_ms: int, requests: int = 10**6, **env) -> subprocess.Popen:
+def _child(
+    root: Path, worker: str, flush_ms: int, requests: int = 10**6, **env
+) -> subprocess.Popen:
     environment = {
         **os.environ,
         SALT_ENV: "pepper",

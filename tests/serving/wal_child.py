@@ -44,7 +44,13 @@ def _kill_at_commit(n: int) -> None:
 
 def payload(name: str, i: int) -> dict:
     rows = [
-        {"x": i + r, "c": "abc"[r % 3], "cid": f"private{name}r{r}", "ts": 1.8e9 + i, "prediction": 0.5}
+        {
+            "x": i + r,
+            "c": "abc"[r % 3],
+            "cid": f"private{name}r{r}",
+            "ts": 1.8e9 + i,
+            "prediction": 0.5,
+        }
         for r in range(1 + i % 3)
     ]
     return {"id": name, "status": 200, "latency_ms": 1.0, "version": 1, "rows": rows}
