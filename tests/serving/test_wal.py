@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlops_loop.core.config import ColumnsConfig
+from mlops_loop.core.errors import InvalidConfigError
 from mlops_loop.core.privacy import hash_value
 from mlops_loop.serving.wal import WalError, WalSink
 from mlops_loop.serving.wal_format import encode, payload_json, read_entries
@@ -252,6 +253,8 @@ def test_one_worker_id_is_one_live_process_and_a_closed_log_refuses_records(tmp_
         s.record("req", req("late"))
     with pytest.raises(WalError, match="kind"):
         sink(tmp_path, worker="w2").record("nope", {})
+    with pytest.raises(InvalidConfigError, match="cannot name batch files"):
+        sink(tmp_path, worker="a/b")
 
 
 def test_from_config_reads_the_serving_section_and_the_reference_types(tmp_path):

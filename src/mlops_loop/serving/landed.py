@@ -159,6 +159,8 @@ class LandedSchema:
             out.append((columns.id, types.get(columns.id, "string")))
         if columns.timestamp is not None:
             out.append((columns.timestamp, "datetime"))
+        # Segments that are no feature: the loop slices served batches by them too.
+        out += [(c, types.get(c, "string")) for c in columns.segments if c not in dict(out)]
         for i, (c, _) in enumerate(out):
             if c in privacy.private:  # a hashed value is text whatever it was
                 out[i] = (c, "string")
@@ -189,11 +191,6 @@ class LandedSchema:
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([(n, _ARROW[k]) for n, k in self.kinds()])
-
-
-def rows_of(record: dict[str, Any]) -> int:
-    rows = record.get("rows") if record.get("k") == "req" else None
-    return len(rows) if isinstance(rows, list) else 0
 
 
 def _utc(value: Any) -> pd.Timestamp | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from mlops_loop.serving.landed import LandedSchema, build_table, file_name, rows_of
+from mlops_loop.serving.landed import LandedSchema, build_table, file_name
 from mlops_loop.serving.wal_format import (
     LOCK_NAME,
     Entry,
@@ -64,7 +64,9 @@ def position(state: dict[str, Any]) -> Position:
     return int(segment), int(offset)
 
 
-def land(landing: Path, name: str, schema: LandedSchema, worker: str, entries: Sequence[Entry]):
+def land(
+    landing: Path, name: str, schema: LandedSchema, worker: str, entries: Sequence[Entry]
+) -> Path:
     """Write one batch file atomically: a hidden `.part` name the landing sensor skips, fsync,
     rename, fsync of the folder."""
     landing.mkdir(parents=True, exist_ok=True)
@@ -94,13 +96,13 @@ def chunks(
     rows = 0
     since = 0.0  # time of the range's first row: idle heartbeats do not age a range
     for e in entries:
-        if rows and float(e.record["t"]) - since >= batch_seconds:
+        if rows and e.t - since >= batch_seconds:
             out.append(current)
             current, rows = [], 0
         current.append(e)
-        n = rows_of(e.record)
+        n = e.rows
         if n and not rows:
-            since = float(e.record["t"])
+            since = e.t
         rows += n
         if rows >= batch_rows:
             out.append(current)
@@ -131,11 +133,11 @@ class FolderRoller:
             return None
         end = list(entries[-1].position)
         path = None
-        if any(rows_of(e.record) for e in entries):
+        if any(e.rows for e in entries):
             name = file_name(self.worker, entries[0].record)
             write_state(self.folder, {**self.state, "pending": {"name": name, "end": end}})
             path = land(self.landing, name, self.schema, self.worker, entries)
-        self.state = {"position": end, "t": entries[-1].record["t"], "pending": None}
+        self.state = {"position": end, "t": entries[-1].t, "pending": None}
         write_state(self.folder, self.state)
         return path
 
@@ -150,7 +152,7 @@ class FolderRoller:
         path = None
         if entries:
             path = land(self.landing, pending["name"], self.schema, self.worker, entries)
-        last_t = entries[-1].record["t"] if entries else self.state.get("t")
+        last_t = entries[-1].t if entries else self.state.get("t")
         self.state = {"position": list(end), "t": last_t, "pending": None}
         write_state(self.folder, self.state)
         return path
@@ -221,7 +223,7 @@ class Roller:
     def feed(self, entries: Sequence[Entry]) -> None:
         with self._cond:
             self._pending.extend(entries)
-            self._rows += sum(rows_of(e.record) for e in entries)
+            self._rows += sum(e.rows for e in entries)
             if self._rows >= self.batch_rows:
                 self._cond.notify()
 
@@ -275,11 +277,11 @@ class Roller:
                 landed.append(path)
             with self._cond:
                 del self._pending[: len(r)]
-                self._rows -= sum(rows_of(e.record) for e in r)
+                self._rows -= sum(e.rows for e in r)
             self.folder.drop_segments(r[-1].position[0])
             self.on_rolled(r[-1].position)
         return landed
 
     def _time_due(self, rest: Sequence[Entry]) -> bool:
-        first = next((e for e in rest if rows_of(e.record)), None)
-        return first is not None and self.clock() - float(first.record["t"]) >= self.batch_seconds
+        first = next((e for e in rest if e.rows), None)
+        return first is not None and self.clock() - first.t >= self.batch_seconds

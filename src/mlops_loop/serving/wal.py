@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import threading
 import time
@@ -20,8 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_loop.core.errors import MlopsLoopError
-from mlops_loop.serving.landed import Kind, LandedSchema, reference_types, rows_of
+from mlops_loop.core.errors import InvalidConfigError, MlopsLoopError
+from mlops_loop.serving.landed import Kind, LandedSchema, reference_types
 from mlops_loop.serving.roller import FolderRoller, Roller, position
 from mlops_loop.serving.wal_format import (
     Entry,
@@ -29,6 +30,7 @@ from mlops_loop.serving.wal_format import (
     encode,
     fsync_dir,
     payload_json,
+    rows_of,
     segment_name,
     segments,
     try_lock,
@@ -38,6 +40,7 @@ from mlops_loop.serving.wal_format import (
 if TYPE_CHECKING:
     from mlops_loop.core.config import ColumnsConfig, LoopConfig
 
+_WORKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 KINDS = ("start", "hb", "req", "err", "shadow")
 SEGMENT_BYTES = 64 << 20
 
@@ -90,6 +93,11 @@ class WalSink:
         self.log_dir = Path(log_dir)
         self.landing_dir = Path(landing_dir)
         self.worker_id = worker_id or default_worker_id()
+        if not _WORKER.match(self.worker_id):
+            raise InvalidConfigError(
+                f"worker id {self.worker_id!r} cannot name batch files: use letters, digits, "
+                "'.', '_' and '-' (at most 64)"
+            )
         self.folder = self.log_dir / self.worker_id
         self.flush_ms = flush_ms
         self.batch_rows = batch_rows
@@ -102,7 +110,7 @@ class WalSink:
         self._durable_cond = threading.Condition(self._lock)
         self._wake = threading.Condition(self._lock)
         self._flush_lock = threading.Lock()
-        self._buffer: list[tuple[bytes, dict[str, Any]]] = []
+        self._buffer: list[tuple[bytes, float, int]] = []  # line, time, rows
         self._buffer_rows = 0
         self._seq = 0  # records appended
         self._durable = 0  # records written and fsynced
@@ -279,6 +287,7 @@ class WalSink:
         if isinstance(body.get("rows"), list):
             body["rows"] = self.schema.privacy.mask(body["rows"])  # never a raw private value
         data = payload_json(body)
+        rows = rows_of({"k": kind, **body})
         with self._lock:
             if self._state != "open":
                 raise WalError(
@@ -291,9 +300,8 @@ class WalSink:
             t_us = max(round(self.clock() * 1e6), self._last_us + 1)
             self._last_us = t_us
             t = t_us / 1e6
-            body["k"], body["t"] = kind, t
-            self._buffer.append((encode(kind, t, data), body))
-            self._buffer_rows += rows_of(body)
+            self._buffer.append((encode(kind, t, data), t, rows))
+            self._buffer_rows += rows
             self._seq += 1
             if waiter is not None:
                 self._waiters.append((self._seq, *waiter))
@@ -335,7 +343,7 @@ class WalSink:
                     self._rotate = False
                     self._open_segment(self._segment + 1)
                 assert self._fd is not None
-                data = memoryview(b"".join(line for line, _ in batch))
+                data = memoryview(b"".join(line for line, _, _ in batch))
                 while data:
                     data = data[os.write(self._fd, data) :]
                 os.fdatasync(self._fd)
@@ -344,9 +352,9 @@ class WalSink:
                 raise WalError(f"writing the prediction log in {self.folder} failed: {e}") from e
             entries = []
             offset = self._offset
-            for line, record in batch:
+            for line, t, rows in batch:
                 offset += len(line)
-                entries.append(Entry(record, (self._segment, offset)))
+                entries.append(Entry((self._segment, offset), t, rows, body=line[9:-1]))
             self._offset = offset
             assert self._roller is not None
             self._roller.feed(entries)

@@ -20,7 +20,6 @@ import json
 import os
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,46 @@ LOCK_NAME = "lock"
 Position = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A durable record and the position just after it in its worker's log."""
+def rows_of(record: dict[str, Any]) -> int:
+    """How many scored rows a record carries (only "req" records carry any)."""
+    rows = record.get("rows") if record.get("k") == "req" else None
+    return len(rows) if isinstance(rows, list) else 0
 
-    record: dict[str, Any]
-    position: Position
+
+class Entry:
+    """A durable record, the position just after it in its worker's log, its time and rows.
+
+    The live log keeps a record's JSON and parses it only when it is rolled (off the request
+    path), so what lands is what the log holds, byte for byte, as a replay would read it.
+    """
+
+    __slots__ = ("_body", "_record", "position", "rows", "t")
+
+    def __init__(
+        self,
+        position: Position,
+        t: float,
+        rows: int,
+        record: dict[str, Any] | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        self.position = position
+        self.t = t
+        self.rows = rows
+        self._record = record
+        self._body = body
+
+    @classmethod
+    def of(cls, record: dict[str, Any], position: Position) -> Entry:
+        return cls(position, float(record["t"]), rows_of(record), record=record)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self._record is None:
+            assert self._body is not None
+            self._record = json.loads(self._body)
+            self._body = None
+        return self._record
 
 
 def _jsonable(value: Any) -> Any:
@@ -109,7 +142,7 @@ def read_entries(folder: Path, after: Position = (0, 0)) -> Iterator[Entry]:
                 break
             offset = end + 1
             if (number, offset) > after:
-                yield Entry(record, (number, offset))
+                yield Entry.of(record, (number, offset))
 
 
 def fsync_dir(folder: Path) -> None:
