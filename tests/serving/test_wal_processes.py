@@ -3,6 +3,7 @@ its recorded position, and SIGTERM. Every acknowledged request lands in exactly 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,9 +47,17 @@ def _acked_until(proc: subprocess.Popen, count: int) -> list[str]:
     return acked
 
 
+def _rest(proc: subprocess.Popen) -> str:
+    """The rest of the child's output, through the reader that may hold some already."""
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    return out
+
+
 def _kill(proc: subprocess.Popen, acked: list[str]) -> list[str]:
     proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=60)
+    out = _rest(proc)
     # What it printed before dying was acknowledged too.
     return acked + [x for x in out.split() if x not in ("DONE", "CLOSED")]
 
@@ -96,6 +105,8 @@ def test_a_kill_between_landing_and_recording_the_position_lands_nothing_twice(
         proc = _child(tmp_path, "w0", 0, WAL_CHILD_KILL_AT_COMMIT=n, WAL_CHILD_BATCH_ROWS=20)
         acked = _kill(proc, acked + _acked_until(proc, 10**9))
         assert proc.returncode == -signal.SIGKILL
+        pending = json.loads((tmp_path / "wal" / "w0" / "rolled.json").read_text())["pending"]
+        assert pending and (tmp_path / "landing" / pending["name"]).exists()
         names = {p.name for p in landed(tmp_path)}
         assert names_before <= names  # a replayed roll rewrites its file, never renames it
         names_before = names
@@ -111,7 +122,7 @@ def test_sigterm_closes_the_log_and_lands_every_acknowledged_request(tmp_path):
     proc = _child(tmp_path, "wt", 50)
     acked = _acked_until(proc, 500)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    out = _rest(proc)
     assert proc.returncode == 0 and out.split()[-1] == "CLOSED"
     acked += [x for x in out.split() if x not in ("DONE", "CLOSED")]
     _assert_exactly_once(tmp_path, acked)

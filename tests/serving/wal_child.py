@@ -32,12 +32,11 @@ def _kill_at_commit(n: int) -> None:
     calls = {"commits": 0}
 
     def write_state(folder, state):
+        if state.get("pending") is None:  # a commit, not an intent
+            calls["commits"] += 1
+            if calls["commits"] == n:  # the file has landed, its position is not recorded
+                os.kill(os.getpid(), signal.SIGKILL)
         real(folder, state)
-        if state.get("pending") is not None:
-            return  # the intent; the commit is the write without one
-        calls["commits"] += 1
-        if calls["commits"] == n:  # the file has landed, its position is not recorded yet
-            os.kill(os.getpid(), signal.SIGKILL)
 
     roller.write_state = write_state
 
