@@ -316,3 +316,22 @@ def test_multiclass_scores_land_as_attach_scores_names_them(tmp_path):
         0.7,
         0.1,
     ]
+
+
+def test_a_failed_roll_is_retried_on_the_same_range_and_the_log_keeps_the_rows(tmp_path):
+    (tmp_path / "landing").write_text("not a folder")  # the landing folder is unusable
+    s = sink(tmp_path, batch_rows=4, batch_seconds=3600)
+    s.start()
+    for i in range(4):
+        s.record("req", req(f"r{i}"))
+    assert s._roller is not None
+    wait_for(lambda: s._roller.failure is not None)
+    for i in range(4, 10):  # more arrive meanwhile; the failed range must not grow
+        s.record("req", req(f"r{i}"))
+    assert s.backlog() == 10
+    (tmp_path / "landing").unlink()
+    wait_for(lambda: s.backlog() == 2)
+    s.close()
+    sizes = [len(pq.read_table(f)) for f in landed(tmp_path)]
+    assert sizes == [4, 4, 2]
+    assert list(frame(tmp_path)["request_id"]) == [f"r{i}" for i in range(10)]

@@ -135,7 +135,8 @@ class FolderRoller:
         path = None
         if any(e.rows for e in entries):
             name = file_name(self.worker, entries[0].record)
-            write_state(self.folder, {**self.state, "pending": {"name": name, "end": end}})
+            self.state = {**self.state, "pending": {"name": name, "end": end}}
+            write_state(self.folder, self.state)
             path = land(self.landing, name, self.schema, self.worker, entries)
         self.state = {"position": end, "t": entries[-1].t, "pending": None}
         write_state(self.folder, self.state)
@@ -267,7 +268,14 @@ class Roller:
         log until their range has landed and its position is recorded."""
         with self._cond:
             entries = list(self._pending)
-        ranges, rest = chunks(entries, self.batch_rows, self.batch_seconds, final)
+        ranges: list[list[Entry]] = []
+        pending = self.folder.state.get("pending")
+        if pending:  # an attempt that failed: land that same range again before any other
+            end = (int(pending["end"][0]), int(pending["end"][1]))
+            cut = next((i + 1 for i, e in enumerate(entries) if e.position == end), 0)
+            ranges, entries = [entries[:cut]] if cut else [], entries[cut:]
+        more, rest = chunks(entries, self.batch_rows, self.batch_seconds, final)
+        ranges += more
         if not final and not ranges and rest and self._time_due(rest):
             ranges, rest = [rest], []
         landed = []
