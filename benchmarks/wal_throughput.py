@@ -1,11 +1,10 @@
 """Prediction log throughput: records/s through `WalSink` with flush_ms=0 (an fsync before
-each answer) and flush_ms=50 (group commit), against no log at all, for one writer calling
-`record` in a loop and for 32 concurrent asyncio writers calling `arecord`.
+each answer, group-committed) and flush_ms=50 (written before each answer, fsynced every
+50 ms), against no log at all, for one writer calling `record` in a loop and for 32
+concurrent asyncio writers calling `arecord`.
 
 One-row "req" records shaped like the demo's; each case runs for `--seconds` on a temporary
 folder (the disk's fsync cost decides most of it). Rolling into parquet runs alongside.
-With flush_ms=50 a writer waits for the next flush period, so W writers in flight reach at
-most W records per period; the period bounds the fsync rate, not the latency alone.
 
     .venv/bin/python benchmarks/wal_throughput.py [--seconds 3]
 """

@@ -32,7 +32,9 @@ class ServingConfig(_Model):
     )
     flush_ms: int = Field(
         default=50,
-        description="WAL flush period; 0 = flush (fsync) per request before answering.",
+        description="Prediction log fsync period in ms: each record is written before "
+        "its answer (it survives a killed server) and fsynced within this period (a power "
+        "cut loses at most this much); 0 fsyncs each record before answering.",
     )
     batch_rows: int = Field(
         default=10_000, description="Roll a batch file every this many logged rows ..."

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,7 @@ _ARROW: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
     "datetime": pa.timestamp("ns", tz="UTC"),
 }
-# What `core.privacy.hash_value` writes: a value already masked upstream is not hashed again.
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_HASHED = re.compile(r"^[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True)
@@ -57,9 +54,9 @@ class Privacy:
         return cls(tuple(columns.private), columns.privacy, salt)
 
     def mask(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """`rows` with any raw private value hashed or dropped (copies only rows it changes);
-        nulls stay null and values already hashed upstream are kept, as `mask_private` would
-        have left them."""
+        """`rows` with every private value hashed or dropped (copies only rows it changes);
+        nulls stay null, as `mask_private` leaves them. The sink is the one place a served
+        row is masked: callers hand it raw rows, so nothing is hashed twice."""
         if not self.private:
             return rows
         out = rows
@@ -82,7 +79,7 @@ class Privacy:
     def _masked(self, value: Any) -> bool:
         if self.privacy == "drop":
             return False
-        return value is None or (isinstance(value, str) and bool(_HASHED.match(value)))
+        return value is None
 
 
 def _kind_of_arrow(t: pa.DataType) -> Kind | None:
@@ -262,7 +259,7 @@ def build_table(schema: LandedSchema, worker: str, entries: Sequence[Entry]) -> 
         rid = str(r.get("id"))
         shadow = shadows.get(rid)
         t_us = round(float(r["t"]) * 1e6)
-        for i, row in enumerate(schema.privacy.mask(r["rows"])):
+        for i, row in enumerate(r["rows"]):  # masked when logged (WalSink._append)
             cols["request_id"].append(rid)
             cols["row"].append(i)
             served.append(t_us)

@@ -2,10 +2,17 @@
 then rolled into batch files in the loop's landing folder (`roller.py`).
 
 `WalSink` is what the server calls: `start()`, `record(kind, payload)` (or `await
-arecord(...)`) which returns once the record is durable, `backlog()`, `close()`. Writes are
-group-committed: records appended while a flush is under way share the next write and fsync,
-so many concurrent requests cost one fsync per flush period (`flush_ms`; 0 flushes as soon as
-a record is there and answers only after its fsync).
+arecord(...)`) which returns once the record is safe, `backlog()`, `close()`.
+
+Safe means one of two things (`serving.flush_ms`):
+
+- `flush_ms > 0` (the default, 50): the record is written to the log file (one `write`, in the
+  kernel) before `record` returns, so it survives the server being killed (SIGKILL, a crash, an
+  out-of-memory kill); a background thread fsyncs every `flush_ms`, so a machine losing power
+  loses at most that much. Writing costs a few microseconds: the answer does not wait for a disk.
+- `flush_ms == 0`: the record is also fsynced before `record` returns (it survives a power cut).
+  Writes are group-committed: records appended while an fsync is under way share the next one,
+  so concurrent requests cost one fsync per round, not one each.
 """
 
 from __future__ import annotations
@@ -113,7 +120,8 @@ class WalSink:
         self._buffer: list[tuple[bytes, float, int]] = []  # line, time, rows
         self._buffer_rows = 0
         self._seq = 0  # records appended
-        self._durable = 0  # records written and fsynced
+        self._durable = 0  # records written (and fsynced, with flush_ms 0)
+        self._dirty = False  # written since the last fsync
         self._waiters: deque[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
         self._last_us = 0
         self._fd: int | None = None
@@ -230,6 +238,7 @@ class WalSink:
             if self._flusher is not None:
                 self._flusher.join()
             self._flush()
+            self._sync()
             self._roller.stop()
             self._roller.roll(final=True)
             if self._fd is not None:
@@ -252,24 +261,22 @@ class WalSink:
 
     # -- writing ----------------------------------------------------------------------------
     def record(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """Log one record; returns once it is durable (written and fsynced).
+        """Log one record; returns once it is written (`flush_ms > 0`) or written and fsynced
+        (`flush_ms == 0`): see the module's docstring.
 
         Raises:
             WalError: the log is not open, or writing it failed.
         """
         seq = self._append(kind, payload)
-        if self.flush_ms == 0:
-            self._flush(seq)
-            return
-        with self._lock:
-            while self._durable < seq and self._failure is None:
-                self._durable_cond.wait()
-            if self._durable < seq:
-                raise WalError(f"the prediction log in {self.folder} failed") from self._failure
+        self._flush(seq, sync=self.flush_ms == 0)
 
     async def arecord(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """`record` for an asyncio server: waits for the group flush without blocking the
-        event loop."""
+        """`record` for an asyncio server. With `flush_ms > 0` it writes in the caller's
+        thread (a `write` of one line, no disk wait); with 0 it waits for the group fsync
+        without blocking the event loop."""
+        if self.flush_ms > 0:
+            self.record(kind, payload)
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._append(kind, payload, (loop, future))
@@ -322,9 +329,9 @@ class WalSink:
         if upto[0] == self._segment:
             self._rotate = True
 
-    def _flush(self, until: int | None = None) -> None:
-        """Write and fsync everything appended (group commit); with `until`, nothing when
-        that record is durable already."""
+    def _flush(self, until: int | None = None, sync: bool = True) -> None:
+        """Write everything appended, and fsync it with `sync` (group commit); with `until`,
+        nothing when that record is written already."""
         with self._flush_lock:
             with self._lock:
                 if until is not None and self._durable >= until:
@@ -341,12 +348,16 @@ class WalSink:
             try:
                 if self._rotate or self._offset >= self.segment_bytes:
                     self._rotate = False
+                    if self._fd is not None and self._dirty:
+                        os.fdatasync(self._fd)  # the old segment is complete on disk first
                     self._open_segment(self._segment + 1)
                 assert self._fd is not None
                 data = memoryview(b"".join(line for line, _, _ in batch))
                 while data:
                     data = data[os.write(self._fd, data) :]
-                os.fdatasync(self._fd)
+                if sync:
+                    os.fdatasync(self._fd)
+                self._dirty = not sync
             except OSError as e:
                 self._fail(e)
                 raise WalError(f"writing the prediction log in {self.folder} failed: {e}") from e
@@ -375,7 +386,44 @@ class WalSink:
         for _, loop, future in waiters:
             _resolve(loop, future, WalError(f"writing the prediction log failed: {error}"))
 
+    def _sync(self) -> None:
+        """fsync what writers wrote since the last one, without holding them up: the fsync
+        runs on a duplicate of the file descriptor, outside the lock they write under."""
+        with self._flush_lock:
+            if self._fd is None or not self._dirty:
+                return
+            fd, self._dirty = os.dup(self._fd), False
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync_loop(self) -> None:
+        """flush_ms > 0: writers write; this thread fsyncs every period and beats."""
+        period = self.flush_ms / 1000
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while True:
+            with self._lock:
+                timeout = max(0.0, min(period, next_beat - time.monotonic()))
+                self._wake.wait_for(lambda: self._state != "open", timeout)
+                closing = self._state != "open"
+            try:
+                if not closing and time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.heartbeat_seconds
+                    self.record("hb", {})
+                self._sync()
+            except WalError:
+                return  # record() raises from now on
+            except Exception as e:
+                self._fail(e)
+                return
+            if closing:
+                return
+
     def _flush_loop(self) -> None:
+        if self.flush_ms > 0:
+            self._sync_loop()
+            return
         period = self.flush_ms / 1000
         last_flush = float("-inf")
         next_beat = time.monotonic() + self.heartbeat_seconds
