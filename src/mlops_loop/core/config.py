@@ -30,6 +30,7 @@ from mlops_loop.core.policy_config import (
     TrainingPolicy,
 )
 from mlops_loop.core.quality_policy import CustomExpectation, QualityPolicy  # noqa: F401
+from mlops_loop.core.serving_config import ServingConfig
 from mlops_loop.core.task_config import with_task
 from mlops_loop.core.tasks import Task
 
@@ -347,6 +348,7 @@ class LoopConfig(_Model):
         default_factory=AlertsConfig,
         description="Alert rules on the per-batch metrics and the channels that receive them.",
     )
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @model_validator(mode="after")
     def _late_labels_need_an_id(self) -> LoopConfig:

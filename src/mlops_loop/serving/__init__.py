@@ -1,0 +1,1 @@
+"""The online endpoint and its prediction log, which lands served rows as batch files."""
