@@ -318,3 +318,74 @@ def test_shadow_comparison_of_a_multiclass_model_by_hand(config):
     assert got.agreement == pytest.approx(2 / 3)  # a/a, b/a, c/c
     assert got.mean_abs_diff == pytest.approx(np.abs(shadow - served).mean())
     assert got.mean_score_diff == pytest.approx(((0.5 - 0.6) + (0.6 - 0.5) + (0.7 - 0.8)) / 3)
+
+
+@pytest.mark.slow
+def test_a_promotion_shows_the_challenger_on_live_traffic(tmp_path, demo_frames):
+    from mlflow import MlflowClient
+
+    from mlops_loop.core.labels import ingest_labels
+    from mlops_loop.core.performance import metric_value
+    from mlops_loop.core.registry import MlflowRegistry
+    from mlops_loop.core.steps.promotion import promote_challenger
+    from mlops_loop.core.steps.quality import check_quality
+    from mlops_loop.core.steps.reference import ensure_champion, take_reference_snapshot
+    from mlops_loop.core.steps.training import train_challenger
+    from mlops_loop.core.training import labels, predict_scores
+
+    reference, batches = demo_frames
+    config = load_config(
+        write_loop(
+            tmp_path,
+            reference,
+            {"batch_005": batches["batch_005"]},
+            **{"sources.labels": "labels", "columns.label_time": None},
+        )
+    )
+    (tmp_path / "labels").mkdir()
+    cols = config.columns
+    take_reference_snapshot(config)
+    ensure_champion(config)
+    ingest_batch(config, "batch_005", config.sources.landing / "batch_005.parquet")
+    assert check_quality(config, "batch_005").success
+    challenger = train_challenger(config, "batch_005")
+    registry = MlflowRegistry.from_config(config)
+    live = batches["batch_006"].head(400)
+    features = _features(live, config)
+    served = predict_scores(registry.load(1), features, cols)
+    shadow = predict_scores(registry.load(challenger.version), features, cols)
+    rows = served_rows(
+        features,
+        cols,
+        served,
+        model_version=1,
+        start=START,
+        shadow_scores=shadow,
+        shadow_version=challenger.version,
+    )
+    record = serving_record(rows, window_start=START, window_end=START + 400)
+    path = write_served(config.sources.landing / served_name(START), rows, record)
+    ingest_batch(config, path.stem, path)
+    assert check_quality(config, path.stem).success
+    live[[cols.id, cols.target]].head(250).to_csv(config.sources.labels / "l.csv", index=False)
+    assert ingest_labels(config).affected == [path.stem]
+
+    result = promote_challenger(config, "batch_005")
+    got = result.live_traffic
+    assert got is not None and got["rows"] == 400 and got["batches"] == [path.stem]
+    assert got["agreement"] == pytest.approx(np.mean((served >= 0.5) == (shadow >= 0.5)))
+    assert got["mean_score_diff"] == pytest.approx(np.mean(shadow - served))
+    y = labels(live.head(250), cols)
+    assert got["labelled_rows"] == 250
+    assert got["served_metric"] == pytest.approx(metric_value("roc_auc", y, served[:250]))
+    assert got["challenger_metric"] == pytest.approx(metric_value("roc_auc", y, shadow[:250]))
+    assert LoopStore(config.state_dir).batch_json("batch_005", "promotion")["live_traffic"] == got
+
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    experiment = client.get_experiment_by_name(config.mlflow.experiment)
+    [run] = [
+        r for r in client.search_runs([experiment.experiment_id]) if "shadow_rows" in r.data.metrics
+    ]
+    assert run.data.metrics["shadow_rows"] == 400
+    assert run.data.metrics["shadow_agreement"] == pytest.approx(got["agreement"])
+    assert "promoted" in run.data.metrics

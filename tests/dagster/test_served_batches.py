@@ -31,7 +31,7 @@ def test_two_served_batches_are_monitored_with_their_online_figures(tmp_path, de
     frame = batches["batch_001"][[cols.id, cols.timestamp, *cols.features]]
     rng = np.random.default_rng(3)
     keys, latencies = [], {"fast": np.full(150, 4.0), "slow": np.r_[np.full(145, 8.0), [90.0] * 5]}
-    for i, (kind, latency) in enumerate(latencies.items()):
+    for i, latency in enumerate(latencies.values()):
         part = frame.iloc[i * 300 : (i + 1) * 300]
         start = START + i * 600
         rows = served_rows(

@@ -162,6 +162,9 @@ def shadow(live: dict[str, Any] | None) -> dict[str, Any]:
     if not live:
         return {}
     out = numbers(ShadowComparison(**live).metrics())
+    for name in ("shadow_rows", "shadow_labelled_rows"):
+        if name in out:
+            out[name] = int(out[name])
     out["shadow_challenger_version"] = live.get("challenger_version")
     out["shadow_batches"] = ", ".join(live.get("batches") or []) or "none"
     if live.get("labelled_rows"):
@@ -176,7 +179,7 @@ def shadow(live: dict[str, Any] | None) -> dict[str, Any]:
                 },
                 {
                     "model": "served",
-                    "version": live.get("served_versions"),
+                    "version": ", ".join(str(v) for v in live.get("served_versions") or []),
                     "metric": name,
                     "value": live.get("served_metric"),
                 },
