@@ -168,19 +168,19 @@ def shadow(live: dict[str, Any] | None) -> dict[str, Any]:
     out["shadow_challenger_version"] = live.get("challenger_version")
     out["shadow_batches"] = ", ".join(live.get("batches") or []) or "none"
     if live.get("labelled_rows"):
-        name = live.get("metric_name")
+        metric = live.get("metric_name")
         out["shadow_labelled"] = table(
             [
                 {
                     "model": "challenger (shadow)",
                     "version": live.get("challenger_version"),
-                    "metric": name,
+                    "metric": metric,
                     "value": live.get("challenger_metric"),
                 },
                 {
                     "model": "served",
                     "version": ", ".join(str(v) for v in live.get("served_versions") or []),
-                    "metric": name,
+                    "metric": metric,
                     "value": live.get("served_metric"),
                 },
             ],
