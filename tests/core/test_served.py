@@ -200,6 +200,19 @@ def test_a_clean_served_batch_passes_the_gate_and_keeps_its_predictions(config, 
     result = check_quality(config, key)
     assert result.success, [i.message for i in result.incidents]
     assert [i for i in result.incidents if i.kind == "unexpected_column"] == []
+    # The same verdict when the batch is too large to read whole and is checked by slices.
+    from mlops_loop.core.quality.chunked import validate_parquet
+
+    store = LoopStore(config.state_dir)
+    suite = store.read_json(store.snapshot_dir / "suite.json")
+    stored = store.batch_dir(key) / "batch.parquet"
+    sliced = validate_parquet(
+        stored, suite, 200, ignore=set(reserved_columns(config.columns, rows.columns))
+    )
+    assert sliced.success and not [i for i in sliced.incidents if i.kind == "unexpected_column"]
+    assert [
+        i for i in validate_parquet(stored, suite, 200).incidents if i.kind == "unexpected_column"
+    ]
 
     # The same rows without the serving record are a plain batch: the columns are new to it.
     plain = config.sources.landing / "plain_001.parquet"
