@@ -253,6 +253,11 @@ def test_a_clean_served_batch_passes_the_gate_and_keeps_its_predictions(config, 
     assert status.serving["serving_availability"] == 1.0
     assert "serving" in status.to_dict()
     assert "serving" not in batch_status(config, "plain_001").to_dict()
+    from mlops_loop.cli import _served
+
+    line = _served(status.serving)
+    assert "latency p50/p95/p99 4.0/4.0/4.0 ms" in line and "availability 100.00%" in line
+    assert _served(None) == ""
 
 
 def test_late_labels_join_a_served_batch_by_id(config, demo_frames):
