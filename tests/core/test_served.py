@@ -253,6 +253,15 @@ def test_a_clean_served_batch_passes_the_gate_and_keeps_its_predictions(config, 
     assert status.serving["serving_availability"] == 1.0
     assert "serving" in status.to_dict()
     assert "serving" not in batch_status(config, "plain_001").to_dict()
+    # A suite learnt again from the served batch learns its features, not serving's columns.
+    from mlops_loop.core.steps.relearn import relearn_suite
+
+    relearn_suite(config, "served traffic is the new normal", batches=[key])
+    relearnt = store.read_json(store.snapshot_dir / "suite.json")
+    [columns_entry] = [e for e in relearnt["expectations"] if e["kind"] == "unexpected_column"]
+    assert set(columns_entry["kwargs"]["column_set"]) == set(store.reference().columns)
+    assert check_quality(config, key).success
+
     from mlops_loop.cli import _served
 
     line = _served(status.serving)

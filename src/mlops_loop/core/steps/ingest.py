@@ -73,6 +73,19 @@ def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) ->
     return Ingested(rows=len(frame), columns=len(frame.columns), digest=frame_digest(frame))
 
 
+def serving_columns(config: LoopConfig, store: LoopStore, key: str) -> list[str]:
+    """The columns serving added to a stored batch (`served.reserved_columns`); none for a
+    batch that did not come from serving. The quality gate, and a suite learnt again from
+    batches, leave them out."""
+    from mlops_loop.core.parquet import parquet_columns
+    from mlops_loop.core.served import reserved_columns
+
+    path = store.batch_dir(key) / "batch.parquet"
+    if served_figures(store, key) is None or not path.exists():
+        return []
+    return reserved_columns(config.columns, parquet_columns(path))
+
+
 def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
     """Copy a landed batch file into the store as parquet.
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import DataError
-from mlops_loop.core.steps.ingest import Ingested, big_batch, served_figures
+from mlops_loop.core.steps.ingest import Ingested, big_batch, serving_columns
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import (
@@ -58,7 +58,7 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     # The row count is judged by the sizes of the batches accepted so far (the latest ones).
     suite = with_accepted_rows(suite, accepted_rows(store, key))
     big = big_batch(config, store, key)
-    ignore = _served_columns(config, store, key)
+    ignore = serving_columns(config, store, key)
     if ingested.truncated:
         batch, result = None, _cut_short(ingested.truncated)
     elif big is not None:
@@ -107,17 +107,6 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     store.write_batch_json(key, "quality", result.to_dict())
     (store.batch_dir(key) / "quality.html").write_text(result.to_html())
     return result
-
-
-def _served_columns(config: LoopConfig, store: LoopStore, key: str) -> list[str]:
-    """The columns serving added to a served batch; none for any other batch."""
-    path = store.batch_dir(key) / "batch.parquet"
-    if served_figures(store, key) is None or not path.exists():
-        return []
-    from mlops_loop.core.parquet import parquet_columns
-    from mlops_loop.core.served import reserved_columns
-
-    return reserved_columns(config.columns, parquet_columns(path))
 
 
 def _cut_short(reason: str) -> QualityResult:
