@@ -72,6 +72,12 @@ class LoopStatus(StepResult):
     suite_version: int = 1  # of the quality suite in use: one more per relearn
     suite_relearns: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record, each batch as its own `BatchStatus.to_dict` gives it."""
+        data = super().to_dict()
+        data["batches"] = [b.to_dict() for b in self.batches]
+        return data
+
 
 def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -> BatchStatus:
     """A batch's verdicts, read from the state folder."""
