@@ -85,3 +85,32 @@ def test_two_served_batches_are_monitored_with_their_online_figures(tmp_path, de
         alerts[key] = check
     assert alerts[keys[0]].passed
     assert not alerts[keys[1]].passed and "p99_slow" in alerts[keys[1]].description
+
+
+def test_serving_and_live_traffic_metadata_plot_as_numbers():
+    from mlops_loop.core.shadow import ShadowComparison
+    from mlops_loop.defs import metadata as md
+
+    assert md.serving({}) == {} and md.shadow(None) == {}
+    served = md.serving({"serving_latency_p99_ms": 12.34567, "serving_model_version": 3.0})
+    assert served == {"serving_latency_p99_ms": 12.35, "serving_model_version": 3}
+    live = ShadowComparison(
+        challenger_version=2,
+        rows=4,
+        batches=["served-a"],
+        served_versions=[1],
+        agreement=0.75,
+        mean_abs_diff=0.1,
+        mean_score_diff=0.01,
+        correlation=None,
+        labelled_rows=2,
+        metric_name="roc_auc",
+        challenger_metric=0.8,
+        served_metric=0.7,
+    ).to_dict()
+    meta = md.shadow(live)
+    assert meta["shadow_rows"] == 4 and meta["shadow_agreement"] == 0.75
+    assert meta["shadow_challenger_roc_auc"] == 0.8 and meta["shadow_served_roc_auc"] == 0.7
+    assert "shadow_correlation" not in meta and meta["shadow_batches"] == "served-a"
+    records = meta["shadow_labelled"].value.records
+    assert [r.data["version"] for r in records] == ["2", "1"]
