@@ -19,14 +19,11 @@ import pyarrow as pa
 
 from mlops_loop.core.config import ColumnsConfig, LoopConfig
 from mlops_loop.core.privacy import _salt, hash_value
+from mlops_loop.core.served import ERROR_STATUSES, SCHEMA, SERVING_KEY
 from mlops_loop.core.tasks import probability_columns
 from mlops_loop.serving.wal_format import Entry
 
 Kind = Literal["int", "float", "string", "bool", "datetime"]
-METADATA_KEY = b"mlops_loop.serving"
-SCHEMA_VERSION = 1
-#: The statuses every file counts, seen or not; others are counted when they occur.
-ERROR_STATUSES = ("422", "413", "400", "500")
 _ARROW: dict[str, pa.DataType] = {
     "int": pa.int64(),
     "float": pa.float64(),
@@ -282,7 +279,7 @@ def build_table(schema: LandedSchema, worker: str, entries: Sequence[Entry]) -> 
     arrow = schema.arrow_schema()
     table = pa.Table.from_arrays(arrays, schema=arrow)
     meta = serving_metadata(worker, records, schema.heartbeat_seconds, len(served))
-    return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+    return table.replace_schema_metadata({SERVING_KEY: json.dumps(meta).encode()})
 
 
 def serving_metadata(
@@ -314,7 +311,7 @@ def serving_metadata(
         if r.get("k") in ("req", "err") and isinstance(r.get("latency_ms"), int | float):
             latencies.append(float(r["latency_ms"]))
     return {
-        "schema": SCHEMA_VERSION,
+        "schema": SCHEMA,
         "worker": worker,
         "window_start": start,
         "window_end": max(times),
