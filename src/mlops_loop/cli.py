@@ -166,9 +166,26 @@ def cmd_status(args: argparse.Namespace) -> int:
         metric = _num(b.metric) if b.metric is not None else "no labels yet"
         print(
             f"  {b.batch}: quality pass; drift {_yes_no(b.dataset_drift)}; "
-            f"{name} {metric}{scored}{promoted}{alerts}"
+            f"{name} {metric}{scored}{_served(b.serving)}{promoted}{alerts}"
         )
     return 0
+
+
+def _served(serving: dict[str, float] | None) -> str:
+    """A served batch's online figures, for the status line ("" for other batches)."""
+    if serving is None:
+        return ""
+    latency = "/".join(
+        _num(serving.get(f"serving_latency_{p}_ms"), 1) for p in ("p50", "p95", "p99")
+    )
+    parts = [f"latency p50/p95/p99 {latency} ms"]
+    if serving.get("serving_error_rate") is not None:
+        parts.append(f"errors {serving['serving_error_rate']:.2%}")
+    if serving.get("serving_requests_per_s") is not None:
+        parts.append(f"{serving['serving_requests_per_s']:.3g} req/s")
+    if serving.get("serving_availability") is not None:
+        parts.append(f"availability {serving['serving_availability']:.2%}")
+    return "; served " + ", ".join(parts)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import dagster as dg
 import pandas as pd
@@ -117,13 +118,46 @@ def test_dagster_runs_are_in_the_instance(demo):
     # the new pattern, is rejected. The covariate drift of batch_004 trains nothing: its labels
     # show the champion holding.
     assert verdicts == {"batch_005": (True, warn), "batch_007": (False, warn)}
-    assert {"bootstrap_job", "monitor_job", "retrain_job", "labels_job", "remeasure_job"} <= jobs
+    assert {"bootstrap_job", "monitor_job", "retrain_job", "labels_job"} <= jobs
     # Labels land a week after their batch: every accepted batch was measured again.
     remeasured = [r for r in runs if r.tags.get("mlops_loop/trigger") == "late_labels"]
     assert sorted(r.tags["dagster/partition"] for r in remeasured) == [
         f"batch_00{i}" for i in (1, 2, 4, 5, 6, 7)
     ]
     assert instance.get_dynamic_partitions("batches") == [f"batch_00{i}" for i in range(1, 8)]
+
+
+def test_every_demo_run_comes_from_the_code_location_and_its_tick(demo):
+    """Runs are where a user looks: under the code location `make ui` loads, their job, the
+    sensor or schedule tick that asked for them (or the backfill), and their partition."""
+    root, _ = demo
+    instance = DagsterInstance.from_config(str(root / "dagster_home"))
+    runs = instance.get_runs()
+    origins = {r.remote_job_origin.location_name if r.remote_job_origin else None for r in runs}
+    assert origins == {"mlops_loop.definitions"}
+    assert all(r.job_code_origin is not None for r in runs)
+    by_sensor = Counter(r.tags.get("dagster/sensor_name") for r in runs)
+    assert by_sensor["landing_sensor"] == 7 and by_sensor["label_sensor"] == 7, by_sensor
+    assert by_sensor["retrain_sensor"] == 1, by_sensor  # batch_005's concept change
+    assert Counter(r.tags.get("dagster/schedule_name") for r in runs)["retrain_schedule"] == 1
+    backfilled = [r for r in runs if r.tags.get("dagster/backfill")]
+    assert len(backfilled) == 6 and all(
+        r.job_name == "__ASSET_JOB" or r.tags.get("dagster/partition") for r in backfilled
+    )
+    # The sensors' ticks name the runs they launched, as the daemon's do.
+    # (A backfill's runs are the backfill's: its tick names the backfill, not them.)
+    sensor_runs = {
+        r.run_id
+        for r in runs
+        if r.tags.get("dagster/sensor_name") and not r.tags.get("dagster/backfill")
+    }
+    ticked: set[str] = set()
+    for name in ("landing_sensor", "label_sensor", "retrain_sensor"):
+        state = next(s for s in instance.all_instigator_state() if s.instigator_name == name)
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=100)
+        assert ticks and all(t.status.value in ("SUCCESS", "SKIPPED") for t in ticks), name
+        ticked |= {run_id for t in ticks for run_id in t.run_ids}
+    assert sensor_runs - ticked == set()
 
 
 def test_artifacts_live_under_the_state_folder(demo):

@@ -70,6 +70,9 @@ def monitor_dag(source: LoopSource, assets: LoopAssets, args: DagArgs, schedule:
 
             info = scoring.score_batch(source.load(), key, step_context(context, key))
             log.info("batch %s: %s rows scored by v%s", key, info.rows, info.champion_version)
+            if info.serving:  # a served batch: the endpoint's online figures
+                figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(info.serving.items()))
+                log.info("batch %s: served; %s", key, figures)
 
         @task_group(group_id="batch")
         def batch(key: str) -> None:

@@ -109,6 +109,15 @@ def retrain_dag(source: LoopSource, assets: LoopAssets, args: DagArgs) -> DAG:
                 "challenger_version": result.challenger_version,
                 "champion_version": result.champion_version_after,
             }
+            if result.live_traffic:  # the challenger in shadow on live traffic
+                from mlops_loop.core.shadow import ShadowComparison
+
+                live = ShadowComparison(**result.live_traffic).metrics()
+                log.info(
+                    "batch %s: live traffic; %s",
+                    key,
+                    ", ".join(f"{k} {v:.4g}" for k, v in sorted(live.items())),
+                )
             log.info("champion history:\n%s", result.history_table)
 
         @task_group(group_id="retrain")

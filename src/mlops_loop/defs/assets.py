@@ -133,6 +133,7 @@ def monitored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
             "source": info.source,
             "dagster/row_count": info.rows,
             "quality_success": result.success,
+            "served": ingest.served_figures(LoopStore(config.state_dir), key) is not None,
         },
         check_results=[
             md.quality_check(result),
@@ -172,7 +173,8 @@ def drift_report(context: dg.AssetExecutionContext, loop: LoopResource):
     kinds={"mlflow"},
 )
 def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
-    """The batch scored by the model `champion` points at when the run starts."""
+    """The batch scored by the model `champion` points at when the run starts; a served batch
+    keeps the predictions it was served with, and shows the endpoint's online figures."""
     if _quarantined(context, loop):
         return
     info = scoring.score_batch(loop.load(), context.partition_key, step_context(context))
@@ -181,6 +183,7 @@ def scored_batch(context: dg.AssetExecutionContext, loop: LoopResource):
             "champion_version": info.champion_version,
             "rows": info.rows,
             **md.operations(info.operations),
+            **md.serving(info.serving),
         }
     )
 
@@ -363,6 +366,7 @@ def champion_model(context: dg.AssetExecutionContext, loop: LoopResource) -> dg.
                 ["where", "metric", "ok", "change", "tolerance", "challenger", "champion"],
             ),
             "champion_history": dg.MetadataValue.md(result.history_table),
+            **md.shadow(result.live_traffic),
         },
         check_results=[
             md.promotion_check(

@@ -6,6 +6,7 @@ import dagster as dg
 
 from mlops_loop.core.drift.report import DriftReport
 from mlops_loop.core.quality import QualityResult
+from mlops_loop.core.shadow import ShadowComparison
 from mlops_loop.core.steps.alerts import AlertsChecked
 from mlops_loop.core.steps.labels import LabelsRead
 
@@ -142,6 +143,49 @@ def operations(ops: dict[str, Any]) -> dict[str, Any]:
     ]
     out = numbers({k: flat.get(k) for k in keep})
     out.update({k: str(flat[k]) for k in ("started_at", "ended_at") if flat.get(k)})
+    return out
+
+
+def serving(metrics: dict[str, float]) -> dict[str, Any]:
+    """A served batch's online figures (`serving_latency_p99_ms`, ...), plottable across
+    batches; nothing for other batches."""
+    out = numbers(metrics)
+    for name in ("serving_model_version", "serving_requests", "serving_errors", "serving_rows"):
+        if name in out:
+            out[name] = int(out[name])
+    return out
+
+
+def shadow(live: dict[str, Any] | None) -> dict[str, Any]:
+    """The live-traffic comparison of a promotion (`shadow.ShadowComparison`): its numbers,
+    and a table of both models' metric on the labelled rows; nothing when there was none."""
+    if not live:
+        return {}
+    out = numbers(ShadowComparison(**live).metrics())
+    for name in ("shadow_rows", "shadow_labelled_rows"):
+        if name in out:
+            out[name] = int(out[name])
+    out["shadow_challenger_version"] = live.get("challenger_version")
+    out["shadow_batches"] = ", ".join(live.get("batches") or []) or "none"
+    if live.get("labelled_rows"):
+        metric = live.get("metric_name")
+        out["shadow_labelled"] = table(
+            [
+                {
+                    "model": "challenger (shadow)",
+                    "version": live.get("challenger_version"),
+                    "metric": metric,
+                    "value": live.get("challenger_metric"),
+                },
+                {
+                    "model": "served",
+                    "version": ", ".join(str(v) for v in live.get("served_versions") or []),
+                    "metric": metric,
+                    "value": live.get("served_metric"),
+                },
+            ],
+            ["model", "version", "metric", "value"],
+        )
     return out
 
 

@@ -1,7 +1,10 @@
 """Sensors: new files in the landing folder, and retrain decisions that call for a challenger."""
 
+import os
+
 import dagster as dg
 
+from mlops_loop.core.errors import InvalidConfigError
 from mlops_loop.core.labels import pending_label_files
 from mlops_loop.core.steps.decision import pending_retrains
 from mlops_loop.core.store import LoopStore, file_stamp, landed_batches
@@ -9,10 +12,26 @@ from mlops_loop.defs.jobs import REMEASURED, labels_job, monitor_job, retrain_jo
 from mlops_loop.defs.partitions import BATCHES, batches
 from mlops_loop.defs.resources import LoopResource
 
+SENSOR_SECONDS_ENV = "MLOPS_LOOP_SENSOR_SECONDS"
+
+
+def _sensor_seconds() -> int:
+    raw = os.environ.get(SENSOR_SECONDS_ENV, "30")
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise InvalidConfigError(
+            f"${SENSOR_SECONDS_ENV} is {raw!r}: expected a whole number of seconds, at least 1"
+        )
+    return int(raw)
+
+
+#: How often each sensor looks (seconds): $MLOPS_LOOP_SENSOR_SECONDS when the code location
+#: loads, else 30. The demo ticks its sensors itself, in the scenario's order, and sets 1.
+SENSOR_SECONDS = _sensor_seconds()
+
 
 @dg.sensor(
     job=monitor_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a partition for every new batch file and monitors it; a file delivered "
     "again (fixed upstream) is monitored again.",
@@ -42,7 +61,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> d
 
 @dg.sensor(
     job=retrain_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a retrain for every batch whose retrain decision says so "
     "(drift or a performance drop). A batch that failed the quality gate never gets a "
@@ -109,7 +128,7 @@ def _materialized_since(
 
 @dg.sensor(
     job=labels_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Reads label files as they land (sources.labels); remeasure_sensor then "
     "measures again every past batch the new labels belong to.",
@@ -127,7 +146,7 @@ def label_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -> dg.
 
 @dg.sensor(
     asset_selection=REMEASURED,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After late labels are read, starts one backfill that measures again the "
     "realized performance of every past batch they belong to (a run per batch).",
@@ -196,7 +215,7 @@ def backfill_partitions(request: dg.RunRequest) -> list[str]:
 
 @dg.sensor(
     job=monitor_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After relearn_suite_job, monitors again (one monitor_job run each) every batch "
     "the old quality suite quarantined, so the new suite judges it and an accepted one flows "
@@ -232,7 +251,7 @@ def revalidate_sensor(context: dg.SensorEvaluationContext, loop: LoopResource) -
 
 
 @dg.run_failure_sensor(
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Records every failed loop run in MLflow (the run is marked FAILED with the "
     "failing step and its error, counted in step_failures) and tells the alert notifiers.",

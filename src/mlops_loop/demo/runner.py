@@ -1,8 +1,9 @@
 """The scripted demo: the whole loop through a real Dagster instance and MLflow on SQLite.
 
-The daemon would tick the sensors on its own; here the demo ticks them itself, in order, so
-the scenario is deterministic and finishes in a couple of minutes. Every run it launches is a
-real Dagster run recorded in the instance, visible afterwards in the Dagster UI.
+The daemon would tick the sensors on its own; here the demo ticks them itself, in order, with
+the daemon's own functions (`demo/daemon.py`), so the scenario is deterministic and finishes in
+about a minute. Every run is launched from the code location `make ui` loads: the Dagster UI
+shows it under its job, its sensor's or schedule's tick and its partition.
 """
 
 from __future__ import annotations
@@ -84,95 +85,6 @@ def land(src: Path, landing: Path) -> Path:
     return dest
 
 
-class DemoDriver:
-    """Ticks the loop's sensors and executes what they request on a Dagster instance."""
-
-    def __init__(self, config_path: Path, instance: Any, log_level: str = "CRITICAL") -> None:
-        from mlops_loop.defs.factory import build_definitions
-
-        self.log_level = log_level
-        self.defs = build_definitions(config_path)
-        self.instance = instance
-        self.cursors: dict[str, str | None] = {}
-
-    def run_job(
-        self,
-        name: str,
-        partition_key: str | None = None,
-        run_config: dict | None = None,
-        tags: dict | None = None,
-    ) -> Any:
-        job = self.defs.resolve_job_def(name)
-        # The runs' full event logs are in the instance (and the UI); the terminal gets warnings.
-        config = {
-            **(run_config or {}),
-            "loggers": {"console": {"config": {"log_level": self.log_level}}},
-        }
-        return job.execute_in_process(
-            instance=self.instance,
-            partition_key=partition_key,
-            run_config=config,
-            tags=tags,
-            raise_on_error=False,
-        )
-
-    def schedule(self, schedule_name: str) -> list[Any]:
-        """Evaluate a schedule once, as its tick would now, and run what it requests."""
-        import dagster as dg
-
-        schedule = self.defs.resolve_schedule_def(schedule_name)
-        with dg.build_schedule_context(
-            instance=self.instance, resources=self.defs.resources
-        ) as context:
-            data: Any = schedule(context)
-        requests = data if isinstance(data, list) else [data]
-        results = []
-        for request in requests:
-            if not isinstance(request, dg.RunRequest):
-                continue  # a SkipReason: nothing to run
-            tags = {**(request.tags or {}), "dagster/schedule_name": schedule_name}
-            job_name = request.job_name or str(schedule.job_name)
-            run_config = dict(request.run_config or {})
-            results.append(self.run_job(job_name, request.partition_key, run_config, tags))
-        return results
-
-    def tick(self, sensor_name: str) -> list[Any]:
-        """Evaluate a sensor once, apply its partition requests, run what it requests."""
-        import dagster as dg
-
-        from mlops_loop.defs.jobs import remeasure_job
-        from mlops_loop.defs.sensors import backfill_partitions
-
-        sensor = self.defs.resolve_sensor_def(sensor_name)
-        with dg.build_sensor_context(
-            instance=self.instance,
-            definitions=self.defs,
-            resources=self.defs.resources,
-            cursor=self.cursors.get(sensor_name),
-        ) as context:
-            # Calling the sensor returns its SensorResult as the daemon receives it; the
-            # partitions it adds are applied before its runs are launched, as the daemon does.
-            data: Any = sensor(context)
-        if data.cursor is not None:
-            self.cursors[sensor_name] = data.cursor
-        for request in data.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(
-                request.partitions_def_name, list(request.partition_keys)
-            )
-        results = []
-        for request in data.run_requests or []:
-            tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
-            backfill = backfill_partitions(request)
-            if backfill:
-                # The daemon would start a backfill (a run per batch); in process, the same runs.
-                for key in backfill:
-                    results.append(self.run_job(remeasure_job.name, key, None, tags))
-                continue
-            job_name = request.job_name or str(sensor.job_name)
-            results.append(self.run_job(job_name, request.partition_key, request.run_config, tags))
-        return results
-
-
 @dataclass(frozen=True)
 class DemoRun:
     """What `run_demo` did: the loop's status after the scenario, and where things are."""
@@ -240,10 +152,9 @@ def run_demo(
     folder of its own (`<workdir>/backtest`), and writes its JSON report to
     `<workdir>/backtest.json`: what the policy would have done, batch by batch.
     """
-    from dagster import DagsterInstance
-
     from mlops_loop.core.config import load_config
     from mlops_loop.core.steps.status import loop_status, monitoring_plot
+    from mlops_loop.demo.daemon import SteppedDaemon
 
     workdir, dagster_home = workdir.resolve(), dagster_home.resolve()
     if reset:
@@ -258,32 +169,42 @@ def run_demo(
     echo(f"Generating the demo stream in {workdir} ...")
     config_path = prepare_workdir(workdir)
     config = load_config(config_path)
-    instance = DagsterInstance.get()
-    driver = DemoDriver(config_path, instance)
-    echo("Bootstrapping: reference snapshot and first champion (bootstrap_job) ...")
-    result = driver.run_job("bootstrap_job")
-    if not result.success:
-        raise RuntimeError("bootstrap_job failed; see the Dagster UI for the run's logs")
     assert config.sources.labels is not None
-    store, episodes = LoopStore(config.state_dir), []
-    for episode in SCENARIO:
-        before = batch_stamps(store, episode.name)
-        land(workdir / "incoming" / f"{episode.name}.parquet", config.sources.landing)
-        monitor_runs = driver.tick("landing_sensor")
-        # A week later the batch's labels land: its performance is measured again.
-        land(workdir / "incoming_labels" / f"{episode.name}_labels.csv", config.sources.labels)
-        label_runs = driver.tick("label_sensor")  # reads the label file
-        label_runs += driver.tick("remeasure_sensor")  # measures the touched batch again
-        retrain_runs = driver.tick("retrain_sensor")
-        if episode is SCENARIO[-1]:
-            # The weekly retrain schedule fires: a challenger of a stable week is judged too.
-            retrain_runs += driver.schedule("retrain_schedule")
-        episodes.append(episode_status(config, episode.name, before))
-        echo(_episode_line(config, episode, episodes[-1], monitor_runs + label_runs, retrain_runs))
+    echo(
+        "Starting the code location (the package's Dagster definitions); the runs' console "
+        f"output goes to {workdir / 'dagster-runs.log'} ..."
+    )
+    with SteppedDaemon(config_path, dagster_home, workdir / "dagster-runs.log") as daemon:
+        echo("Bootstrapping: reference snapshot and first champion (bootstrap_job) ...")
+        failed = [r for r in daemon.launch("bootstrap_job") if not r.success]
+        if failed:
+            raise RuntimeError(
+                "bootstrap_job failed; see the Dagster UI for the run's logs: "
+                + "; ".join(failed[0].failures)
+            )
+        store, episodes = LoopStore(config.state_dir), []
+        for episode in SCENARIO:
+            before = batch_stamps(store, episode.name)
+            land(workdir / "incoming" / f"{episode.name}.parquet", config.sources.landing)
+            monitor_runs = daemon.tick("landing_sensor")
+            # A week later the batch's labels land: its performance is measured again.
+            land(workdir / "incoming_labels" / f"{episode.name}_labels.csv", config.sources.labels)
+            label_runs = daemon.tick("label_sensor")  # reads the label file
+            label_runs += daemon.tick("remeasure_sensor")  # measures the touched batch again
+            retrain_runs = daemon.tick("retrain_sensor")
+            if episode is SCENARIO[-1]:
+                # The weekly retrain schedule fires: a challenger of a stable week is judged too.
+                retrain_runs += daemon.schedule("retrain_schedule")
+            episodes.append(episode_status(config, episode.name, before))
+            echo(
+                _episode_line(
+                    config, episode, episodes[-1], monitor_runs + label_runs, retrain_runs
+                )
+            )
+        runs = len(daemon.instance.get_runs())
     status = loop_status(config)
     plot = workdir / "monitoring.svg"
     plot.write_text(monitoring_plot(config))
-    runs = len(instance.get_runs())
     report = str(run_backtest(workdir, config, echo)) if backtest else None
     return DemoRun(
         status=status,
@@ -362,11 +283,9 @@ def _episode_line(
     parts.append(f"({len(runs)} run(s){', ' + str(len(failed)) + ' failed' if failed else ''})")
     line = "  " + " | ".join(parts)
     # A quarantine ends its run successfully: any failed run is a real error, shown in full.
-    for result in failed:
-        for event in result.get_step_failure_events():
-            error = event.event_specific_data.error
-            if error:
-                line += f"\n    {event.step_key} failed: {error.to_string().strip()[:2000]}"
+    for run in failed:
+        for failure in run.failures:
+            line += f"\n    {run.job_name} {failure[:2000]}"
     return line
 
 

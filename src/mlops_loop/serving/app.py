@@ -95,6 +95,8 @@ class Endpoint:
         self.config = config
         self.columns = config.columns
         self.sink = sink
+        self.sink_masks = bool(getattr(sink, "masks_private", False))
+        self._arecord = getattr(sink, "arecord", None)
         self.metrics = ServingMetrics(backlog=sink.backlog)
         self.follower = AliasFollower(config, self.metrics)
         self.batcher = Batcher(self.columns)
@@ -102,8 +104,15 @@ class Endpoint:
             lambda: self.follower.challenger, self.columns, self.metrics, self._shadow_record
         )
 
+    async def _log(self, kind: str, payload: dict[str, Any]) -> None:
+        """Hand a record to the sink; returns once it is safe."""
+        if self._arecord is not None:
+            await self._arecord(kind, payload)
+        else:
+            await _done(self.sink.record(kind, payload))
+
     async def _shadow_record(self, payload: dict[str, Any]) -> None:
-        await _done(self.sink.record("shadow", payload))
+        await self._log("shadow", payload)
 
     async def _shadow_submit(self, rid: str, features: Any) -> None:
         # A coroutine, so Starlette runs it on the loop after the answer, not in its threadpool.
@@ -146,22 +155,24 @@ class Endpoint:
             }
             # A sink that keeps nothing is not given rows (1 ms of a 1,000-row request's 10).
             keeps = not isinstance(self.sink, NullSink)
-            rows = logged_rows(table, features, scores, self.columns) if keeps else []
+            rows = (
+                logged_rows(table, features, scores, self.columns, mask=not self.sink_masks)
+                if keeps
+                else []
+            )
             latency_ms = (time.perf_counter() - started) * 1000
-            await _done(
-                self.sink.record(
-                    "req",
-                    {
-                        "t": t,
-                        "id": rid,
-                        "status": 200,
-                        "latency_ms": latency_ms,
-                        "version": held.version,
-                        "rows": rows,
-                        "shadow": None,
-                        "extra_columns": extra,
-                    },
-                )
+            await self._log(
+                "req",
+                {
+                    "t": t,
+                    "id": rid,
+                    "status": 200,
+                    "latency_ms": latency_ms,
+                    "version": held.version,
+                    "rows": rows,
+                    "shadow": None,
+                    "extra_columns": extra,
+                },
             )
             response = _json(
                 body,
@@ -193,7 +204,7 @@ class Endpoint:
             "extra_columns": extra,
         }
         try:
-            await _done(self.sink.record("err", payload))
+            await self._log("err", payload)
         except Exception:
             logger.exception("the prediction log refused the error record of %s", rid)
 

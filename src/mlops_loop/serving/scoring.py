@@ -78,10 +78,15 @@ def _logged_value(value: Any) -> Any:
 
 
 def logged_rows(
-    table: Table, features: Features, scores: np.ndarray, columns: ColumnsConfig
+    table: Table,
+    features: Features,
+    scores: np.ndarray,
+    columns: ColumnsConfig,
+    mask: bool = True,
 ) -> list[dict[str, Any]]:
     """The rows the prediction log keeps: features (numbers as floats, nulls as None), id and
-    timestamp when sent, private columns masked (`core.privacy.mask_private`), predictions."""
+    timestamp when sent, predictions; with `mask`, private columns masked
+    (`core.privacy.mask_private`; without, the sink masks them)."""
     data: dict[str, list[Any]] = {}
     for c in columns.numerical:
         data[c] = _floats(features.arrays[c])
@@ -90,7 +95,7 @@ def logged_rows(
     for role in (columns.id, columns.timestamp):
         if role is not None and role in table.columns:
             data[role] = table.columns[role]
-    if any(c in data for c in columns.private):
+    if mask and any(c in data for c in columns.private):
         masked = mask_private(pd.DataFrame(data), columns)
         data = {c: [_logged_value(v) for v in masked[c].astype(object)] for c in masked.columns}
     data.update(prediction_columns(scores, columns))

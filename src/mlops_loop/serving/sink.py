@@ -11,10 +11,10 @@ arrived, `latency_ms` the time until its answer was ready):
 
 - `"req"`: `{"t", "id", "status": 200, "latency_ms", "version", "rows": [{...}], "shadow": None,
   "extra_columns"}`. `rows` holds one mapping per scored row: the feature columns and, when the
-  request carried them, `columns.id` and `columns.timestamp`, masked by
-  `core.privacy.mask_private`; then the prediction columns as `core.training.attach_scores`
-  writes them (`columns.prediction`, and `<prediction>_<class>` for a multiclass model).
-  `extra_columns` counts the request's columns the model ignored.
+  request carried them, `columns.id` and `columns.timestamp` (private columns masked by
+  `core.privacy.mask_private`, unless the sink masks them); then the prediction columns as
+  `core.training.attach_scores` writes them (`columns.prediction`, and `<prediction>_<class>`
+  for a multiclass model). `extra_columns` counts the request's columns the model ignored.
 - `"err"`: `{"t", "id", "status": 400 | 413 | 422 | 500 | 503, "latency_ms", "extra_columns"}`.
 - `"shadow"`: `{"t", "id", "version", "predictions": [...]}`, written after the answer, when
   `serving.shadow` is on and `@challenger` exists: the challenger's scores of request `id`'s
@@ -23,8 +23,13 @@ arrived, `latency_ms` the time until its answer was ready):
   challenger is counted in /metrics, not retried).
 
 `"start"` and `"hb"` records are the sink's own: it writes them from `start()` and its
-heartbeat. A sink for the real log lives in `mlops_loop.serving.wal` as `open_sink(config)`;
-`make_sink` uses it when that module is installed.
+heartbeat. A sink may also offer `async arecord(kind, payload)`, which the app then awaits
+instead of calling `record` (a sink whose `record` blocks until an fsync uses it to wait without
+holding up the event loop). A sink that masks private columns itself says so with a true
+`masks_private` attribute; the app then hands it the rows unmasked, so nothing is hashed twice.
+
+The real log is `mlops_loop.serving.wal.WalSink` (`docs/prediction-log.md`); `make_sink` uses it
+when that module is installed.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
-#: The module that provides the write-ahead log's sink, as `open_sink(config) -> PredictionSink`.
+#: The module of the write-ahead log's sink (`WalSink.from_config(config) -> PredictionSink`).
 WAL_MODULE = "mlops_loop.serving.wal"
 
 
@@ -92,5 +97,6 @@ def make_sink(config: Any) -> PredictionSink:
             raise
         logger.warning("serving.log is on but %s is not installed: nothing is logged", WAL_MODULE)
         return NullSink()
-    sink: PredictionSink = module.open_sink(config)
+    opener = getattr(module, "open_sink", None) or module.WalSink.from_config
+    sink: PredictionSink = opener(config)
     return sink

@@ -200,6 +200,7 @@ def validate_parquet(
     suite: dict,
     chunk_rows: int = CHUNK_ROWS,
     private: frozenset[str] | set[str] = frozenset(),
+    ignore: frozenset[str] | set[str] = frozenset(),
 ) -> QualityResult:
     """`validate_batch(None, pandas.read_parquet(path), suite=suite)`, a slice at a time.
 
@@ -214,6 +215,8 @@ def validate_parquet(
         suite: A spec from `build_suite`.
         chunk_rows: Rows per slice; memory grows with it.
         private: Columns whose values no incident may show (`columns.private`).
+        ignore: Columns left out of the check, as if the file did not have them (the columns
+            serving adds to a served batch, `served.reserved_columns`).
 
     Returns:
         The verdict, with the incidents and statistics `validate_batch` gives the whole frame.
@@ -225,10 +228,15 @@ def validate_parquet(
     path = Path(path)
     rows = parquet_rows(path)
     if rows == 0:
-        return validate_batch(None, pd.read_parquet(path), suite=suite)
+        empty = pd.read_parquet(path)
+        return validate_batch(
+            None, empty.drop(columns=[c for c in empty if c in ignore]), suite=suite
+        )
     entries = resolve_entries(_entries(suite), rows)  # learnt bounds at the batch's size
     with _open(path) as parquet:
         header = _frame(parquet.schema_arrow.empty_table().to_pandas(), "current batch")
+    header = header.drop(columns=[c for c in header.columns if c in ignore])
+    kept = [str(c) for c in header.columns] if ignore else None
     present = set(header.columns)
     typed = [n for n, e in enumerate(entries) if e["type"] == TYPE_CHECK and e["column"] in present]
     candidates = {
@@ -257,7 +265,7 @@ def validate_parquet(
         entries[n]["column"]: [] for n in typed if entries[n]["kwargs"].get("family") == "datetime"
     }
     chunk_index = 0
-    for chunk in iter_parquet(path, chunk_rows):
+    for chunk in iter_parquet(path, chunk_rows, columns=kept):
         chunk = _frame(chunk, "current batch")
         skip = set()
         for n in typed:
@@ -308,7 +316,7 @@ def validate_parquet(
         named = [kw.get(k) for k in ("column", "column_A", "column_B") if kw.get(k)]
         named += list(kw.get("column_list", []))
         try:
-            frame = pd.read_parquet(path, columns=list(dict.fromkeys(named)) or None)
+            frame = pd.read_parquet(path, columns=list(dict.fromkeys(named)) or kept)
         except Exception as err:  # pyarrow raises many unrelated types
             raise DataError(
                 f"{path}: cannot read the columns {named} of suite entry {n}: {err}"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.config import LoopConfig
-from mlops_loop.core.steps.ingest import Ingested
+from mlops_loop.core.steps.ingest import Ingested, served_figures
 from mlops_loop.core.steps.performance import Performance
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.steps.run import StepContext, step_run
@@ -36,7 +36,11 @@ class AlertsChecked(StepResult):
 
 
 def batch_metrics(config: LoopConfig, key: str) -> dict[str, Any]:
-    """Every number the loop knows about a batch, flat: what alert rules can watch."""
+    """Every number the loop knows about a batch, flat: what alert rules can watch.
+
+    A served batch adds its online figures (`serving_latency_p99_ms`, `serving_error_rate`,
+    ... : `served.ServingFigures.metrics`); other batches have none of those keys.
+    """
     store = LoopStore(config.state_dir)
     record: dict[str, Any] = {"batch": key}
     drift = store.batch_json(key, "drift") or {}
@@ -57,6 +61,9 @@ def batch_metrics(config: LoopConfig, key: str) -> dict[str, Any]:
             record.update({f"{name}_{p}": v for p, v in value.items()})
         elif name in ("scoring_s", "throughput_rows_per_s", "peak_rss_mb", "cpu_percent"):
             record[name] = value
+    served = served_figures(store, key)
+    if served is not None:
+        record.update(served.metrics())
     return {k: v for k, v in record.items() if not isinstance(v, str) or k == "batch"}
 
 

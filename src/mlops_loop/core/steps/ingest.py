@@ -12,11 +12,21 @@ import pandas as pd
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.data import frame_digest, read_table
 from mlops_loop.core.errors import DataError, TruncatedFileError
+from mlops_loop.core.served import ServingFigures, file_figures
 from mlops_loop.core.steps.result import StepResult
 from mlops_loop.core.store import LoopStore, file_sha256, file_stamp, landed_batches
 
 #: Verdicts of a batch that no longer hold once a new copy of it lands.
 VERDICTS = ("quality", "drift", "performance", "decision")
+#: A served batch's online figures (`<batch>/served.json`, `served.ServingFigures`): read from
+#: the landed file's serving record at ingest, since the stored copy may be rewritten without it.
+SERVED = "served"
+
+
+def served_figures(store: LoopStore, key: str) -> ServingFigures | None:
+    """The online figures of a stored batch; None when it did not come from serving."""
+    data = store.batch_json(key, SERVED)
+    return None if data is None else ServingFigures.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,24 @@ def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) ->
     return Ingested(rows=len(frame), columns=len(frame.columns), digest=frame_digest(frame))
 
 
+def serving_columns(config: LoopConfig, store: LoopStore, key: str) -> list[str]:
+    """The columns serving added to a stored batch (`served.reserved_columns`); none for a
+    batch that did not come from serving. The quality gate, and a suite learnt again from
+    batches, leave them out."""
+    from mlops_loop.core.parquet import parquet_columns
+    from mlops_loop.core.served import reserved_columns
+
+    path = store.batch_dir(key) / "batch.parquet"
+    if served_figures(store, key) is None or not path.exists():
+        return []
+    return reserved_columns(config.columns, parquet_columns(path))
+
+
 def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
     """Copy a landed batch file into the store as parquet.
+
+    A served file (one the prediction log landed) has its online figures kept beside it
+    (`served.json`, `served_figures`).
 
     A file cut short (a CSV ending mid-row, a parquet file without its footer) is a verdict on
     the batch, not a fault of the loop: it is stored as an empty batch whose `truncated` gives
@@ -78,6 +104,7 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
     stamp, sha256 = file_stamp(path), file_sha256(path)
     try:
         stored = _store_landed(config, store, key, path)
+        served = file_figures(path)
     except TruncatedFileError as e:
         _forget_verdicts(store, key)
         empty = pd.DataFrame()
@@ -102,6 +129,8 @@ def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
         raise
     # A re-materialized batch starts fresh: verdicts of the earlier copy no longer hold.
     _forget_verdicts(store, key)
+    if served is not None:
+        store.write_batch_json(key, SERVED, served.to_dict())
     info = Ingested(
         rows=stored.rows,
         columns=stored.columns,
@@ -133,7 +162,7 @@ def unmonitored_batches(config: LoopConfig) -> tuple[list[str], list[str]]:
 
 
 def _forget_verdicts(store: LoopStore, key: str) -> None:
-    for stale in VERDICTS:
+    for stale in (*VERDICTS, SERVED):
         (store.batch_dir(key) / f"{stale}.json").unlink(missing_ok=True)
 
 

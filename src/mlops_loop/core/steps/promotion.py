@@ -38,6 +38,17 @@ class Promotion(StepResult):
     comparison: list[dict[str, Any]] = field(default_factory=list)  # metric, both models
     change: AliasChange | None = None  # the alias move, when promoted
     history_table: str = ""
+    #: How the challenger's shadow predictions differed from the served ones on live traffic
+    #: (`shadow.ShadowComparison`); None when no served batch carries them.
+    live_traffic: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record; `live_traffic` only when there was one (the layout is otherwise
+        unchanged)."""
+        data = super().to_dict()
+        if data["live_traffic"] is None:
+            del data["live_traffic"]
+        return data
 
 
 def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = None) -> Promotion:
@@ -45,7 +56,13 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
     move `champion` only if the challenger wins with confidence.
 
     Works on the explicit version recorded by this batch's retrain, never on a shared alias.
+    When served batches carry the challenger's shadow predictions, the report gets a "live
+    traffic" section (`shadow.live_traffic`: rows compared, agreement, score differences, both
+    models' metric on the rows whose labels landed), logged as `shadow_*` metrics. It is shown
+    beside the decision, not part of it: the decision stays on the labelled holdout.
     """
+    from mlops_loop.core.shadow import live_traffic
+
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
     registry = MlflowRegistry.from_config(config)
@@ -83,7 +100,11 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
         champion_failing="performance" in triggers,
     )
     table = _comparison_table(config, y, chal_scores, champ_scores)
+    live = live_traffic(config, version)
     with step_run(config, ctx, "promotion", key):
+        if live is not None:
+            log_metrics(live.metrics())
+            log_json(live.to_dict(), "promotion/live_traffic.json")
         log_json(
             {
                 "decision": decision.to_dict(),
@@ -93,7 +114,11 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
             },
             "promotion/decision.json",
         )
-        log_text(_comparison_html(decision, version, champion, table), "promotion/comparison.html")
+        log_text(
+            _comparison_html(decision, version, champion, table)
+            + (_live_html(live.to_dict()) if live is not None else ""),
+            "promotion/comparison.html",
+        )
         log_text(_comparison_svg(version, champion, table), "promotion/comparison.svg")
         log_metrics({f"challenger_{r['metric']}": r["challenger"] for r in table})
         log_metrics(
@@ -143,6 +168,7 @@ def promote_challenger(config: LoopConfig, key: str, ctx: StepContext | None = N
         comparison=table,
         change=change,
         history_table=registry.history_table(),
+        live_traffic=None if live is None else live.to_dict(),
     )
     store.write_batch_json(key, "promotion", result.to_dict())
     return result
@@ -195,6 +221,30 @@ def _comparison_html(
         f"<th>champion</th></tr>{rows}</table><p>{_comparison_svg(chal, champ, table)}</p>"
         f"<h2>Guards and segments</h2><table><tr><th>where</th><th>metric</th>"
         f"<th>challenger</th><th>champion</th><th>tolerance</th><th></th></tr>{checks}</table>"
+    )
+
+
+def _live_html(live: dict[str, Any]) -> str:
+    """The "live traffic" section of the comparison page."""
+    name = html.escape(str(live.get("metric_name")))
+    rows = [
+        ("rows compared", live.get("rows")),
+        ("served batches", ", ".join(live.get("batches") or [])),
+        ("served versions", ", ".join(f"v{v}" for v in live.get("served_versions") or [])),
+        ("agreement", live.get("agreement")),
+        ("mean |challenger - served|", live.get("mean_abs_diff")),
+        ("mean challenger - served", live.get("mean_score_diff")),
+        ("correlation", live.get("correlation")),
+        ("labelled rows", live.get("labelled_rows")),
+        (f"challenger {name} (labelled)", live.get("challenger_metric")),
+        (f"served {name} (labelled)", live.get("served_metric")),
+    ]
+    cells = "".join(
+        f"<tr><td>{k}</td><td>{html.escape('' if v is None else str(v))}</td></tr>" for k, v in rows
+    )
+    return (
+        f"<h2>Live traffic: challenger v{live.get('challenger_version')} in shadow</h2>"
+        f"<table>{cells}</table>"
     )
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import DataError
-from mlops_loop.core.steps.ingest import Ingested, big_batch
+from mlops_loop.core.steps.ingest import Ingested, big_batch, serving_columns
 from mlops_loop.core.steps.run import StepContext, step_run
 from mlops_loop.core.store import LoopStore
 from mlops_loop.core.tracking import (
@@ -41,7 +41,9 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     """Validate a stored batch against the suite learnt from the reference.
 
     A failed batch is quarantined: its verdict is recorded, and nothing downstream (training,
-    baselines) ever reads it until a re-validation passes.
+    baselines) ever reads it until a re-validation passes. A served batch is checked without
+    the columns serving adds (`served.reserved_columns`): they are neither unexpected columns
+    nor features, so a served batch with clean features passes as its features alone would.
     """
     from mlops_loop.core.quality import validate_batch
     from mlops_loop.core.quality.bounds import with_accepted_rows
@@ -56,6 +58,7 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
     # The row count is judged by the sizes of the batches accepted so far (the latest ones).
     suite = with_accepted_rows(suite, accepted_rows(store, key))
     big = big_batch(config, store, key)
+    ignore = serving_columns(config, store, key)
     if ingested.truncated:
         batch, result = None, _cut_short(ingested.truncated)
     elif big is not None:
@@ -63,11 +66,15 @@ def check_quality(config: LoopConfig, key: str, ctx: StepContext | None = None) 
 
         batch = None
         result = validate_parquet(
-            big, suite, config.operations.read_chunk_rows, set(config.columns.private)
+            big,
+            suite,
+            config.operations.read_chunk_rows,
+            set(config.columns.private),
+            ignore=frozenset(ignore),
         )
     else:
         batch = store.batch(key)
-        result = validate_batch(None, batch, config=config, suite=suite)
+        result = validate_batch(None, batch.drop(columns=ignore), config=config, suite=suite)
     rows = int(result.statistics["rows"])
     with step_run(config, ctx, "quality", key):
         log_json(result.to_dict(), "quality/result.json")

@@ -21,6 +21,7 @@ from mlops_loop.core.data import frame_digest
 from mlops_loop.core.errors import RelearnError
 from mlops_loop.core.registry import AliasChange, MlflowRegistry
 from mlops_loop.core.steps.alerts import AlertsChecked, check_gate_stuck
+from mlops_loop.core.steps.ingest import serving_columns
 from mlops_loop.core.steps.quality import check_quality
 from mlops_loop.core.steps.reference import learn_suite
 from mlops_loop.core.steps.result import StepResult
@@ -130,7 +131,14 @@ def relearn_suite(
     ctx = ctx or StepContext()
     store = LoopStore(config.state_dir)
     keys = _keys(store, batches)
-    frame = pd.concat([store.reference(), *(store.batch(k) for k in keys)], ignore_index=True)
+    # A served batch's own columns (request ids, latencies, predictions) are not the data's.
+    frame = pd.concat(
+        [
+            store.reference(),
+            *(store.batch(k).drop(columns=serving_columns(config, store, k)) for k in keys),
+        ],
+        ignore_index=True,
+    )
     suite = learn_suite(config, frame)
     folder = suites_dir(store)
     with exclusive(folder / ".lock"):

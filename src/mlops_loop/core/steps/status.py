@@ -10,6 +10,7 @@ from typing import Any
 from mlops_loop.core.config import LoopConfig
 from mlops_loop.core.errors import LoopStateError
 from mlops_loop.core.registry import CHALLENGER, CHAMPION, METRIC_TAG, MlflowRegistry
+from mlops_loop.core.steps.ingest import served_figures
 from mlops_loop.core.steps.performance import Performance
 from mlops_loop.core.steps.relearn import relearn_history
 from mlops_loop.core.steps.result import StepResult
@@ -35,6 +36,15 @@ class BatchStatus(StepResult):
     challenger_version: int | None = None
     promoted: bool | None = None  # None: no promotion decided
     alerts_fired: list[str] = field(default_factory=list)  # rules that started firing
+    #: A served batch's online figures (`serving_latency_p99_ms`, ...); None for other batches.
+    serving: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record; `serving` only for a served batch (other batches' layout is unchanged)."""
+        data = super().to_dict()
+        if data["serving"] is None:
+            del data["serving"]
+        return data
 
     @property
     def incident_kinds(self) -> list[str]:
@@ -62,6 +72,12 @@ class LoopStatus(StepResult):
     suite_version: int = 1  # of the quality suite in use: one more per relearn
     suite_relearns: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record, each batch as its own `BatchStatus.to_dict` gives it."""
+        data = super().to_dict()
+        data["batches"] = [b.to_dict() for b in self.batches]
+        return data
+
 
 def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -> BatchStatus:
     """A batch's verdicts, read from the state folder."""
@@ -75,6 +91,7 @@ def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -
     challenger = store.batch_json(key, "challenger")
     alerts = store.batch_json(key, "alerts") or {}
     gate_alerts = store.batch_json(key, "gate_alerts") or {}
+    served = served_figures(store, key)
     return BatchStatus(
         batch=key,
         quality_success=quality.get("success"),
@@ -97,6 +114,7 @@ def batch_status(config: LoopConfig, key: str, store: LoopStore | None = None) -
             for e in [*gate_alerts.get("events", []), *alerts.get("events", [])]
             if e.get("kind") == "firing"
         ],
+        serving=None if served is None else served.metrics(),
     )
 
 
