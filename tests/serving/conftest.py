@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from mlops_loop.core.config import LoopConfig, load_config
+from mlops_loop.serving.wal_format import rows_of
 from tests.conftest import write_loop
 
 
@@ -60,7 +61,7 @@ class RecordingSink:
         return flushed()
 
     def backlog(self) -> int:
-        return sum(len(p.get("rows", [])) for k, p in self.records if k == "req")
+        return sum(rows_of({"k": k, **p}) for k, p in self.records)
 
     def close(self) -> None:
         self.closed = True

@@ -122,7 +122,7 @@ def test_extra_columns_are_ignored_and_counted(server, client):
     plain = post(client, server, {"inputs": [ROW]})
     assert out.json()["predictions"] == plain.json()["predictions"]
     (first, _) = server.sink.of("req")
-    assert first["extra_columns"] == 2 and "note" not in first["rows"][0]
+    assert first["extra_columns"] == 2 and "note" not in first["columns"]
     metrics = samples(client.get(f"{server.url}/metrics").text)
     assert metrics[("mlops_loop_serving_extra_columns_total", ())] == 2
 

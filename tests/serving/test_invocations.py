@@ -75,11 +75,11 @@ def test_the_answer_waits_for_its_log_record_which_holds_the_masked_rows(
     assert record["id"] == "order-42" and record["status"] == 200 and record["version"] == 1
     assert record["shadow"] is None and record["extra_columns"] == 0
     assert record["latency_ms"] > 0
-    assert len(record["rows"]) == 5
-    first = record["rows"][0]
-    assert set(first) == {*cols.features, cols.id, cols.timestamp, cols.prediction}
-    assert first[cols.prediction] == out.json()["predictions"][0]
-    assert first[cols.timestamp] == rows[cols.timestamp][0]
+    logged = record["columns"]  # by column, a list each
+    assert set(logged) == {*cols.features, cols.id, cols.timestamp, cols.prediction}
+    assert all(len(values) == 5 for values in logged.values())
+    assert logged[cols.prediction] == out.json()["predictions"]
+    assert logged[cols.timestamp][0] == rows[cols.timestamp][0]
     assert served.sink.started
 
 

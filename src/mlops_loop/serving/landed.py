@@ -21,7 +21,7 @@ from mlops_loop.core.config import ColumnsConfig, LoopConfig
 from mlops_loop.core.privacy import _salt, hash_value
 from mlops_loop.core.served import ERROR_STATUSES, SCHEMA, SERVING_KEY
 from mlops_loop.core.tasks import probability_columns
-from mlops_loop.serving.wal_format import Entry
+from mlops_loop.serving.wal_format import Entry, rows_of
 
 Kind = Literal["int", "float", "string", "bool", "datetime"]
 _ARROW: dict[str, pa.DataType] = {
@@ -71,6 +71,21 @@ class Privacy:
                     assert self.salt is not None
                     fixed[c] = hash_value(row[c], self.salt)
             out[i] = fixed
+        return out
+
+    def mask_columns(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """`mask` for rows given by column (a copy when a private column is there)."""
+        present = [c for c in self.private if c in columns]
+        if not present:
+            return columns
+        out = dict(columns)
+        for c in present:
+            if self.privacy == "drop":
+                del out[c]
+            else:
+                assert self.salt is not None
+                salt = self.salt
+                out[c] = [None if v is None else hash_value(v, salt) for v in columns[c]]
         return out
 
     def _masked(self, value: Any) -> bool:
@@ -243,6 +258,33 @@ def _shadow_value(predictions: Any, i: int, name: str, main: str) -> Any:
     return p if name == main else None
 
 
+def _extend_by_column(
+    schema: LandedSchema,
+    cols: dict[str, list[Any]],
+    served: list[int],
+    record: dict[str, Any],
+    rid: str,
+    t_us: int,
+    shadow: dict[str, Any] | None,
+    main: str,
+) -> None:
+    """`build_table`'s rows of a record that holds its rows by column (masked when logged)."""
+    data, n = record["columns"], rows_of(record)
+    cols["request_id"].extend([rid] * n)
+    cols["row"].extend(range(n))
+    served.extend([t_us] * n)
+    for name, _ in (*schema.columns, *schema.predictions):
+        values = data.get(name)
+        cols[name].extend(values if isinstance(values, list) and len(values) == n else [None] * n)
+    cols["model_version"].extend([record.get("version")] * n)
+    cols["latency_ms"].extend([record.get("latency_ms")] * n)
+    if schema.shadow:
+        preds = shadow.get("predictions") if shadow else None
+        for name, _ in schema.predictions:
+            cols[f"shadow_{name}"].extend(_shadow_value(preds, i, name, main) for i in range(n))
+        cols["shadow_version"].extend([shadow.get("version") if shadow else None] * n)
+
+
 def build_table(schema: LandedSchema, worker: str, entries: Sequence[Entry]) -> pa.Table:
     """The rows and the serving metadata of the records `entries` cover."""
     records = [e.record for e in entries]
@@ -251,11 +293,16 @@ def build_table(schema: LandedSchema, worker: str, entries: Sequence[Entry]) -> 
     cols: dict[str, list[Any]] = {name: [] for name, _ in schema.kinds()}
     served: list[int] = []
     for r in records:
-        if r.get("k") != "req" or not isinstance(r.get("rows"), list):
+        if r.get("k") != "req":
             continue
         rid = str(r.get("id"))
         shadow = shadows.get(rid)
         t_us = round(float(r["t"]) * 1e6)
+        if isinstance(r.get("columns"), dict):
+            _extend_by_column(schema, cols, served, r, rid, t_us, shadow, main)
+            continue
+        if not isinstance(r.get("rows"), list):
+            continue
         for i, row in enumerate(r["rows"]):  # masked when logged (WalSink._append)
             cols["request_id"].append(rid)
             cols["row"].append(i)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlops_loop.core.config import ColumnsConfig
 from mlops_loop.core.errors import MlopsLoopError
@@ -45,9 +46,12 @@ def parse_payload(body: bytes, max_rows: int) -> Table:
             than `max_rows`.
     """
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise RequestError(400, f"the body is not valid JSON: {e}") from e
+        doc = orjson.loads(body)  # several times json.loads's speed on a 1,000-row body
+    except ValueError:
+        try:  # what orjson refuses and the standard library reads: NaN, Infinity
+            doc = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise RequestError(400, f"the body is not valid JSON: {e}") from e
     if not isinstance(doc, dict) or len(doc) != 1 or next(iter(doc)) not in FORMATS:
         got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise RequestError(

@@ -84,8 +84,21 @@ def logged_rows(
     columns: ColumnsConfig,
     mask: bool = True,
 ) -> list[dict[str, Any]]:
-    """The rows the prediction log keeps: features (numbers as floats, nulls as None), id and
-    timestamp when sent, predictions; with `mask`, private columns masked
+    """`logged_columns`, one mapping per row."""
+    data = logged_columns(table, features, scores, columns, mask)
+    names = list(data)
+    return [dict(zip(names, values, strict=True)) for values in zip(*data.values(), strict=True)]
+
+
+def logged_columns(
+    table: Table,
+    features: Features,
+    scores: np.ndarray,
+    columns: ColumnsConfig,
+    mask: bool = True,
+) -> dict[str, list[Any]]:
+    """The rows the prediction log keeps, by column: features (numbers as floats, nulls as
+    None), id and timestamp when sent, predictions; with `mask`, private columns masked
     (`core.privacy.mask_private`; without, the sink masks them)."""
     data: dict[str, list[Any]] = {}
     for c in columns.numerical:
@@ -99,5 +112,4 @@ def logged_rows(
         masked = mask_private(pd.DataFrame(data), columns)
         data = {c: [_logged_value(v) for v in masked[c].astype(object)] for c in masked.columns}
     data.update(prediction_columns(scores, columns))
-    names = list(data)
-    return [dict(zip(names, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    return data

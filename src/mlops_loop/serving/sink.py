@@ -9,12 +9,15 @@ answered request is never lost from the log.
 Records the app writes (`kind`, then the payload's keys; `t` is the epoch time the request
 arrived, `latency_ms` the time until its answer was ready):
 
-- `"req"`: `{"t", "id", "status": 200, "latency_ms", "version", "rows": [{...}], "shadow": None,
-  "extra_columns"}`. `rows` holds one mapping per scored row: the feature columns and, when the
-  request carried them, `columns.id` and `columns.timestamp` (private columns masked by
-  `core.privacy.mask_private`, unless the sink masks them); then the prediction columns as
-  `core.training.attach_scores` writes them (`columns.prediction`, and `<prediction>_<class>`
-  for a multiclass model). `extra_columns` counts the request's columns the model ignored.
+- `"req"`: `{"t", "id", "status": 200, "latency_ms", "version", "columns": {...}, "shadow": None,
+  "extra_columns"}`. `columns` holds the scored rows by column, one list each, in row order:
+  the feature columns and, when the request carried them, `columns.id` and
+  `columns.timestamp` (private columns masked by `core.privacy.mask_private`, unless the sink
+  masks them); then the prediction columns as `core.training.attach_scores` writes them
+  (`columns.prediction`, and `<prediction>_<class>` for a multiclass model). By column, not a
+  mapping per row: a 1,000-row request's record is then a dozen lists to encode, not a
+  thousand mappings. `extra_columns` counts the request's columns the model ignored. (The log
+  also reads `"rows": [{...}]`, one mapping per row.)
 - `"err"`: `{"t", "id", "status": 400 | 413 | 422 | 500 | 503, "latency_ms", "extra_columns"}`.
 - `"shadow"`: `{"t", "id", "version", "predictions": [...]}`, written after the answer, when
   `serving.shadow` is on and `@challenger` exists: the challenger's scores of request `id`'s

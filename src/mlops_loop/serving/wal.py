@@ -294,8 +294,11 @@ class WalSink:
         if kind not in KINDS:
             raise WalError(f"record kind {kind!r} is not one of {list(KINDS)}")
         body = {k: v for k, v in payload.items() if k not in ("k", "t")}
+        # Never a raw private value in the log.
         if isinstance(body.get("rows"), list):
-            body["rows"] = self.schema.privacy.mask(body["rows"])  # never a raw private value
+            body["rows"] = self.schema.privacy.mask(body["rows"])
+        if isinstance(body.get("columns"), dict):
+            body["columns"] = self.schema.privacy.mask_columns(body["columns"])
         data = payload_json(body)
         rows = rows_of({"k": kind, **body})
         with self._lock:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 SUFFIX = ".wal"
 LOCK_NAME = "lock"
@@ -33,8 +34,13 @@ Position = tuple[int, int]
 
 
 def rows_of(record: dict[str, Any]) -> int:
-    """How many scored rows a record carries (only "req" records carry any)."""
-    rows = record.get("rows") if record.get("k") == "req" else None
+    """How many scored rows a record carries (only "req" records carry any): as a list of
+    row objects (`rows`) or, cheaper to write and to roll, as lists by column (`columns`)."""
+    if record.get("k") != "req":
+        return 0
+    rows, columns = record.get("rows"), record.get("columns")
+    if isinstance(columns, dict):
+        return max((len(v) for v in columns.values() if isinstance(v, list)), default=0)
     return len(rows) if isinstance(rows, list) else 0
 
 
@@ -86,8 +92,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def payload_json(payload: dict[str, Any]) -> bytes:
-    """A record's payload (everything but its kind and time) as a compact JSON object."""
-    return json.dumps(payload, separators=(",", ":"), default=_jsonable).encode()
+    """A record's payload (everything but its kind and time) as a compact JSON object.
+
+    orjson, on the request path: a 1,000-row record encodes in a tenth of `json.dumps`'s time.
+    A NaN or an infinity is written as null, as the landed files hold it.
+    """
+    return orjson.dumps(payload, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def encode(kind: str, t: float, payload: bytes) -> bytes:
@@ -106,9 +116,12 @@ def decode(line: bytes) -> dict[str, Any] | None:
     try:
         if int(line[:8], 16) != zlib.crc32(body):
             return None
-        record = json.loads(body)
+        record = orjson.loads(body)
     except ValueError:
-        return None
+        try:  # JSON orjson refuses but the standard library reads (a NaN token)
+            record = json.loads(body)
+        except ValueError:
+            return None
     return record if isinstance(record, dict) else None
 
 
