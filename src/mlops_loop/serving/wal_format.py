@@ -75,7 +75,7 @@ class Entry:
     def record(self) -> dict[str, Any]:
         if self._record is None:
             assert self._body is not None
-            self._record = json.loads(self._body)
+            self._record = _loads(self._body)
             self._body = None
         return self._record
 
@@ -89,6 +89,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"a logged value of type {type(value).__name__} is not JSON: {value!r}")
+
+
+def _loads(body: bytes) -> Any:
+    """orjson's parse, or the standard library's for what orjson refuses (a NaN token).
+
+    Raises:
+        ValueError: neither reads it.
+    """
+    try:
+        return orjson.loads(body)
+    except ValueError:
+        return json.loads(body)
 
 
 def payload_json(payload: dict[str, Any]) -> bytes:
@@ -116,12 +128,9 @@ def decode(line: bytes) -> dict[str, Any] | None:
     try:
         if int(line[:8], 16) != zlib.crc32(body):
             return None
-        record = orjson.loads(body)
+        record = _loads(body)
     except ValueError:
-        try:  # JSON orjson refuses but the standard library reads (a NaN token)
-            record = json.loads(body)
-        except ValueError:
-            return None
+        return None
     return record if isinstance(record, dict) else None
 
 
