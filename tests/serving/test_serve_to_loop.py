@@ -135,3 +135,18 @@ def test_served_rows_survive_a_kill_land_once_and_are_monitored(tmp_path, demo_f
         assert scored["serving_model_version"].value == 1
         assert scored["serving_latency_p99_ms"].value > 0
         assert 0 <= scored["serving_availability"].value <= 1
+
+    # Late labels arrive with the raw ids the callers sent; they find the rows served under
+    # the ids' digests.
+    from mlops_loop.core.labels import attach_labels, ingest_labels
+
+    sent = [i for ids in acked.values() for i in ids]
+    labels = pd.DataFrame({cols.id: sent, cols.target: [i % 2 for i in range(len(sent))]})
+    labels["labelled_at"] = "2030-01-01T00:00:00+00:00"
+    assert loop.config.sources.labels is not None
+    loop.config.sources.labels.mkdir(parents=True, exist_ok=True)
+    labels.to_csv(loop.config.sources.labels / "late.csv", index=False)
+    ingested = ingest_labels(loop.config)
+    assert set(keys) <= set(ingested.affected)
+    joined = attach_labels(loop.config, store.batch(keys[0]))
+    assert joined[cols.target].notna().all()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_loop.core.config import LoopConfig
+from mlops_loop.core.config import ColumnsConfig, LoopConfig
 from mlops_loop.core.data import read_table
 from mlops_loop.core.errors import DataError
 from mlops_loop.core.store import LoopStore, file_stamp
@@ -176,6 +176,7 @@ def ingest_labels(config: LoopConfig) -> LabelIngest:
         [cols.id, cols.target, ARRIVED], keep="last"
     )
     touched = set(new_ids) | set(changed_ids)
+    touched |= set(_hashed_ids(cols, pd.Series(sorted(touched), dtype=object)))
     affected = [
         key
         for key in store.batch_keys()
@@ -192,6 +193,19 @@ def ingest_labels(config: LoopConfig) -> LabelIngest:
         problems=problems,
         known_labels=int(table[cols.id].nunique()),
     )
+
+
+def _hashed_ids(cols: ColumnsConfig, ids: pd.Series) -> pd.Series:
+    """`ids` as serving logs them when the id is a private column it hashes; else empty.
+
+    Served batches hold the salted digest (`core.privacy.hash_value`), so a late label, which
+    arrives with the raw id, finds its served row by that digest."""
+    if cols.id not in cols.private or cols.privacy != "hash" or ids.empty:
+        return pd.Series(dtype=str)
+    from mlops_loop.core.privacy import _salt, hash_value
+
+    salt = _salt(cols)
+    return ids.astype(str).map(lambda v: hash_value(v, salt))
 
 
 def _batch_ids(store: LoopStore, key: str, id_column: str) -> pd.Series:
@@ -216,7 +230,12 @@ def attach_labels(
     table = known_labels(config, as_of)
     if table.empty:
         return frame
-    late = frame[cols.id].astype(str).map(table.set_index(cols.id)[cols.target])
+    lookup = table.set_index(cols.id)[cols.target]
+    hashed = _hashed_ids(cols, pd.Series(lookup.index, dtype=object))
+    if len(hashed):
+        # Served batches hold a private id hashed: their rows join the label of its digest.
+        lookup = pd.concat([lookup, pd.Series(lookup.to_numpy(), index=hashed.to_numpy())])
+    late = frame[cols.id].astype(str).map(lookup)
     out = frame.copy()
     classes = cols.label_classes
     own = (

@@ -74,16 +74,20 @@ def _store_landed(config: LoopConfig, store: LoopStore, key: str, path: Path) ->
 
 
 def serving_columns(config: LoopConfig, store: LoopStore, key: str) -> list[str]:
-    """The columns serving added to a stored batch (`served.reserved_columns`); none for a
-    batch that did not come from serving. The quality gate, and a suite learnt again from
-    batches, leave them out."""
+    """The columns serving added to a stored batch (`served.reserved_columns`), and its private
+    columns, which serving hashed; none for a batch that did not come from serving. The
+    quality gate, and a suite learnt again from batches, leave them out."""
     from mlops_loop.core.parquet import parquet_columns
     from mlops_loop.core.served import reserved_columns
 
     path = store.batch_dir(key) / "batch.parquet"
     if served_figures(store, key) is None or not path.exists():
         return []
-    return reserved_columns(config.columns, parquet_columns(path))
+    names = parquet_columns(path)
+    # Serving hashes private columns before they are logged: their digests cannot be checked
+    # against the reference's raw values (a numeric id is text once hashed).
+    masked = [c for c in config.columns.private if c in names]
+    return [*reserved_columns(config.columns, names), *masked]
 
 
 def ingest_batch(config: LoopConfig, key: str, path: str | Path) -> Ingested:
