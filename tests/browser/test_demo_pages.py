@@ -151,7 +151,8 @@ def test_monitor_job_runs_landing_sensor_ticks_and_the_runs_overview(
     shots.take("1-landing-sensor-ticks")
 
     page.goto(f"{dagster_ui.url}/runs")
-    expect(page.get_by_role("link", name=f"run {monitors[0]['runId'][:8]}", exact=True)).to_be_visible()
+    newest_run = page.get_by_role("link", name=f"run {monitors[0]['runId'][:8]}", exact=True)
+    expect(newest_run).to_be_visible()
     expect(page.get_by_text("No runs or scheduled ticks")).to_have_count(0)
     expect(page.get_by_text("Failure", exact=True)).to_have_count(0)
     shots.take("2-overview-runs")
@@ -192,6 +193,9 @@ def test_quarantined_batch_run_succeeds_with_its_incidents_and_later_steps_skipp
     assert found["incidents"] >= 2, found
     kinds = {(r["kind"], r["column"]) for r in found["incident_table"]}
     assert {("null_rate", "age"), ("out_of_range", "income")} <= kinds, kinds
+    # Values, not Python reprs: "min=-96498, max=323176, max_share=0.01".
+    cells = [r["observed"] + r["expected"] for r in found["incident_table"]]
+    assert not any("{" in c or "'" in c for c in cells), cells
     assert all(by_batch[b]["status"] == "SUCCEEDED" for b in BATCHES if b != QUARANTINED)
 
     # The run page: Success in its header, nothing errored, the failed check and its
@@ -208,6 +212,7 @@ def test_quarantined_batch_run_succeeds_with_its_incidents_and_later_steps_skipp
     expect(failed_check).to_be_visible()
     expect(page.get_by_text("null_rate", exact=True).first).to_be_visible()
     expect(page.get_by_text("out_of_range", exact=True).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^min=-?\d+, max=\d+, max_share=")).first).to_be_attached()
     expect(page.get_by_text("STEP_SKIPPED", exact=True)).to_have_count(2)
     expect(
         page.get_by_text(f"Batch {QUARANTINED} is quarantined by the quality gate").first
@@ -320,6 +325,7 @@ def test_mlflow_registered_model_page_shows_versions_champion_and_history(
     expect(page.get_by_role("heading", name="churn-model")).to_be_visible()
     # The description: the champion and its history (the alias keeps none of its own).
     expect(page.get_by_text("Champion history, newest first:")).to_be_visible()
+    expect(page.get_by_text("Latest challenger: v3")).to_be_visible()  # the rejected one
     expect(page.get_by_role("row").filter(has_text="promotion v1 → v2")).to_have_count(1)
     expect(page.get_by_role("row").filter(has_text="bootstrap v1")).to_have_count(1)
     versions = page.get_by_role("row").filter(has_text=re.compile(r"^Version \d"))
@@ -330,7 +336,9 @@ def test_mlflow_registered_model_page_shows_versions_champion_and_history(
             expect(row).to_contain_text("champion")
         else:
             assert "@ champion" not in row.inner_text(), row.inner_text()
-    shots.take("0-registered-model", full_page=True)
+    shots.take("0-registered-model")
+    versions.first.scroll_into_view_if_needed()
+    shots.take("1-registered-model-versions")
     shots.print(capsys)
 
 
