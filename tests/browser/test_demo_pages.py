@@ -155,7 +155,16 @@ def test_monitor_job_runs_landing_sensor_ticks_and_the_runs_overview(
     expect(newest_run).to_be_visible()
     expect(page.get_by_text("No runs or scheduled ticks")).to_have_count(0)
     expect(page.get_by_text("Failure", exact=True)).to_have_count(0)
-    shots.take("2-overview-runs")
+    shots.take("2-runs")
+
+    # Overview's timeline: every job that ran, in a row of its own, and no "No runs or
+    # scheduled ticks in this time period".
+    page.goto(f"{dagster_ui.url}/overview")
+    expect(page.get_by_text("Timeline", exact=True).first).to_be_visible()
+    for job in ("bootstrap_job", "monitor_job", "labels_job", "retrain_job"):
+        expect(page.get_by_role("link", name=job, exact=True)).to_be_visible()
+    expect(page.get_by_text("No runs or scheduled ticks")).to_have_count(0)
+    shots.take("3-overview-timeline")
     shots.print(capsys)
 
 
@@ -379,11 +388,16 @@ def test_mlflow_compares_two_monitor_runs_with_shared_metrics_and_artifacts(
     expect(page.get_by_text("Comparing 2 Runs from 1 Experiment")).to_be_visible()
     expect(page.get_by_text("monitor batch_006", exact=True)).to_be_visible()
     expect(page.get_by_text("monitor batch_007", exact=True)).to_be_visible()
-    expect(page.get_by_text("drift_share", exact=True).first).to_be_visible()
-    shots.take("0-compare-runs", full_page=True)
+    metric = page.get_by_text("drift_share", exact=True).first
+    expect(metric).to_be_visible()
+    shots.take("0-compare-runs")
+    metric.scroll_into_view_if_needed()
+    shots.take("1-compare-runs-metrics")
 
-    # The artifacts, side by side on the runs' pages: the same folders.
-    for index, run in enumerate(pair, start=1):
+    # MLflow's comparison lists only the files at the root of both runs' artifacts, and the
+    # loop files each report in a folder of its step: the folders are compared on the runs'
+    # own pages, where they are the same.
+    for index, run in enumerate(pair, start=2):
         page.goto(
             f"{mlflow_ui.url}/#/experiments/{experiment.experiment_id}/runs/"
             f"{run.info.run_id}/artifacts"
