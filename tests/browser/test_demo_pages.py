@@ -162,7 +162,7 @@ def test_monitor_job_runs_landing_sensor_ticks_and_the_runs_overview(
     page.goto(f"{dagster_ui.url}/overview")
     expect(page.get_by_text("Timeline", exact=True).first).to_be_visible()
     for job in ("bootstrap_job", "monitor_job", "labels_job", "retrain_job"):
-        expect(page.get_by_role("link", name=job, exact=True)).to_be_visible()
+        expect(page.get_by_role("link", name=re.compile(rf"\b{job}$"))).to_be_visible()
     expect(page.get_by_text("No runs or scheduled ticks")).to_have_count(0)
     shots.take("3-overview-timeline")
     shots.print(capsys)
