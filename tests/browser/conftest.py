@@ -70,6 +70,9 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    # Dagster's UI remembers a dismissed "Join the Dagster community" modal in localStorage:
+    # dismissed up front, it never hides what a screenshot is of.
+    context.add_init_script("window.localStorage.setItem('communityNux', '1')")
     page = context.new_page()
     page.set_default_timeout(30_000)
     # The UI greets a first visitor with a "Join the Dagster community" modal: skip it whenever
@@ -104,6 +107,7 @@ class DagsterUI:
     dagster_home: Path
     config_path: Path
     logs: dict[str, Path]
+    demo_output: str  # what `mlops-loop demo` printed (its episode lines and summary)
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
         body = json.dumps({"query": query, "variables": variables}).encode()
@@ -176,26 +180,38 @@ def wait_until_loaded(ui: DagsterUI, processes: list[subprocess.Popen]) -> None:
     )
 
 
-@pytest.fixture
-def dagster_ui(browser: Browser, tmp_path: Path) -> Iterator[DagsterUI]:
-    """The scripted demo (champion v4, previous champion v3), then the real Dagster webserver and
-    daemon on its instance. The daemon is needed: runs launched from the UI are queued.
+@pytest.fixture(scope="session")
+def demo_dir(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The scripted demo (champion v2 promoted at batch_005, v3 rejected at batch_007), built
+    once for the session: its folder and what it printed.
 
     It asks for the browser first, so that a machine without one skips before the demo is built.
     """
-    workdir, dagster_home = tmp_path / "demo", tmp_path / "dagster_home"
+    root = tmp_path_factory.mktemp("browser-demo")
+    workdir, dagster_home = root / "demo", root / "dagster_home"
     # `mlops-loop demo` (run_demo) in a process of its own: its in-process Dagster runs must not
     # share this thread with Playwright's event loop, nor leave DAGSTER_HOME set in this process.
     demo = subprocess.run(
         [sys.executable, "-m", "mlops_loop.cli", "demo"]
         + ["--workdir", str(workdir), "--dagster-home", str(dagster_home), "--no-backtest"],
-        cwd=tmp_path,
+        cwd=root,
         capture_output=True,
         text=True,
         timeout=DEMO_TIMEOUT,
     )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    return root, demo.stdout
 
+
+@pytest.fixture(scope="session")
+def dagster_ui(demo_dir: tuple[Path, str]) -> Iterator[DagsterUI]:
+    """The real Dagster webserver and daemon on the demo's instance, shared by the session's
+    tests. The daemon is needed: runs launched from the UI are queued.
+
+    Tests that change the loop's state (the rollback) live in the module collected last.
+    """
+    root, output = demo_dir
+    workdir, dagster_home = root / "demo", root / "dagster_home"
     config_path = workdir / "loop.yaml"
     env = {
         **os.environ,
@@ -204,8 +220,8 @@ def dagster_ui(browser: Browser, tmp_path: Path) -> Iterator[DagsterUI]:
         "PYTHONUNBUFFERED": "1",
     }
     port = free_port()
-    logs = {"webserver": tmp_path / "webserver.log", "daemon": tmp_path / "daemon.log"}
-    ui = DagsterUI(f"http://127.0.0.1:{port}", dagster_home, config_path, logs)
+    logs = {"webserver": root / "webserver.log", "daemon": root / "daemon.log"}
+    ui = DagsterUI(f"http://127.0.0.1:{port}", dagster_home, config_path, logs, output)
     processes: list[subprocess.Popen] = []
     try:
         processes.append(
@@ -213,7 +229,7 @@ def dagster_ui(browser: Browser, tmp_path: Path) -> Iterator[DagsterUI]:
                 [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
                 + ["-m", LOCATION],
                 env,
-                tmp_path,
+                root,
                 logs["webserver"],
             )
         )
@@ -221,7 +237,7 @@ def dagster_ui(browser: Browser, tmp_path: Path) -> Iterator[DagsterUI]:
             start(
                 [str(BIN / "dagster-daemon"), "run", "-m", LOCATION],
                 env,
-                tmp_path,
+                root,
                 logs["daemon"],
             )
         )
@@ -230,3 +246,51 @@ def dagster_ui(browser: Browser, tmp_path: Path) -> Iterator[DagsterUI]:
     finally:
         for process in processes:
             stop(process)
+
+
+# -- the MLflow UI on the demo's tracking store -------------------------------------------------
+@dataclass
+class MlflowUI:
+    url: str
+    tracking_uri: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def mlflow_ui(demo_dir: tuple[Path, str]) -> Iterator[MlflowUI]:
+    """`mlflow ui` on the demo's SQLite store and artifacts, as `make mlflow-ui` starts it (one
+    worker: the machine is small)."""
+    root, _ = demo_dir
+    state = root / "demo" / "state"
+    tracking_uri = f"sqlite:///{state / 'mlflow.db'}"
+    port = free_port()
+    log = root / "mlflow-ui.log"
+    ui = MlflowUI(f"http://127.0.0.1:{port}", tracking_uri, log)
+    process = start(
+        [str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking_uri]
+        + ["--default-artifact-root", str(state / "mlartifacts")]
+        + ["-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+        {**os.environ, "PYTHONUNBUFFERED": "1"},
+        root,
+        log,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow ui exited early\n{log.read_text(errors='replace')[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{ui.url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"mlflow ui was not ready in {SERVER_START_TIMEOUT} s\n"
+                    + log.read_text(errors="replace")[-3000:]
+                )
+            time.sleep(1)
+        yield ui
+    finally:
+        stop(process)

@@ -7,6 +7,8 @@ Screenshots go to the test's tmp_path/screenshots; their paths are printed.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 RUN_TIMEOUT = 120.0  # seconds from Launch Run to a finished run
-REASON = "v4 misbehaves in region west (rolled back from the Launchpad)"
+REASON = "the champion misbehaves in region west (rolled back from the Launchpad)"
 RUN_CONFIG = f"""\
 ops:
   rollback_champion:
@@ -32,6 +34,13 @@ ops:
       reason: "{REASON}"
 """
 RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
+LATEST_CHAMPION = """
+{ assetOrError(assetKey: {path: ["champion_model"]}) { ... on Asset {
+  assetMaterializations(limit: 1) { partition runId metadataEntries {
+    label ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text }
+  } }
+} } }
+"""
 
 
 def wait_for_run(ui: DagsterUI, run_id: str) -> str:
@@ -97,8 +106,32 @@ def test_rollback_launched_from_the_launchpad_moves_the_champion_back(
     expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=30_000)
     expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible(timeout=30_000)
     screenshot("2-run-success")
+
+    # champion_model's latest event is the rollback's, at the latest batch: the asset shows
+    # the champion that serves, in its metadata and on its page.
+    latest = dagster_ui.graphql(LATEST_CHAMPION)["assetOrError"]["assetMaterializations"][0]
+    assert (latest["runId"], latest["partition"]) == (run_id, "batch_007")
+    meta = {m["label"]: m.get("intValue", m.get("text")) for m in latest["metadataEntries"]}
+    assert meta["outcome"] == "rolled_back"
+    assert (meta["champion_version"], meta["from_version"]) == (previous, champion)
+    assert meta["reason"] == REASON
+    page.goto(f"{dagster_ui.url}/assets/champion_model?view=partitions&partition=batch_007")
+    expect(page.get_by_text("rolled_back", exact=True).first).to_be_visible()
+    expect(page.get_by_text(REASON).first).to_be_visible()
+    screenshot("3-champion-model-rolled-back")
     with capsys.disabled():
         print("\nscreenshots:", *(f"  {p}" for p in saved), sep="\n")
+
+    # `mlops-loop status` says so too.
+    status = subprocess.run(
+        [sys.executable, "-m", "mlops_loop.cli", "status", "--config", str(dagster_ui.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"champion   : v{previous} " in status.stdout, status.stdout
+    assert "rollback" in status.stdout and REASON in status.stdout, status.stdout
 
     # MLflow: the alias is back on the previous champion, and the history says who and why.
     assert registry.champion() == previous

@@ -54,6 +54,20 @@ def test_promote_rollback_and_history(registry_with_versions):
     assert tags["mlops_loop.champion_reason"] == "v2 misbehaves"
 
 
+def test_the_description_names_the_latest_challenger_even_a_rejected_one(
+    registry_with_versions,
+):
+    reg = registry_with_versions
+    reg.promote(1, expected_champion=None, reason="first", triggered_by="test", action="bootstrap")
+    reg.set_challenger(2)
+    reg.promote(2, expected_champion=1, reason="better", triggered_by="test")
+    reg.set_challenger(3)  # trained, then rejected: the champion stays v2
+    description = reg.client.get_registered_model(reg.model_name).description
+    assert description.startswith("**Champion: v2** since ")
+    assert "Latest challenger: v3" in description
+    assert "Latest challenger: v2" not in description
+
+
 def test_promotion_is_compare_and_set(registry_with_versions):
     reg = registry_with_versions
     reg.promote(1, expected_champion=None, reason="first", triggered_by="a")

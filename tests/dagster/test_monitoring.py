@@ -380,3 +380,21 @@ def test_suite_notes_are_reference_snapshot_metadata():
     assert meta["suite_adjustments"] == 1
     [record] = meta["suite_notes"].value.records
     assert record.data == {"kind": "custom", "column": "age", "action": note["action"]}
+
+
+def test_incident_cells_read_as_values_not_python_reprs():
+    from mlops_loop.defs import metadata as md
+
+    incident = {
+        "kind": "out_of_range",
+        "observed": {"share": 1.0, "examples": [1353375.0, 5662782.0]},
+        "expected": {"min": -96498.34999999999, "max": 323175.73, "max_share": 0.01},
+        "rate": 0.123456,
+    }
+    [record] = md.table([incident], ["kind", "observed", "expected", "rate"]).value.records
+    assert record.data == {
+        "kind": "out_of_range",
+        "observed": "share=1, examples=[1353375, 5662782]",
+        "expected": "min=-96498, max=323176, max_share=0.01",
+        "rate": "0.1235",
+    }

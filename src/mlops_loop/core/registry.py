@@ -230,6 +230,9 @@ class MlflowRegistry:
     def set_challenger(self, version: int) -> None:
         self.version(version)
         self.client.set_registered_model_alias(self.model_name, CHALLENGER, str(version))
+        # The model page names the latest challenger: a rejected one moves no champion, so
+        # nothing else would rewrite the description.
+        self.describe()
 
     def tag_version(self, version: int, tags: dict[str, Any]) -> None:
         for key, value in tags.items():

@@ -16,7 +16,23 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float) and not isinstance(value, bool):
         return f"{value:.4g}"
+    if isinstance(value, dict):
+        # An incident's observed and expected values: "min=-96498, max=323176", not a repr
+        # with float noise (-96498.34999999999) and quotes.
+        return ", ".join(f"{k}={_nested(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_nested(v) for v in value)
     return str(value)
+
+
+def _nested(value: Any) -> str:
+    """A value inside a cell: whole numbers without decimals (incomes, counts), large ones
+    rounded to units, small ones to DIGITS significant digits; a list in brackets."""
+    if isinstance(value, float) and (value.is_integer() or abs(value) >= 1000):
+        return str(round(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_nested(v) for v in value) + "]"
+    return _cell(value)
 
 
 def table(records: list[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
