@@ -326,7 +326,9 @@ def test_mlflow_registered_model_page_shows_versions_champion_and_history(
     from playwright.sync_api import expect
 
     shots = Shots(page, tmp_path)
-    model = MlflowClient(mlflow_ui.tracking_uri).get_registered_model("churn-model")
+    # Both URIs: a registry URI another test left in this process must not be used instead.
+    uri = mlflow_ui.tracking_uri
+    model = MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model("churn-model")
     champion = int(model.aliases["champion"])
     assert champion == 2
 
@@ -358,7 +360,7 @@ def test_mlflow_compares_two_monitor_runs_with_shared_metrics_and_artifacts(
     from playwright.sync_api import expect
 
     shots = Shots(page, tmp_path)
-    client = MlflowClient(mlflow_ui.tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow_ui.tracking_uri, registry_uri=mlflow_ui.tracking_uri)
     experiment = client.get_experiment_by_name("churn-demo")
     assert experiment is not None
     found = client.search_runs(

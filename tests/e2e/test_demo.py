@@ -1,5 +1,6 @@
 """The README's promise: the scripted scenario runs end to end through Dagster and MLflow."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -21,7 +22,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    status = run_demo(root / ".demo", root / "dagster_home", echo=lambda _: None)
+
+    async def in_a_running_loop():
+        # Called from a thread that runs an event loop (a notebook's, a test browser's): the
+        # daemon code the demo drives calls asyncio.run, which must still work.
+        return run_demo(root / ".demo", root / "dagster_home", echo=lambda _: None)
+
+    status = asyncio.run(in_a_running_loop())
     return root, status
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,14 @@ class SteppedDaemon:
         )
         self.logger = logging.getLogger("mlops_loop.demo.daemon")
         self._context: Any = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> SteppedDaemon:
         from dagster._core.workspace.context import WorkspaceProcessContext
         from dagster._core.workspace.load_target import ModuleTarget
 
         os.environ.update(self._env)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-daemon")
 
         target = ModuleTarget(
             module_name=LOCATION_MODULE, attribute=None, working_directory=None, location_name=None
@@ -132,6 +135,9 @@ class SteppedDaemon:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._context is not None:
             self._context.__exit__(None, None, None)
             self._context = None
@@ -146,6 +152,24 @@ class SteppedDaemon:
 
     def launch(self, job_name: str, tags: dict[str, str] | None = None) -> list[RunOutcome]:
         """Launch a job as the UI's Launchpad or `dagster job launch` would; wait for it."""
+        return self._on_daemon_thread(self._launch, job_name, tags)
+
+    def tick(self, sensor_name: str) -> list[RunOutcome]:
+        """One tick of a sensor, as the daemon's would be; the runs (and backfills) it asked for."""
+        return self._on_daemon_thread(self._tick, sensor_name)
+
+    def schedule(self, schedule_name: str) -> list[RunOutcome]:
+        """A tick of a schedule now, as the daemon's at its cron time would be."""
+        return self._on_daemon_thread(self._schedule, schedule_name)
+
+    def _on_daemon_thread(self, fn: Any, *args: Any) -> list[RunOutcome]:
+        """Run `fn` on a thread of its own, as the daemon runs its loops: Dagster's daemon code
+        (the backfill iteration) calls `asyncio.run`, which fails in a thread that already runs
+        an event loop (a caller's, a notebook's, a test browser's)."""
+        assert self._pool is not None, "use SteppedDaemon as a context manager"
+        return self._pool.submit(fn, *args).result()
+
+    def _launch(self, job_name: str, tags: dict[str, str] | None) -> list[RunOutcome]:
         from dagster._cli.job import _create_run
 
         before = self._run_ids()
@@ -163,8 +187,7 @@ class SteppedDaemon:
         self.instance.submit_run(run.run_id, self._context.create_request_context())
         return self._outcomes(before)
 
-    def tick(self, sensor_name: str) -> list[RunOutcome]:
-        """One tick of a sensor, as the daemon's would be; the runs (and backfills) it asked for."""
+    def _tick(self, sensor_name: str) -> list[RunOutcome]:
         from dagster._core.definitions.run_request import InstigatorType
         from dagster._core.scheduler.instigation import (
             InstigatorState,
@@ -208,8 +231,7 @@ class SteppedDaemon:
         self._finish_backfills()
         return self._outcomes(before)
 
-    def schedule(self, schedule_name: str) -> list[RunOutcome]:
-        """A tick of a schedule now, as the daemon's at its cron time would be."""
+    def _schedule(self, schedule_name: str) -> list[RunOutcome]:
         from dagster._core.definitions.run_request import InstigatorType
         from dagster._core.scheduler.instigation import TickData, TickStatus
         from dagster._scheduler.scheduler import _schedule_runs_at_time, _ScheduleLaunchContext
