@@ -220,7 +220,7 @@ def _array(values: list[Any], kind: Kind) -> pa.Array:
     """`values` as an array of `kind`; values that cannot be one become null rather than
     changing the column's type."""
     if kind == "datetime":
-        if all(v is None or isinstance(v, str) for v in values):
+        if set(map(type, values)) <= {str, type(None)}:
             # Text (ISO 8601), the usual case, parsed in one vectorized call: a roll of 10,000
             # rows spent most of its time here value by value. Naive times are UTC.
             parsed = pd.to_datetime(
@@ -232,10 +232,17 @@ def _array(values: list[Any], kind: Kind) -> pa.Array:
         try:
             return pa.array(values, type=pa.string())  # all text (or null): as it is
         except (pa.ArrowException, TypeError):
-            return pa.array(
-                [None if v is None else v if isinstance(v, str) else str(v) for v in values],
-                type=pa.string(),
-            )
+            pass
+        try:  # whole numbers (an id), as text: Arrow's cast, not a Python loop
+            whole = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError):
+            whole = None
+        if whole is not None and pa.types.is_integer(whole.type):
+            return whole.cast(pa.string())
+        return pa.array(
+            [None if v is None else v if isinstance(v, str) else str(v) for v in values],
+            type=pa.string(),
+        )
     try:
         return pa.array(values, type=_ARROW[kind])
     except (pa.ArrowException, TypeError, ValueError):
