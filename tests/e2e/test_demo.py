@@ -23,13 +23,19 @@ pytestmark = pytest.mark.slow
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
 
-    async def in_a_running_loop():
-        # Called from a thread that runs an event loop (a notebook's, a test browser's): the
-        # daemon code the demo drives calls asyncio.run, which must still work.
+    def demo() -> object:
         return run_demo(root / ".demo", root / "dagster_home", echo=lambda _: None)
 
-    status = asyncio.run(in_a_running_loop())
-    return root, status
+    async def in_a_running_loop():
+        return demo()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # No loop runs in this thread yet: run the demo inside one (a notebook's, a test
+        # browser's), since the daemon code the demo drives calls asyncio.run.
+        return root, asyncio.run(in_a_running_loop())
+    return root, demo()  # a loop already runs here (the browser tests' Playwright)
 
 
 def cli(root, *args):
