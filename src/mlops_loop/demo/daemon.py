@@ -10,7 +10,7 @@ its sensor or schedule tick and its partition, and the Dagster UI shows it where
 run would be: under the job, the sensor's ticks and the partition.
 
 These are Dagster's daemon functions, not its public API; constraints.txt pins Dagster and
-`tests/demo/test_daemon.py` fails if they change.
+`tests/e2e/test_demo.py` fails if they change (every demo run's origin, tick and backfill).
 """
 
 from __future__ import annotations
@@ -79,10 +79,6 @@ class RunOutcome:
     partition: str | None
     success: bool
     failures: tuple[str, ...]  # "<step>: <error>" for each failed step
-
-    @property
-    def status_line(self) -> str:
-        return f"{self.job_name}[{self.partition or '-'}] {'ok' if self.success else 'FAILED'}"
 
 
 class SteppedDaemon:
