@@ -21,6 +21,8 @@ COLUMNS = ColumnsConfig(
 def sink(root: Path, worker: str = "w1", **kw) -> WalSink:
     kw.setdefault("columns", COLUMNS)
     kw.setdefault("flush_ms", 0)
+    # A roll process keeps the machine's time: a test's own clock needs the roll thread.
+    kw.setdefault("roll_in", "thread" if "clock" in kw else "process")
     return WalSink(root / "wal", root / "landing", worker, **kw)
 
 

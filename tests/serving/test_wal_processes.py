@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,8 @@ def _kill(proc: subprocess.Popen, acked: list[str]) -> list[str]:
 def _assert_exactly_once(root: Path, acked: list[str]) -> None:
     got = frame(root)
     per_request = got.groupby("request_id")["row"].apply(list)
-    assert set(acked) <= set(per_request.index), "an acknowledged request was lost"
+    missing = sorted(set(acked) - set(per_request.index))
+    assert not missing, f"{len(missing)} acknowledged requests lost, {missing[:3]}..."
     # No row twice: each request's rows 0..n-1 once each, in one file.
     for rid, rows in per_request.items():
         n = 1 + int(rid.rsplit("-", 1)[1]) % 3
@@ -102,7 +104,14 @@ def test_a_kill_between_landing_and_recording_the_position_lands_nothing_twice(
     acked: list[str] = []
     names_before: set[str] = set()
     for n in (1, 2, 3, 2, 1):  # the same worker id, killed at its n-th commit each time
-        proc = _child(tmp_path, "w0", 0, WAL_CHILD_KILL_AT_COMMIT=n, WAL_CHILD_BATCH_ROWS=20)
+        proc = _child(
+            tmp_path,
+            "w0",
+            0,
+            WAL_CHILD_KILL_AT_COMMIT=n,
+            WAL_CHILD_BATCH_ROWS=20,
+            WAL_CHILD_ROLL_IN="thread",  # the commit it is killed at is in its own process
+        )
         acked = _kill(proc, acked + _acked_until(proc, 10**9))
         assert proc.returncode == -signal.SIGKILL
         pending = json.loads((tmp_path / "wal" / "w0" / "rolled.json").read_text())["pending"]
@@ -128,3 +137,37 @@ def test_sigterm_closes_the_log_and_lands_every_acknowledged_request(tmp_path):
     _assert_exactly_once(tmp_path, acked)
     assert set(frame(tmp_path)["request_id"]) == set(acked)  # nothing unacknowledged either
     assert not list((tmp_path / "wal" / "wt").glob("*.wal"))
+
+
+def _roll_process(pid: int, other_than: int | None = None, wait: float = 30.0) -> int:
+    """The pid of the roll process server `pid` started (not `other_than`)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"mlops_loop.serving.roll_process" in cmdline and int(child) != other_than:
+                    return int(child)
+        time.sleep(0.05)
+    raise AssertionError(f"no roll process under {pid} in {wait} s")
+
+
+@pytest.mark.slow
+def test_a_killed_roll_process_is_started_again_and_every_row_lands_once(tmp_path):
+    proc = _child(tmp_path, "wr", 50, WAL_CHILD_BATCH_ROWS=20)
+    acked = _acked_until(proc, 200)
+    roller = None
+    for _ in range(2):  # killed twice under load, mid-roll or between rolls
+        roller = _roll_process(proc.pid, other_than=roller)
+        os.kill(roller, signal.SIGKILL)
+        acked += _acked_until(proc, 300)
+    restarted = _roll_process(proc.pid, other_than=roller)
+    acked += _acked_until(proc, 200)
+    proc.send_signal(signal.SIGTERM)
+    out = _rest(proc)
+    assert proc.returncode == 0 and out.split()[-1] == "CLOSED"
+    acked += [x for x in out.split() if x not in ("DONE", "CLOSED")]
+    _assert_exactly_once(tmp_path, acked)
+    assert set(frame(tmp_path)["request_id"]) == set(acked)
+    assert not list((tmp_path / "landing").glob(".*"))  # its .part files were redone
+    assert not Path(f"/proc/{restarted}").exists()  # the shutdown waited for it

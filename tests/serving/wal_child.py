@@ -4,7 +4,9 @@ stdout once its record is acknowledged (durable). Run by the tests, killed by th
     python wal_child.py <log_dir> <landing> <worker_id> <flush_ms> <writers> <requests>
 
 Env: WAL_CHILD_KILL_AT_COMMIT=n SIGKILLs this process at the n-th commit of a roll, after
-its file has landed and before its position is recorded.
+its file has landed and before its position is recorded (with WAL_CHILD_ROLL_IN=thread, so
+that the roll runs in this process); WAL_CHILD_BATCH_ROWS; WAL_CHILD_ROLL_IN (default
+process).
 """
 
 import asyncio
@@ -68,6 +70,7 @@ async def main() -> None:
         batch_rows=int(os.environ.get("WAL_CHILD_BATCH_ROWS", "50")),
         batch_seconds=30.0,
         heartbeat_seconds=0.2,
+        roll_in=os.environ.get("WAL_CHILD_ROLL_IN", "process"),
     )
     sink.start()
     stop = asyncio.Event()
@@ -86,6 +89,9 @@ async def main() -> None:
             name = f"{prefix}{i}"
             await sink.arecord("req", payload(name, i))
             print(name, flush=True)
+            # With flush_ms > 0 arecord returns without waiting: yield, as a server's request
+            # does, so that the SIGTERM handler gets to run.
+            await asyncio.sleep(0)
 
     await asyncio.gather(*(writer() for _ in range(int(writers))))
     if not stop.is_set():

@@ -4,6 +4,7 @@ the champion alias, what it refuses, and how its prediction log is written."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,8 +53,16 @@ class ServingConfig(_Model):
     flush_ms: int = Field(
         default=50,
         ge=0,
-        description="Write-ahead log flush period in milliseconds; answers wait for the flush "
-        "that covers them (group commit). 0: fsync per request before answering.",
+        description="Write-ahead log fsync period in milliseconds: a record is written (it "
+        "survives the server being killed) before its answer, and fsynced within this period "
+        "(a power cut loses at most that). 0: fsynced before answering, concurrent requests "
+        "sharing one fsync (group commit).",
+    )
+    roll_in: Literal["process", "thread"] = Field(
+        default="process",
+        description="Where the log is rolled into batch files: a process of its own beside "
+        "each server process (rolling never holds the server's interpreter lock), or a "
+        "thread of the server.",
     )
     batch_rows: int = Field(
         default=10_000, ge=1, description="Roll a landed batch file every this many logged rows."

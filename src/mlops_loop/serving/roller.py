@@ -203,12 +203,14 @@ class Roller:
         batch_seconds: float,
         clock: Callable[[], float],
         on_rolled: Callable[[Position], None] = lambda p: None,
+        on_failure: Callable[[BaseException | None], None] = lambda e: None,
     ) -> None:
         self.folder = folder
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
         self.clock = clock
         self.on_rolled = on_rolled
+        self.on_failure = on_failure
         self._pending: list[Entry] = []
         self._rows = 0
         self._cond = threading.Condition()
@@ -256,12 +258,20 @@ class Roller:
                     continue
             try:
                 self.roll(final=False)
-                self.failure = None
+                if self.failure is not None:
+                    self.failure = None
+                    self.on_failure(None)
             except Exception as e:  # the landing folder may come back; retry, keep the log
                 log.exception("rolling the prediction log into %s failed", self.folder.landing)
                 self.failure = e
+                self.on_failure(e)
                 with self._cond:
                     self._cond.wait(1.0)
+
+    def finish(self) -> None:
+        """Stop the thread and land everything fed so far (a server's shutdown)."""
+        self.stop()
+        self.roll(final=True)
 
     def roll(self, final: bool) -> list[Path]:
         """Land what is due (with `final`, everything fed so far); the records stay in the

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.errors import InvalidConfigError, MlopsLoopError
 from mlops_loop.serving.landed import Kind, LandedSchema, reference_types
+from mlops_loop.serving.roll_process import ProcessRoller, RollProcessError
 from mlops_loop.serving.roller import FolderRoller, Roller, position
 from mlops_loop.serving.wal_format import (
     Entry,
@@ -40,6 +41,7 @@ from mlops_loop.serving.wal_format import (
     rows_of,
     segment_name,
     segments,
+    take_lock,
     try_lock,
     unlock,
 )
@@ -79,6 +81,8 @@ class WalSink:
         types: Kinds ("int", "float", "string", "bool", "datetime") of categorical and id
             columns, as the reference has them; others default to string.
         clock: Epoch seconds now; records are stamped with it.
+        roll_in: "process" (a roll process beside this one, `roll_process.py`: rolling then
+            never holds this process's interpreter lock) or "thread" (a thread of this one).
     """
 
     #: Rows are masked here (`_append`): the endpoint hands them over unmasked (sink.py).
@@ -99,6 +103,7 @@ class WalSink:
         types: Mapping[str, Kind] | None = None,
         segment_bytes: int = SEGMENT_BYTES,
         clock: Callable[[], float] = time.time,
+        roll_in: str = "process",
     ) -> None:
         self.log_dir = Path(log_dir)
         self.landing_dir = Path(landing_dir)
@@ -109,6 +114,13 @@ class WalSink:
                 "'.', '_' and '-' (at most 64)"
             )
         self.folder = self.log_dir / self.worker_id
+        if roll_in not in ("process", "thread"):
+            raise InvalidConfigError(f"roll_in is {roll_in!r}; expected 'process' or 'thread'")
+        if roll_in == "process" and clock is not time.time:
+            raise InvalidConfigError(
+                "a roll process keeps the machine's time: give roll_in='thread' with a clock"
+            )
+        self.roll_in = roll_in
         self.flush_ms = flush_ms
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
@@ -135,7 +147,7 @@ class WalSink:
         self._failure: BaseException | None = None
         self._lock_fd: int | None = None
         self._flusher: threading.Thread | None = None
-        self._roller: Roller | None = None
+        self._roller: Roller | ProcessRoller | None = None
         self.recovered: list[Path] = []
 
     @classmethod
@@ -158,6 +170,7 @@ class WalSink:
             heartbeat_seconds=s.heartbeat_seconds,
             shadow=s.shadow,
             types=reference_types(config),
+            roll_in=s.roll_in,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -184,9 +197,14 @@ class WalSink:
             self._open_segment(self._segment + 1)
             if prev_t is not None:
                 self._last_us = round(prev_t * 1e6)
-            self._roller = Roller(
-                own, self.batch_rows, self.batch_seconds, self.clock, self._rolled
-            )
+            if self.roll_in == "process":
+                self._roller = ProcessRoller(
+                    own, self.batch_rows, self.batch_seconds, self._lock_fd, self._rolled
+                )
+            else:
+                self._roller = Roller(
+                    own, self.batch_rows, self.batch_seconds, self.clock, self._rolled
+                )
             self._state = "open"
             self._append("start", {"prev_t": prev_t} if prev_t is not None else {})
             self._flush()
@@ -211,7 +229,7 @@ class WalSink:
         for folder in sorted(p for p in self.log_dir.iterdir() if p.is_dir()):
             if folder == self.folder:
                 continue
-            fd = try_lock(folder)
+            fd = take_lock(folder, timeout=30.0)
             if fd is None:
                 continue  # a live process writes it
             try:
@@ -242,13 +260,12 @@ class WalSink:
                 self._flusher.join()
             self._flush()
             self._sync()
-            self._roller.stop()
-            self._roller.roll(final=True)
+            self._roller.finish()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
             self._roller.folder.drop_segments(1 << 62)
-        except OSError as e:
+        except (OSError, RollProcessError) as e:
             raise WalError(f"closing the prediction log in {self.folder} failed: {e}") from e
         finally:
             self._state = "closed"
@@ -367,14 +384,19 @@ class WalSink:
             except OSError as e:
                 self._fail(e)
                 raise WalError(f"writing the prediction log in {self.folder} failed: {e}") from e
+            roller = self._roller
+            assert roller is not None
             entries = []
             offset = self._offset
             for line, t, rows in batch:
                 offset += len(line)
-                entries.append(Entry((self._segment, offset), t, rows, body=line[9:-1]))
+                if isinstance(roller, Roller):
+                    entries.append(Entry((self._segment, offset), t, rows, body=line[9:-1]))
+                else:
+                    roller.wrote((self._segment, offset), rows)  # it reads the log itself
             self._offset = offset
-            assert self._roller is not None
-            self._roller.feed(entries)
+            if entries and isinstance(roller, Roller):
+                roller.feed(entries)
             with self._lock:
                 self._durable = upto
                 self._durable_cond.notify_all()

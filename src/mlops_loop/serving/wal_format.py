@@ -18,6 +18,8 @@ import datetime as dt
 import fcntl
 import json
 import os
+import socket
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,8 +198,44 @@ def try_lock(folder: Path, wait: bool = False) -> int | None:
         except FileNotFoundError:
             same = False
         if same:
+            # Who holds it: a roll process inherits the lock, and outlives its server by a
+            # moment when the server is killed (`owner_is_dead`).
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}".encode(), 0)
             return fd
         os.close(fd)
+
+
+def owner_is_dead(folder: Path) -> bool:
+    """Whether the process that took a folder's lock is gone (this host's, no longer running
+    or a zombie): a lock still held is then held by its roll process, which is exiting."""
+    try:
+        host, pid = (folder / LOCK_NAME).read_text().split()
+        number = int(pid)
+    except (OSError, ValueError):
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        stat = Path(f"/proc/{number}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
+def take_lock(folder: Path, timeout: float) -> int | None:
+    """`try_lock`, and when the lock's owner is dead, wait up to `timeout` for its roll process
+    to let go."""
+    fd = try_lock(folder)
+    if fd is not None or not owner_is_dead(folder):
+        return fd
+    deadline = time.monotonic() + timeout
+    while fd is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        fd = try_lock(folder)
+    return fd
 
 
 def unlock(fd: int) -> None:
