@@ -202,9 +202,9 @@ def _hashed_ids(cols: ColumnsConfig, ids: pd.Series) -> pd.Series:
     arrives with the raw id, finds its served row by that digest."""
     if cols.id not in cols.private or cols.privacy != "hash" or ids.empty:
         return pd.Series(dtype=str)
-    from mlops_loop.core.privacy import _salt, hash_value
+    from mlops_loop.core.privacy import hash_value, privacy_salt
 
-    salt = _salt(cols)
+    salt = privacy_salt(cols)
     return ids.astype(str).map(lambda v: hash_value(v, salt))
 
 

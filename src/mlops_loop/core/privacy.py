@@ -11,7 +11,12 @@ from mlops_loop.core.config import ColumnsConfig
 from mlops_loop.core.errors import InvalidConfigError
 
 
-def _salt(columns: ColumnsConfig) -> bytes:
+def privacy_salt(columns: ColumnsConfig) -> bytes:
+    """The salt private columns are hashed with, from `columns.privacy_salt_env`.
+
+    Raises:
+        InvalidConfigError: the variable is unset or empty.
+    """
     salt = os.environ.get(columns.privacy_salt_env)
     if not salt:
         raise InvalidConfigError(
@@ -39,7 +44,7 @@ def mask_private(frame: pd.DataFrame, columns: ColumnsConfig | None) -> pd.DataF
     assert columns is not None
     if columns.privacy == "drop":
         return frame.drop(columns=present)
-    salt = _salt(columns)
+    salt = privacy_salt(columns)
     out = frame.copy()
     for c in present:
         out[c] = frame[c].map(lambda v: hash_value(v, salt), na_action="ignore").astype(object)

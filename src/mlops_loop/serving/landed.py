@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops_loop.core.config import ColumnsConfig, LoopConfig
-from mlops_loop.core.privacy import _salt, hash_value
+from mlops_loop.core.privacy import hash_value, privacy_salt
 from mlops_loop.core.served import ERROR_STATUSES, SCHEMA, SERVING_KEY
 from mlops_loop.core.tasks import probability_columns
 from mlops_loop.serving.wal_format import Entry, rows_of
@@ -47,7 +47,7 @@ class Privacy:
         """Raises: InvalidConfigError: hashing is chosen and the salt's variable is unset."""
         if not columns.private:
             return cls()
-        salt = _salt(columns) if columns.privacy == "hash" else None
+        salt = privacy_salt(columns) if columns.privacy == "hash" else None
         return cls(tuple(columns.private), columns.privacy, salt)
 
     def mask(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from mlops_loop.core.config import ColumnsConfig
 from mlops_loop.core.privacy import mask_private
 from mlops_loop.core.tasks import probability_columns
 from mlops_loop.core.training import MISSING_CATEGORY, predicted_labels, scores_of_inputs
+from mlops_loop.serving.fast import Rows, fast_model
 from mlops_loop.serving.request import Features, Table
 
 
@@ -34,7 +35,11 @@ def model_frame(features: Features, columns: ColumnsConfig) -> pd.DataFrame:
 def score(model: Any, features: Features, columns: ColumnsConfig) -> np.ndarray:
     """`core.training.predict_scores` of the request's rows: the positive class' probability
     (binary), one probability per class of `columns.classes` (multiclass), the value
-    (regression); exactly what `predict_frame` gives for the same rows."""
+    (regression); exactly what `predict_frame` gives for the same rows. The loop's own
+    pipeline is applied to the arrays directly (`fast.py`), any other model to a frame."""
+    fast = fast_model(model, columns)
+    if fast is not None:
+        return scores_of_inputs(fast, Rows(features), columns)  # type: ignore[arg-type]
     return scores_of_inputs(model, model_frame(features, columns), columns)
 
 
