@@ -41,7 +41,7 @@ from mlops_loop.serving.roller import FolderRoller, Roller, position
 from mlops_loop.serving.wal_format import Entry, Position, decode, segments
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.01
+POLL_SECONDS = 0.05  # how often the log is read for new records
 READY_SECONDS = 120.0
 
 

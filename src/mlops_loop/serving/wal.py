@@ -38,7 +38,7 @@ from mlops_loop.serving.wal_format import (
     encode,
     fsync_dir,
     payload_json,
-    rows_of,
+    payload_rows,
     segment_name,
     segments,
     take_lock,
@@ -317,7 +317,7 @@ class WalSink:
         if isinstance(body.get("columns"), dict):
             body["columns"] = self.schema.privacy.mask_columns(body["columns"])
         data = payload_json(body)
-        rows = rows_of({"k": kind, **body})
+        rows = payload_rows(body) if kind == "req" else 0
         with self._lock:
             if self._state != "open":
                 raise WalError(

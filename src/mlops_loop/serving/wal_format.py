@@ -40,9 +40,15 @@ def rows_of(record: dict[str, Any]) -> int:
     row objects (`rows`) or, cheaper to write and to roll, as lists by column (`columns`)."""
     if record.get("k") != "req":
         return 0
-    rows, columns = record.get("rows"), record.get("columns")
+    return payload_rows(record)
+
+
+def payload_rows(payload: dict[str, Any]) -> int:
+    """`rows_of` a "req" record's payload (a list comprehension: on the request path)."""
+    columns = payload.get("columns")
     if isinstance(columns, dict):
-        return max((len(v) for v in columns.values() if isinstance(v, list)), default=0)
+        return max([len(v) for v in columns.values() if type(v) is list], default=0)
+    rows = payload.get("rows")
     return len(rows) if isinstance(rows, list) else 0
 
 
