@@ -199,6 +199,15 @@ def child_main() -> int:
 
 
 # -- the server's side ------------------------------------------------------------------------
+def _child_env() -> dict[str, str]:
+    """The server's environment, with this package importable however the server found it."""
+    import mlops_loop
+
+    root = str(Path(mlops_loop.__file__).resolve().parent.parent)
+    paths = [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
+
+
 class ProcessRoller:
     """The server's handle on its roll process: what `WalSink` calls instead of a `Roller`.
 
@@ -287,7 +296,7 @@ class ProcessRoller:
             stdout=subprocess.PIPE,
             text=True,
             pass_fds=(self.lock_fd,),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=_child_env(),
         )
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(self.spec) + "\n")

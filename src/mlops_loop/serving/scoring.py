@@ -44,6 +44,8 @@ def score(model: Any, features: Features, columns: ColumnsConfig) -> np.ndarray:
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
+    if np.isfinite(values).all():  # the usual case, without a Python loop
+        return values.tolist()  # type: ignore[no-any-return]
     return [v if math.isfinite(v) else None for v in values.tolist()]
 
 
