@@ -306,26 +306,18 @@ def main() -> int:
         shown = ", ".join(f"{c} c={n} {v * 100:+.1f}%" for (c, n), v in costs.items())
         print(f"  the log's cost in throughput, of the medians: {shown}")
         # Paired: each round's logged server against the plain one run beside it.
-        paired = {
-            k: statistics.median(
-                1 - r["mlops-loop serve + log"][k].throughput / r["mlops-loop serve"][k].throughput
-                for r in rounds
-            )
-            for k in plain_r
+        on, off = "mlops-loop serve + log", "mlops-loop serve"
+        per_round = {
+            k: [1 - r[on][k].throughput / r[off][k].throughput for r in rounds] for k in plain_r
         }
+        paired = {k: statistics.median(v) for k, v in per_round.items()}
         shown = ", ".join(f"{c} c={n} {v * 100:+.1f}%" for (c, n), v in paired.items())
         worst = max(paired.values())
         print(
             f"  the log's cost in throughput, median of the {len(rounds)} rounds' paired costs: "
             f"{shown} (worst {worst * 100:.1f}%, target <= 10%)"
         )
-        for (c, n), _ in paired.items():
-            each = [
-                1
-                - r["mlops-loop serve + log"][(c, n)].throughput
-                / r["mlops-loop serve"][(c, n)].throughput
-                for r in rounds
-            ]
+        for (c, n), each in per_round.items():
             print(f"    {c} c={n}: " + ", ".join(f"{v * 100:+.1f}%" for v in each))
     return 0
 

@@ -333,3 +333,21 @@ def test_a_failed_roll_is_retried_on_the_same_range_and_the_log_keeps_the_rows(t
     sizes = [len(pq.read_table(f)) for f in landed(tmp_path)]
     assert sizes == [4, 4, 2]
     assert list(frame(tmp_path)["request_id"]) == [f"r{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("roll_in", ["process", "thread"])
+def test_a_shutdown_that_cannot_land_fails_and_keeps_the_rows_for_the_next_start(tmp_path, roll_in):
+    (tmp_path / "landing").write_text("not a folder")  # the landing folder is unusable
+    s = sink(tmp_path, batch_rows=100, batch_seconds=3600, roll_in=roll_in)
+    s.start()
+    for i in range(3):
+        s.record("req", req(f"r{i}"))
+    with pytest.raises(WalError, match="closing the prediction log") as caught:
+        s.close()
+    assert "pepper" not in str(caught.value)  # the salt stays out of the error
+    assert list((tmp_path / "wal" / "w1").glob("*.wal"))  # the log still holds the rows
+    (tmp_path / "landing").unlink()
+    again = sink(tmp_path, worker="w2", roll_in=roll_in)
+    again.start()  # replays the folder w1 left
+    again.close()
+    assert list(frame(tmp_path)["request_id"]) == ["r0", "r1", "r2"]

@@ -161,7 +161,7 @@ class Endpoint:
             # A sink that keeps nothing is not given rows (1 ms of a 1,000-row request's 10).
             keeps = not isinstance(self.sink, NullSink)
             logged = (
-                logged_columns(table, features, scores, self.columns, mask=not self.sink_masks)
+                logged_columns(table, scores, self.columns, mask=not self.sink_masks)
                 if keeps
                 else {}
             )

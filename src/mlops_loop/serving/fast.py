@@ -118,7 +118,7 @@ def _build(model: Any, columns: ColumnsConfig) -> FastModel | None:
         return None
     if hasattr(estimator, "feature_names_in_"):
         return None
-    fitted = [(n, t, list(c)) for n, t, c in prep.transformers_ if not (n == "remainder")]
+    fitted = [(n, t, list(c)) for n, t, c in prep.transformers_ if n != "remainder"]
     names = [n for n, _, _ in fitted]
     if names not in (["num", "cat"], ["num"], ["cat"]):
         return None

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -209,18 +209,16 @@ def _child_env() -> dict[str, str]:
 
 
 class ProcessRoller:
-    """The server's handle on its roll process: what `WalSink` calls instead of a `Roller`.
+    """The server's handle on its roll process: what `WalSink` calls instead of a `Roller`
+    (`feed`, `rows`, `start`, `finish`, `failure`).
 
     Args:
-        folder: The worker folder (its lock held by the caller, `lock_fd`).
-        landing: Where batch files land.
-        schema: Their columns.
+        folder: The worker folder's roller (its folder, landing folder and schema are the
+            child's; the child lands, this side only counts).
         batch_rows, batch_seconds: When a file is rolled.
-        lock_fd: The folder's lock; the child inherits it.
+        lock_fd: The folder's lock, held by the caller; the child inherits it.
         on_rolled: Called with the end of each landed range.
     """
-
-    takes_entries = False
 
     def __init__(
         self,
@@ -262,13 +260,14 @@ class ProcessRoller:
         with self._lock:
             return self._rows_written - self._rows_landed
 
-    def wrote(self, end: Position, rows: int) -> None:
-        """The server wrote records holding `rows` rows, up to `end`."""
-        if not rows:
-            return
+    def feed(self, entries: Sequence[Entry]) -> None:
+        """The server wrote these records (their positions and row counts are what counts
+        here: the child reads the records themselves from the log)."""
         with self._lock:
-            self._rows_written += rows
-            self._written.append((end, self._rows_written))
+            for e in entries:
+                if e.rows:
+                    self._rows_written += e.rows
+                    self._written.append((e.position, self._rows_written))
 
     def start(self) -> None:
         """Start the child and wait until it reads the log.

@@ -84,22 +84,8 @@ def _logged_value(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def logged_rows(
-    table: Table,
-    features: Features,
-    scores: np.ndarray,
-    columns: ColumnsConfig,
-    mask: bool = True,
-) -> list[dict[str, Any]]:
-    """`logged_columns`, one mapping per row."""
-    data = logged_columns(table, features, scores, columns, mask)
-    names = list(data)
-    return [dict(zip(names, values, strict=True)) for values in zip(*data.values(), strict=True)]
-
-
 def logged_columns(
     table: Table,
-    features: Features,
     scores: np.ndarray,
     columns: ColumnsConfig,
     mask: bool = True,

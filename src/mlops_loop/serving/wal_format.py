@@ -223,9 +223,13 @@ def owner_is_dead(folder: Path) -> bool:
     if host != socket.gethostname():
         return False
     try:
-        stat = Path(f"/proc/{number}/stat").read_text()
-    except FileNotFoundError:
+        os.kill(number, 0)
+    except ProcessLookupError:
         return True
+    except PermissionError:
+        return False  # alive, another user's
+    try:  # alive, or a zombie not reaped yet (Linux says which)
+        stat = Path(f"/proc/{number}/stat").read_text()
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
