@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -351,3 +352,30 @@ def test_a_shutdown_that_cannot_land_fails_and_keeps_the_rows_for_the_next_start
     again.start()  # replays the folder w1 left
     again.close()
     assert list(frame(tmp_path)["request_id"]) == ["r0", "r1", "r2"]
+
+
+@pytest.mark.parametrize("roll_in", ["process", "thread"])
+def test_a_request_body_is_kept_as_it_came_unless_it_names_a_private_column(tmp_path, roll_in):
+    s = sink(tmp_path, batch_rows=10**6, roll_in=roll_in)
+    s.start()
+    plain = b'{"inputs":{"x":[1.5,null],"c":["a","b"],"ts":["2026-01-02T03:04:05Z",null]}}'
+    private = b'{"dataframe_records":[{"x":2,"c":"a","cid":"zqsecretqz"}]}'
+    s.record(
+        "req", {"id": "p", "status": 200, "request": plain, "columns": {"prediction": [0.1, 0.2]}}
+    )
+    s.record(
+        "req", {"id": "s", "status": 200, "request": private, "columns": {"prediction": [0.3]}}
+    )
+    wal = b"".join(p.read_bytes() for p in (tmp_path / "wal" / "w1").glob("*.wal"))
+    assert plain in wal  # byte for byte
+    assert b"zqsecretqz" not in wal and hash_value("zqsecretqz", b"pepper").encode() in wal
+    with pytest.raises(WalError, match="not a scoring request"):
+        s.record("req", {"id": "bad", "status": 200, "request": b'{"cid": "x"}', "columns": {}})
+    s.close()
+    got = frame(tmp_path)
+    assert got["request_id"].tolist() == ["p", "p", "s"]
+    assert got["x"].tolist()[:1] == [1.5] and pd.isna(got["x"][1]) and got["x"][2] == 2.0
+    assert got["c"].tolist() == ["a", "b", "a"]
+    assert got["prediction"].tolist() == [0.1, 0.2, 0.3]
+    assert got["cid"].tolist()[2] == hash_value("zqsecretqz", b"pepper")
+    assert got["ts"].notna().tolist() == [True, False, False]

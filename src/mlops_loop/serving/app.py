@@ -31,7 +31,7 @@ from mlops_loop.serving.batcher import Batcher
 from mlops_loop.serving.metrics import ServingMetrics
 from mlops_loop.serving.models import AliasFollower, Served
 from mlops_loop.serving.request import RequestError, check_features, parse_payload
-from mlops_loop.serving.scoring import answer, logged_columns
+from mlops_loop.serving.scoring import answer, logged_payload
 from mlops_loop.serving.shadow import ShadowScorer
 from mlops_loop.serving.sink import NullSink, PredictionSink, make_sink
 
@@ -97,6 +97,7 @@ class Endpoint:
         self.columns = config.columns
         self.sink = sink
         self.sink_masks = bool(getattr(sink, "masks_private", False))
+        self.sink_bodies = bool(getattr(sink, "keeps_bodies", False))
         self._arecord = getattr(sink, "arecord", None)
         self.metrics = ServingMetrics(backlog=sink.backlog)
         self.follower = AliasFollower(config, self.metrics)
@@ -161,9 +162,11 @@ class Endpoint:
             # A sink that keeps nothing is not given rows (1 ms of a 1,000-row request's 10).
             keeps = not isinstance(self.sink, NullSink)
             logged = (
-                logged_columns(table, scores, self.columns, mask=not self.sink_masks)
+                logged_payload(
+                    table, scores, self.columns, mask=not self.sink_masks, body=self.sink_bodies
+                )
                 if keeps
-                else {}
+                else {"columns": {}}
             )
             latency_ms = (time.perf_counter() - started) * 1000
             await self._log(
@@ -174,7 +177,7 @@ class Endpoint:
                     "status": 200,
                     "latency_ms": latency_ms,
                     "version": held.version,
-                    "columns": logged,
+                    **logged,
                     "shadow": None,
                     "extra_columns": extra,
                 },

@@ -21,6 +21,7 @@ from mlops_loop.core.config import ColumnsConfig, LoopConfig
 from mlops_loop.core.privacy import hash_value, privacy_salt
 from mlops_loop.core.served import ERROR_STATUSES, SCHEMA, SERVING_KEY
 from mlops_loop.core.tasks import probability_columns
+from mlops_loop.serving.request import RequestError, table_of
 from mlops_loop.serving.wal_format import Entry, rows_of
 
 Kind = Literal["int", "float", "string", "bool", "datetime"]
@@ -285,8 +286,11 @@ def _extend_by_column(
     shadow: dict[str, Any] | None,
     main: str,
 ) -> None:
-    """`build_table`'s rows of a record that holds its rows by column (masked when logged)."""
+    """`build_table`'s rows of a record that holds its rows by column (masked when logged),
+    its inputs either among them or as the request's body (`scoring.logged_payload`)."""
     data, n = record["columns"], rows_of(record)
+    if "request" in record:
+        data = {**_request_columns(record["request"]), **data}
     cols["request_id"].extend([rid] * n)
     cols["row"].extend(range(n))
     served.extend([t_us] * n)
@@ -300,6 +304,15 @@ def _extend_by_column(
         for name, _ in schema.predictions:
             cols[f"shadow_{name}"].extend(_shadow_value(preds, i, name, main) for i in range(n))
         cols["shadow_version"].extend([shadow.get("version") if shadow else None] * n)
+
+
+def _request_columns(doc: Any) -> dict[str, list[Any]]:
+    """The columns of a request body the log kept as it came; none if it cannot be read (the
+    server read it, so only a damaged log gets here: its rows then land with nulls)."""
+    try:
+        return table_of(doc).columns
+    except RequestError:
+        return {}
 
 
 def build_table(schema: LandedSchema, worker: str, entries: Sequence[Entry]) -> pa.Table:

@@ -109,3 +109,29 @@ def logged_columns(
         data = {c: [_logged_value(v) for v in masked[c].astype(object)] for c in masked.columns}
     data.update(prediction_columns(scores, columns))
     return data
+
+
+def logged_payload(
+    table: Table,
+    scores: np.ndarray,
+    columns: ColumnsConfig,
+    mask: bool = True,
+    body: bool = False,
+) -> dict[str, Any]:
+    """The rows of a "req" record (`sink.py`): `{"columns": logged_columns(...)}` or, with
+    `body` (a sink that takes it) and a request whose body can be kept as it came,
+    `{"request": <the body's bytes>, "columns": <the predictions>}`.
+
+    The body is kept when it is strict JSON on one line (`Table.body`) and holds nothing but
+    feature, id and timestamp columns, none of them private: the log then copies its bytes
+    instead of encoding a thousand values again. Whoever reads the record gets the same
+    columns back with `request.table_of` (`landed.py`)."""
+    if body and table.body is not None and not (set(table.columns) - keepable(columns)):
+        return {"request": table.body, "columns": prediction_columns(scores, columns)}
+    return {"columns": logged_columns(table, scores, columns, mask=mask)}
+
+
+def keepable(columns: ColumnsConfig) -> set[str]:
+    """The columns a request body the log keeps as it came may hold."""
+    names = {*columns.numerical, *columns.categorical, columns.id, columns.timestamp}
+    return {c for c in names if c is not None and c not in columns.private}

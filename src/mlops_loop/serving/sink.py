@@ -17,7 +17,10 @@ arrived, `latency_ms` the time until its answer was ready):
   (`columns.prediction`, and `<prediction>_<class>` for a multiclass model). By column, not a
   mapping per row: a 1,000-row request's record is then a dozen lists to encode, not a
   thousand mappings. `extra_columns` counts the request's columns the model ignored. (The log
-  also reads `"rows": [{...}]`, one mapping per row.)
+  also reads `"rows": [{...}]`, one mapping per row.) A sink with a true `keeps_bodies`
+  attribute may instead be handed `"request"`, the request body's bytes, when they hold
+  nothing but feature, id and timestamp columns, none private (`scoring.logged_payload`):
+  `columns` then holds only the prediction columns, and `request.table_of` reads the rest.
 - `"err"`: `{"t", "id", "status": 400 | 413 | 422 | 500 | 503, "latency_ms", "extra_columns"}`.
 - `"shadow"`: `{"t", "id", "version", "predictions": [...]}`, written after the answer, when
   `serving.shadow` is on and `@challenger` exists: the challenger's scores of request `id`'s

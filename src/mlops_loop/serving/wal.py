@@ -28,8 +28,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from mlops_loop.core.errors import InvalidConfigError, MlopsLoopError
 from mlops_loop.serving.landed import Kind, LandedSchema, reference_types
+from mlops_loop.serving.request import RequestError, table_of
 from mlops_loop.serving.roll_process import ProcessRoller, RollProcessError
 from mlops_loop.serving.roller import FolderRoller, Roller, position
 from mlops_loop.serving.wal_format import (
@@ -87,6 +90,8 @@ class WalSink:
 
     #: Rows are masked here (`_append`): the endpoint hands them over unmasked (sink.py).
     masks_private = True
+    #: A request's body may be handed over as its bytes (`scoring.logged_payload`).
+    keeps_bodies = True
 
     def __init__(
         self,
@@ -128,6 +133,7 @@ class WalSink:
         self.segment_bytes = segment_bytes
         self.clock = clock
         self.schema = LandedSchema.build(columns, types, shadow, heartbeat_seconds)
+        self._private_json = [orjson.dumps(c) for c in self.schema.privacy.private]
         self._lock = threading.Lock()
         self._durable_cond = threading.Condition(self._lock)
         self._wake = threading.Condition(self._lock)
@@ -311,6 +317,8 @@ class WalSink:
         if kind not in KINDS:
             raise WalError(f"record kind {kind!r} is not one of {list(KINDS)}")
         body = {k: v for k, v in payload.items() if k not in ("k", "t")}
+        if isinstance(body.get("request"), bytes):
+            self._keep_request(body)
         # Never a raw private value in the log.
         if isinstance(body.get("rows"), list):
             body["rows"] = self.schema.privacy.mask(body["rows"])
@@ -341,6 +349,22 @@ class WalSink:
                 # interpreter-lock samples on one-row requests.
                 self._wake.notify()
             return self._seq
+
+    def _keep_request(self, body: dict[str, Any]) -> None:
+        """A "req" record's request body (`scoring.logged_payload`), kept as its bytes came
+        when it is one line naming no private column; otherwise its columns join the record's
+        `columns`, to be masked like any other."""
+        raw: bytes = body["request"]
+        if b"\n" not in raw and not any(name in raw for name in self._private_json):
+            body["request"] = orjson.Fragment(raw)
+            return
+        try:
+            inputs = table_of(orjson.loads(raw)).columns
+        except (ValueError, RequestError) as e:
+            raise WalError(f"a logged request body is not a scoring request: {e}") from e
+        del body["request"]
+        names = [n for n, _ in self.schema.columns if n in inputs]
+        body["columns"] = {**{n: inputs[n] for n in names}, **(body.get("columns") or {})}
 
     def _open_segment(self, number: int) -> None:
         if self._fd is not None:
