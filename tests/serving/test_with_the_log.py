@@ -15,7 +15,9 @@ from tests.serving.conftest import Served
 from tests.serving.test_bad_input import ROW
 
 
-def test_answered_requests_land_as_a_served_batch(champion_loop, tmp_path, client, monkeypatch):
+def _logged_loop(champion_loop, tmp_path, monkeypatch):
+    """The loop with its id private (hashed with a test salt), landing and logging under
+    `tmp_path`: (config, landing folder)."""
     monkeypatch.setenv("MLOPS_LOOP_PRIVACY_SALT", "pepper")
     columns = champion_loop.columns.model_copy(update={"private": [champion_loop.columns.id]})
     landing = tmp_path / "landing"
@@ -27,6 +29,12 @@ def test_answered_requests_land_as_a_served_batch(champion_loop, tmp_path, clien
             "serving": champion_loop.serving.model_copy(update={"log_dir": tmp_path / "wal"}),
         }
     )
+    return config, landing
+
+
+def test_answered_requests_land_as_a_served_batch(champion_loop, tmp_path, client, monkeypatch):
+    config, landing = _logged_loop(champion_loop, tmp_path, monkeypatch)
+    columns = config.columns
     app = create_app(config)
     sink = app.state.endpoint.sink
     assert type(sink).__name__ == "WalSink"
@@ -56,17 +64,8 @@ def test_a_body_is_logged_as_it_came_only_when_it_holds_nothing_else(
     """A compact body of nothing but feature columns goes into the log byte for byte (not
     encoded again); a body on several lines, with a private or an extra column, or an index,
     is logged by column and masked. Every form lands the same rows."""
-    monkeypatch.setenv("MLOPS_LOOP_PRIVACY_SALT", "pepper")
-    columns = champion_loop.columns.model_copy(update={"private": [champion_loop.columns.id]})
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    config = champion_loop.model_copy(
-        update={
-            "columns": columns,
-            "sources": champion_loop.sources.model_copy(update={"landing": landing}),
-            "serving": champion_loop.serving.model_copy(update={"log_dir": tmp_path / "wal"}),
-        }
-    )
+    config, landing = _logged_loop(champion_loop, tmp_path, monkeypatch)
+    columns = config.columns
     rows = [ROW, {**ROW, "age": 71, "region": None, "income": None}]
     names = list(ROW)
     split = {"dataframe_split": {"columns": names, "data": [[r[c] for c in names] for r in rows]}}
